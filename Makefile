@@ -1,0 +1,61 @@
+# badge-service. `make run` and `make test` install what they need on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+RUN_STAMP := $(VENV)/.run-installed
+DEV_STAMP := $(VENV)/.dev-installed
+BUF    := node_modules/.bin/buf
+
+.PHONY: run install dev test protos docs lint fmt buf-lint bench bench-smoke clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(RUN_STAMP)
+
+$(BUF): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(RUN_STAMP)
+dev: $(DEV_STAMP) $(BUF)
+
+## Serve on 127.0.0.1:50051 with ./badges.db (migrated at start). Flags and BADGE_SERVICE_* env
+## change the address and database URL; see README.
+run: $(RUN_STAMP)
+	$(BIN)/badge-service serve $(ARGS)
+
+## The whole suite: SQLite always, PostgreSQL when BADGE_SERVICE_TEST_PG_URL is set.
+test: dev
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## Regenerate src/badge_service/api from protos/ (committed; a test fails when stale).
+protos: $(DEV_STAMP)
+	$(BIN)/python tools/gen_protos.py
+
+## Regenerate docs/rest-mapping.md from the google.api.http annotations.
+docs: $(DEV_STAMP)
+	$(BIN)/python tools/gen_rest_mapping.py
+
+buf-lint: $(BUF)
+	$(BUF) lint
+
+lint: dev
+	$(BIN)/ruff check src tests tools
+	$(BIN)/ruff format --check src tests tools
+	$(BIN)/mypy
+	$(BUF) lint
+
+fmt: $(DEV_STAMP)
+	$(BIN)/ruff check --fix src tests tools
+	$(BIN)/ruff format src tests tools
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache badges.db badges.db-*

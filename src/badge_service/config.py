@@ -1,0 +1,56 @@
+"""Settings: command-line flags override BADGE_SERVICE_* environment variables, which override
+the defaults here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+ENV_PREFIX = "BADGE_SERVICE_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the service can be configured with."""
+
+    address: str = "127.0.0.1:50051"
+    database_url: str = "sqlite+aiosqlite:///./badges.db"
+    log_level: str = "INFO"
+    # Seconds in-flight calls get to finish after SIGTERM/SIGINT.
+    grace_period: float = 10.0
+    max_message_bytes: int = 16 * 1024 * 1024
+    auth_cache_seconds: float = 30.0
+    migrate_on_start: bool = True
+    reflection: bool = True
+    workers: int = 1
+    db_pool_size: int = 10
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then the environment, then ``overrides`` that are not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.type, raw, f.name)
+        settings = cls(**values)
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _parse(kind: Any, raw: str, name: str) -> Any:
+    kind = str(kind)
+    try:
+        if kind == "bool":
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise SystemExit(f"{ENV_PREFIX}{name.upper()}: cannot use {raw!r} as {kind}") from None
+    return raw

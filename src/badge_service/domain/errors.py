@@ -1,0 +1,102 @@
+"""Domain errors. Each names its canonical gRPC status by code name, so the domain needs no grpc.
+
+The rpc layer turns them into a ``google.rpc.Status`` with ``ErrorInfo`` (reason, domain
+``badges.v1``, metadata) and, for bad input, ``BadRequest`` field violations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+ERROR_DOMAIN = "badges.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad field of a request: its path (e.g. ``custom_field.default_value``) and why."""
+
+    field: str
+    description: str
+
+
+class DomainError(Exception):
+    """A failure the client caused or can act on; never an internal fault."""
+
+    code = "UNKNOWN"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        metadata: Mapping[str, str] | None = None,
+        violations: list[FieldViolation] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+        self.violations = list(violations or [])
+
+
+class InvalidArgument(DomainError):
+    """The request is malformed or breaks a rule of the resource (INVALID_ARGUMENT)."""
+
+    code = "INVALID_ARGUMENT"
+
+    def __init__(
+        self,
+        field: str,
+        description: str,
+        *,
+        reason: str = "INVALID_FIELD",
+        vendor_code: int | None = None,
+    ) -> None:
+        metadata = {"field": field}
+        if vendor_code is not None:
+            metadata["code"] = str(vendor_code)
+        super().__init__(
+            f"{field}: {description}",
+            reason=reason,
+            metadata=metadata,
+            violations=[FieldViolation(field, description)],
+        )
+        self.field = field
+
+
+class NotFound(DomainError):
+    """The named resource does not exist in the caller's organisation (NOT_FOUND)."""
+
+    code = "NOT_FOUND"
+
+    def __init__(self, resource: str, key: object) -> None:
+        super().__init__(
+            f"{resource} {key} not found",
+            reason="NOT_FOUND",
+            metadata={"resource": resource, "id": str(key)},
+        )
+
+
+class AlreadyExists(DomainError):
+    """A unique key is taken (ALREADY_EXISTS)."""
+
+    code = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(DomainError):
+    """The resource is not in a state that allows the call (FAILED_PRECONDITION)."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but its role does not allow the call (PERMISSION_DENIED)."""
+
+    code = "PERMISSION_DENIED"
+
+
+class Unauthenticated(DomainError):
+    """No credentials, or credentials that match no live key (UNAUTHENTICATED)."""
+
+    code = "UNAUTHENTICATED"

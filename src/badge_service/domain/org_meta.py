@@ -1,0 +1,77 @@
+"""Capillary org meta: an organisation's badge metadata tags and how badge tags must use them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from badge_service.domain.custom_fields import DataType
+from badge_service.domain.errors import InvalidArgument
+
+KEY_MAX = 255
+
+
+@dataclass(slots=True)
+class OrgMetaTag:
+    """One metadata tag: a key badges may carry, its type, description, and whether every
+    badge must carry it."""
+
+    key: str
+    data_type: DataType | None
+    description: str = ""
+    mandatory: bool = False
+
+
+@dataclass(slots=True)
+class OrgMeta:
+    """The badge metadata of one organisation."""
+
+    id: str
+    org_id: int
+    tags: list[OrgMetaTag] = field(default_factory=list)
+    created_on: dt.datetime | None = None
+    created_by: int = 0
+    last_updated_on: dt.datetime | None = None
+    last_updated_by: int = 0
+
+
+def validate_tags(tags: Sequence[OrgMetaTag], prefix: str = "org_meta.tags") -> None:
+    """Keys are required, unique and short; every tag has a data type."""
+    seen: set[str] = set()
+    for i, tag in enumerate(tags):
+        where = f"{prefix}[{i}]"
+        if not tag.key.strip():
+            raise InvalidArgument(f"{where}.key", "is required")
+        if len(tag.key) > KEY_MAX:
+            raise InvalidArgument(f"{where}.key", f"must be at most {KEY_MAX} characters")
+        if tag.key in seen:
+            raise InvalidArgument(f"{where}.key", f"duplicates the key {tag.key!r}")
+        seen.add(tag.key)
+        if tag.data_type is None:
+            raise InvalidArgument(
+                f"{where}.data_type", "is required: one of INTEGER, BOOLEAN, DATE, STRING"
+            )
+
+
+def check_badge_tags(tag_names: Sequence[str], org_tags: Sequence[OrgMetaTag], prefix: str) -> None:
+    """Where the org defines meta tags, a badge's tags must name them and include every
+    mandatory one. Tag names on one badge are unique either way."""
+    seen: set[str] = set()
+    keys = {t.key for t in org_tags}
+    for i, name in enumerate(tag_names):
+        where = f"{prefix}[{i}].tag_name"
+        if not name.strip():
+            raise InvalidArgument(where, "is required")
+        if name in seen:
+            raise InvalidArgument(where, f"duplicates the tag {name!r}")
+        seen.add(name)
+        if keys and name not in keys:
+            raise InvalidArgument(
+                where, f"{name!r} is not an org meta tag key", reason="UNKNOWN_TAG"
+            )
+    missing = [t.key for t in org_tags if t.mandatory and t.key not in seen]
+    if missing:
+        raise InvalidArgument(
+            prefix, f"must include the mandatory tags {missing}", reason="MANDATORY_TAG_MISSING"
+        )

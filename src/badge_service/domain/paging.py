@@ -1,0 +1,91 @@
+"""Paging rules shared by every List RPC.
+
+Two styles: keyset pages named by an opaque ``page_token`` (AIP-158; deep pages cost the same
+as the first) and the vendors' numbered pages (CrowdTwist ``page``/``page_size``, Credly
+``page``), whose out-of-range rules are kept exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+
+from badge_service.domain.errors import InvalidArgument
+
+
+def resolve_page_size(
+    page_size: int, *, default: int, maximum: int, field: str = "page_size"
+) -> int:
+    """0 means the default; larger than ``maximum`` is clamped; negative is invalid."""
+    if page_size < 0:
+        raise InvalidArgument(field, "must not be negative")
+    if page_size == 0:
+        return default
+    return min(page_size, maximum)
+
+
+@dataclass(frozen=True, slots=True)
+class NumberedPage:
+    """Where a numbered page falls: its offset and the neighbours to point at."""
+
+    page: int
+    size: int
+    total: int
+    pages: int
+    in_range: bool
+    next_page: int | None
+    prev_page: int | None
+
+    @property
+    def offset(self) -> int:
+        """Rows to skip for an in-range page."""
+        return (self.page - 1) * self.size
+
+
+def numbered_page(page: int | None, size: int, total: int) -> NumberedPage:
+    """CrowdTwist's rules: no page is the first; page <= 0 is empty and points next at 1;
+    past the end is empty and points prev at the last page."""
+    pages = -(-total // size)
+    number = 1 if page is None else page
+    if number <= 0:
+        return NumberedPage(number, size, total, pages, False, 1, None)
+    if number > max(pages, 1):
+        return NumberedPage(number, size, total, pages, False, None, pages or None)
+    return NumberedPage(
+        number,
+        size,
+        total,
+        pages,
+        True,
+        number + 1 if number < pages else None,
+        number - 1 if number > 1 else None,
+    )
+
+
+def filter_fingerprint(*parts: object) -> str:
+    """A short digest of a request's filters, so a token cannot be reused with others."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def encode_page_token(after: int | str | list[object], fingerprint: str) -> str:
+    """An opaque token that resumes after the key ``after``."""
+    raw = json.dumps({"a": after, "f": fingerprint}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str, fingerprint: str, field: str = "page_token") -> object:
+    """The key a token resumes after; INVALID_ARGUMENT if it is malformed or was made for
+    other filters."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidArgument(field, "is not a token this service issued") from None
+    if not isinstance(data, dict) or "a" not in data or "f" not in data:
+        raise InvalidArgument(field, "is not a token this service issued")
+    if data["f"] != fingerprint:
+        raise InvalidArgument(field, "was issued for different filters or sort")
+    return data["a"]

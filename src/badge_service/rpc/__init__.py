@@ -1,0 +1,1 @@
+"""gRPC servicers and the interceptor chain: proto <-> domain, transactions, errors."""

@@ -1,0 +1,288 @@
+"""badges.v1.BadgeService: CrowdTwist v2.1 badges."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, TypeVar
+
+import grpc
+from google.protobuf import empty_pb2
+
+from badge_service.api.badges.v1 import badge_pb2 as pb
+from badge_service.api.badges.v1 import badge_pb2_grpc as pb_grpc
+from badge_service.domain import paging
+from badge_service.domain.badges import (
+    LIST_DEFAULT_PAGE_SIZE,
+    LIST_MAX_PAGE_SIZE,
+    Badge,
+    BadgeFilter,
+    BadgeState,
+    BadgeStateType,
+    BadgeTag,
+    EligibilityType,
+    Frequency,
+    FrequencyPeriod,
+    Segment,
+    validate_badge,
+)
+from badge_service.domain.errors import InvalidArgument
+from badge_service.rpc.auth import current_principal
+from badge_service.rpc.convert import dict_to_struct, from_ts, merge_update, struct_to_dict, ts
+from badge_service.store import badges as store
+from badge_service.store import custom_fields as fields_store
+from badge_service.store import orgs as orgs_store
+from badge_service.store.db import Database
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+MUTABLE = frozenset(
+    {
+        "name",
+        "title",
+        "date_start",
+        "date_end",
+        "display_date_start",
+        "display_date_end",
+        "is_enabled",
+        "badge_states",
+        "frequency",
+        "tags",
+        "segment",
+        "badge_extra_data",
+    }
+)
+
+_ELIGIBILITY = {
+    pb.ELIGIBILITY_TYPE_INCLUSION: EligibilityType.INCLUSION,
+    pb.ELIGIBILITY_TYPE_EXCLUSION: EligibilityType.EXCLUSION,
+}
+_ELIGIBILITY_BACK = {v: k for k, v in _ELIGIBILITY.items()}
+
+
+E = TypeVar("E", BadgeStateType, FrequencyPeriod)
+
+
+def _enum(kind: type[E], number: int, where: str) -> E | None:
+    if number == 0:
+        return None
+    try:
+        return kind(number)
+    except ValueError:
+        raise InvalidArgument(where, f"{number} is not a known value") from None
+
+
+def from_proto(msg: pb.Badge, prefix: str, *, creating: bool) -> Badge:
+    """The domain badge of a request message (unchecked, but enum numbers known)."""
+    states = [
+        BadgeState(
+            _enum(BadgeStateType, s.state, f"{prefix}.badge_states[{i}].state"),
+            s.order,
+            s.description,
+            s.image_url,
+        )
+        for i, s in enumerate(msg.badge_states)
+    ]
+    segments = []
+    for i, seg in enumerate(msg.segment):
+        kind = _ELIGIBILITY.get(seg.eligibility_type)
+        if kind is None and seg.eligibility_type != 0:
+            raise InvalidArgument(
+                f"{prefix}.segment[{i}].eligibility_type",
+                f"{seg.eligibility_type} is not a known value",
+            )
+        segments.append(Segment(seg.name, seg.subscription_id, kind))
+    freq = msg.frequency
+    return Badge(
+        name=msg.name,
+        title=msg.title,
+        date_start=from_ts(msg, "date_start", f"{prefix}.date_start"),
+        date_end=from_ts(msg, "date_end", f"{prefix}.date_end"),
+        display_date_start=from_ts(msg, "display_date_start", f"{prefix}.display_date_start"),
+        display_date_end=from_ts(msg, "display_date_end", f"{prefix}.display_date_end"),
+        is_enabled=msg.is_enabled if msg.HasField("is_enabled") else creating,
+        badge_states=states,
+        frequency=Frequency(
+            freq.freq_cap if freq.HasField("freq_cap") else None,
+            _enum(FrequencyPeriod, freq.freq_period, f"{prefix}.frequency.freq_period"),
+            freq.freq_max if freq.HasField("freq_max") else None,
+        ),
+        tags=[BadgeTag(g.tag_name, g.tag_id) for g in msg.tags],
+        segments=segments,
+        extra_data=struct_to_dict(msg.badge_extra_data),
+    )
+
+
+def to_proto(b: Badge) -> pb.Badge:
+    """The message of a stored badge."""
+    period = b.frequency.freq_period
+    return pb.Badge(
+        id=b.id,
+        name=b.name,
+        title=b.title,
+        date_start=ts(b.date_start),
+        date_end=ts(b.date_end),
+        display_date_start=ts(b.display_date_start),
+        display_date_end=ts(b.display_date_end),
+        is_enabled=b.is_enabled,
+        badge_states=[
+            pb.BadgeState(
+                state=int(s.state) if s.state else 0,  # type: ignore[arg-type]
+                order=s.order,
+                description=s.description,
+                image_url=s.image_url,
+            )
+            for s in b.badge_states
+        ],
+        frequency=pb.Frequency(
+            freq_cap=b.frequency.freq_cap,
+            freq_period=int(period) if period else 0,  # type: ignore[arg-type]
+            freq_period_id=int(period) if period else 0,
+            freq_period_name=period.label if period else "",
+            freq_max=b.frequency.freq_max,
+        ),
+        tags=[pb.BadgeTag(tag_name=g.tag_name, tag_id=g.tag_id) for g in b.tags],
+        segment=[
+            pb.Segment(
+                name=s.name,
+                subscription_id=s.subscription_id,
+                eligibility_type=_ELIGIBILITY_BACK[s.eligibility_type] if s.eligibility_type else 0,  # type: ignore[arg-type]
+            )
+            for s in b.segments
+        ],
+        badge_extra_data=dict_to_struct(b.extra_data),
+        create_time=ts(b.create_time),
+        update_time=ts(b.update_time),
+    )
+
+
+def _page_url(page: int | None, size: int) -> str:
+    return "" if page is None else f"/v2.1/badges?page={page}&page_size={size}"
+
+
+class BadgeServicer(pb_grpc.BadgeServiceServicer):
+    """Badges of the caller's organisation."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def _validate(self, conn: AsyncConnection, badge: Badge, now: dt.datetime) -> Badge:
+        fields = await fields_store.list_fields(conn, badge.org_id)
+        meta = await orgs_store.get_org_meta(conn, badge.org_id)
+        return validate_badge(badge, now=now, custom_fields=fields, org_tags=meta.tags)
+
+    async def ListBadges(
+        self, request: pb.ListBadgesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListBadgesResponse:
+        """Lists badges in id order, by CrowdTwist page number or by page token."""
+        who = current_principal()
+        size = paging.resolve_page_size(
+            request.page_size, default=LIST_DEFAULT_PAGE_SIZE, maximum=LIST_MAX_PAGE_SIZE
+        )
+        flt = BadgeFilter(
+            is_enabled=request.is_enabled if request.HasField("is_enabled") else None,
+            tag_name=request.tag_name or None,
+            earnable_at=from_ts(request, "earnable_at", "earnable_at"),
+            displayable_at=from_ts(request, "displayable_at", "displayable_at"),
+        )
+        fingerprint = paging.filter_fingerprint("badges", flt)
+        page_info = pb.Paging()
+        after: int | None = None
+        if request.page_token:
+            if request.HasField("page"):
+                raise InvalidArgument("page", "cannot be combined with page_token")
+            token = paging.decode_page_token(request.page_token, fingerprint)
+            if not isinstance(token, int):
+                raise InvalidArgument("page_token", "is not a token this service issued")
+            after = token
+        async with self._db.read() as conn:
+            total = await store.count_badges(conn, who.org_id, flt)
+            if after is not None:
+                rows = await store.list_badges(
+                    conn, who.org_id, flt, limit=size + 1, after_id=after
+                )
+                page_info.total, page_info.pages = total, -(-total // size)
+            else:
+                numbered = paging.numbered_page(
+                    request.page if request.HasField("page") else None, size, total
+                )
+                rows = []
+                if numbered.in_range:
+                    rows = await store.list_badges(
+                        conn, who.org_id, flt, limit=size + 1, offset=numbered.offset
+                    )
+                page_info = pb.Paging(
+                    total=total,
+                    pages=numbered.pages,
+                    next_page=numbered.next_page,
+                    prev_page=numbered.prev_page,
+                    next_page_url=_page_url(numbered.next_page, size),
+                    prev_page_url=_page_url(numbered.prev_page, size),
+                )
+        next_token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            next_token = paging.encode_page_token(rows[-1].id, fingerprint)
+        return pb.ListBadgesResponse(
+            badges=[to_proto(b) for b in rows],
+            paging=page_info,
+            next_page_token=next_token,
+            total_size=total,
+        )
+
+    async def GetBadge(
+        self, request: pb.GetBadgeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Badge:
+        """Returns one badge."""
+        who = current_principal()
+        async with self._db.read() as conn:
+            return to_proto(await store.get_badge(conn, who.org_id, request.id))
+
+    async def CreateBadge(
+        self, request: pb.CreateBadgeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Badge:
+        """Creates a badge after checking it against custom fields and org meta tags."""
+        who = current_principal()
+        badge = from_proto(request.badge, "badge", creating=True)
+        now = dt.datetime.now(dt.UTC)
+        badge.org_id = who.org_id
+        badge.create_time = badge.update_time = now
+        async with self._db.write() as conn:
+            badge = await self._validate(conn, badge, now)
+            await store.insert_badge(conn, badge)
+        return to_proto(badge)
+
+    async def UpdateBadge(
+        self, request: pb.UpdateBadgeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Badge:
+        """Updates the masked fields; the result must pass every create rule."""
+        who = current_principal()
+        now = dt.datetime.now(dt.UTC)
+        async with self._db.write() as conn:
+            existing = await store.get_badge(conn, who.org_id, request.badge.id)
+            merged = merge_update(
+                to_proto(existing),
+                request.badge,
+                request.update_mask,
+                prefix="badge",
+                mutable=MUTABLE,
+            )
+            badge = from_proto(merged, "badge", creating=False)
+            badge.id, badge.org_id, badge.create_time = (
+                existing.id,
+                who.org_id,
+                existing.create_time,
+            )
+            badge.update_time = now
+            badge = await self._validate(conn, badge, now)
+            await store.update_badge(conn, badge)
+        return to_proto(badge)
+
+    async def DeleteBadge(
+        self, request: pb.DeleteBadgeRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        """Deletes a badge."""
+        who = current_principal()
+        async with self._db.write() as conn:
+            await store.delete_badge(conn, who.org_id, request.id)
+        return empty_pb2.Empty()

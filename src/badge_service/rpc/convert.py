@@ -1,0 +1,120 @@
+"""Conversions shared by the servicers: timestamps, structs, field masks and page tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, TypeVar
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.message import Message
+
+from badge_service.api.badges.v1 import common_pb2
+from badge_service.domain.custom_fields import DataType
+from badge_service.domain.errors import InvalidArgument
+
+M = TypeVar("M", bound=Message)
+
+# Earliest and latest instants google.protobuf.Timestamp allows.
+_TS_MIN = -62135596800
+_TS_MAX = 253402300799
+
+
+def ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A Timestamp for an aware datetime; None stays None (field left unset)."""
+    if value is None:
+        return None
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+def from_ts(msg: Message, name: str, where: str) -> dt.datetime | None:
+    """The aware datetime of a Timestamp field, None when unset; INVALID_ARGUMENT when out of
+    the Timestamp range."""
+    if not msg.HasField(name):
+        return None
+    value: timestamp_pb2.Timestamp = getattr(msg, name)
+    if not (_TS_MIN <= value.seconds <= _TS_MAX) or not (0 <= value.nanos < 1_000_000_000):
+        raise InvalidArgument(where, "is not a valid timestamp")
+    return value.ToDatetime(tzinfo=dt.UTC)
+
+
+def iso(value: dt.datetime | None) -> str:
+    """ISO-8601 text in UTC with a Z, to the second (Capillary's *ISO fields)."""
+    return "" if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain JSON values."""
+    return json_format.MessageToDict(value)
+
+
+def dict_to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    """Plain JSON values as a Struct."""
+    out = struct_pb2.Struct()
+    out.update(value)
+    return out
+
+
+_DATA_TYPES = {
+    common_pb2.DATA_TYPE_INTEGER: DataType.INTEGER,
+    common_pb2.DATA_TYPE_BOOLEAN: DataType.BOOLEAN,
+    common_pb2.DATA_TYPE_DATE: DataType.DATE,
+    common_pb2.DATA_TYPE_STRING: DataType.STRING,
+}
+_DATA_TYPES_BACK = {v: k for k, v in _DATA_TYPES.items()}
+
+
+def data_type(value: int) -> DataType | None:
+    """The domain data type of a proto enum number; None for unset or unknown numbers."""
+    return _DATA_TYPES.get(value)  # type: ignore[call-overload,no-any-return]
+
+
+def data_type_proto(value: DataType | None) -> common_pb2.DataType.ValueType:
+    """The proto enum number of a domain data type."""
+    return _DATA_TYPES_BACK[value] if value else common_pb2.DATA_TYPE_UNSPECIFIED
+
+
+def merge_update(
+    existing: M,
+    patch: M,
+    mask: FieldMask,
+    *,
+    prefix: str,
+    mutable: frozenset[str],
+) -> M:
+    """Applies an AIP-134 update: the masked fields of ``patch`` onto ``existing``.
+
+    An empty mask means every field set in ``patch``; ``*`` means every mutable field.
+    Paths must name mutable fields (or fields inside them); others are INVALID_ARGUMENT.
+    """
+    if list(mask.paths) == ["*"]:
+        paths = sorted(mutable)
+    elif mask.paths:
+        paths = list(mask.paths)
+    else:
+        paths = [f.name for f, _ in patch.ListFields() if f.name in mutable]
+    for path in paths:
+        if path.split(".", 1)[0] not in mutable:
+            raise InvalidArgument("update_mask", f"{path!r} is not a field that can be updated")
+    checked = FieldMask(paths=paths)
+    if not checked.IsValidForDescriptor(existing.DESCRIPTOR):  # type: ignore[arg-type]
+        raise InvalidArgument("update_mask", f"names a field {prefix} does not have: {paths}")
+    merged = type(existing)()
+    merged.CopyFrom(existing)
+    for path in paths:
+        # MergeMessage leaves a field alone when the patch lacks it; an update that names a
+        # field must clear it instead, so clear first.
+        _clear_path(merged, path)
+    checked.MergeMessage(patch, merged, replace_message_field=True, replace_repeated_field=True)
+    return merged
+
+
+def _clear_path(msg: Message, path: str) -> None:
+    head, _, rest = path.partition(".")
+    if rest:
+        if msg.HasField(head):
+            _clear_path(getattr(msg, head), rest)
+        return
+    msg.ClearField(head)

@@ -1,0 +1,103 @@
+"""Custom field queries. Name uniqueness is the database's unique constraint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from badge_service.domain.custom_fields import CustomField, DataType, duplicate_name
+from badge_service.domain.errors import NotFound
+from badge_service.store.db import from_micros, to_micros
+from badge_service.store.models import custom_fields as t
+
+RESOURCE = "custom field"
+
+
+def _from_row(row: Any) -> CustomField:
+    return CustomField(
+        id=row.id,
+        org_id=row.org_id,
+        name=row.name,
+        data_type=DataType(row.data_type),
+        is_mandatory=row.is_mandatory,
+        default_value=row.default_value,
+        is_active=row.is_active,
+        created_on=from_micros(row.created_on),
+        created_by=row.created_by,
+        last_updated_on=from_micros(row.last_updated_on),
+        last_updated_by=row.last_updated_by,
+    )
+
+
+def _values(field: CustomField) -> dict[str, Any]:
+    assert field.data_type is not None and field.created_on and field.last_updated_on
+    return {
+        "name": field.name,
+        "data_type": field.data_type.value,
+        "is_mandatory": field.is_mandatory,
+        "default_value": field.default_value,
+        "is_active": field.is_active,
+        "last_updated_on": to_micros(field.last_updated_on),
+        "last_updated_by": field.last_updated_by,
+    }
+
+
+async def insert_field(conn: AsyncConnection, field: CustomField) -> None:
+    """Inserts a validated field; ALREADY_EXISTS (740) when the org has the name."""
+    assert field.created_on is not None
+    values = _values(field) | {
+        "id": field.id,
+        "org_id": field.org_id,
+        "created_on": to_micros(field.created_on),
+        "created_by": field.created_by,
+    }
+    try:
+        await conn.execute(insert(t).values(**values))
+    except IntegrityError:
+        raise duplicate_name(field.name) from None
+
+
+async def get_field(conn: AsyncConnection, org_id: int, field_id: str) -> CustomField:
+    """One field of the org, or NOT_FOUND."""
+    row = (await conn.execute(select(t).where(t.c.org_id == org_id, t.c.id == field_id))).first()
+    if row is None:
+        raise NotFound(RESOURCE, field_id)
+    return _from_row(row)
+
+
+async def list_fields(
+    conn: AsyncConnection, org_id: int, *, after: str | None = None, limit: int | None = None
+) -> list[CustomField]:
+    """The org's fields in id (creation) order, optionally after a keyset position."""
+    stmt = select(t).where(t.c.org_id == org_id).order_by(t.c.id)
+    if after is not None:
+        stmt = stmt.where(t.c.id > after)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [_from_row(r) for r in await conn.execute(stmt)]
+
+
+async def count_fields(conn: AsyncConnection, org_id: int) -> int:
+    """How many fields the org has."""
+    stmt = select(func.count()).select_from(t).where(t.c.org_id == org_id)
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def update_field(conn: AsyncConnection, field: CustomField) -> None:
+    """Writes a validated field back; ALREADY_EXISTS (740) when renamed onto a taken name."""
+    try:
+        await conn.execute(
+            update(t).where(t.c.org_id == field.org_id, t.c.id == field.id).values(**_values(field))
+        )
+    except IntegrityError:
+        raise duplicate_name(field.name) from None
+
+
+async def delete_field(conn: AsyncConnection, org_id: int, field_id: str) -> None:
+    """Deletes a field, or NOT_FOUND."""
+    result = await conn.execute(delete(t).where(t.c.org_id == org_id, t.c.id == field_id))
+    if result.rowcount == 0:
+        raise NotFound(RESOURCE, field_id)

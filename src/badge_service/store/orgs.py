@@ -1,0 +1,148 @@
+"""Organisations, their API keys and their org meta."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from badge_service.domain.auth import Principal, Role
+from badge_service.domain.custom_fields import DataType
+from badge_service.domain.errors import NotFound
+from badge_service.domain.ids import new_hex_id
+from badge_service.domain.org_meta import OrgMeta, OrgMetaTag
+from badge_service.store.db import from_micros, to_micros
+from badge_service.store.models import api_keys, org_meta, orgs
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    """An organisation: integer id (Capillary, CrowdTwist), UUID (Credly) and name."""
+
+    id: int
+    uuid: str
+    name: str
+
+
+async def create_org(conn: AsyncConnection, name: str, now: dt.datetime) -> Org:
+    """Creates an organisation with its (empty) org meta."""
+    org_uuid = str(uuid.uuid4())
+    result = await conn.execute(
+        insert(orgs)
+        .values(uuid=org_uuid, name=name, created_at=to_micros(now))
+        .returning(orgs.c.id)
+    )
+    org_id = int(result.scalar_one())
+    await conn.execute(
+        insert(org_meta).values(
+            id=new_hex_id(),
+            org_id=org_id,
+            tags=[],
+            created_on=to_micros(now),
+            created_by=0,
+            last_updated_on=to_micros(now),
+            last_updated_by=0,
+        )
+    )
+    return Org(org_id, org_uuid, name)
+
+
+async def get_org(conn: AsyncConnection, org_id: int) -> Org:
+    """An organisation by id, or NOT_FOUND."""
+    row = (await conn.execute(select(orgs).where(orgs.c.id == org_id))).first()
+    if row is None:
+        raise NotFound("organisation", org_id)
+    return Org(row.id, row.uuid, row.name)
+
+
+async def list_orgs(conn: AsyncConnection) -> list[Org]:
+    """Every organisation, by id."""
+    rows = await conn.execute(select(orgs).order_by(orgs.c.id))
+    return [Org(r.id, r.uuid, r.name) for r in rows]
+
+
+async def create_key(
+    conn: AsyncConnection, org_id: int, role: Role, key_hash: str, prefix: str, now: dt.datetime
+) -> int:
+    """Stores a key's hash; returns the key id."""
+    await get_org(conn, org_id)
+    result = await conn.execute(
+        insert(api_keys)
+        .values(
+            org_id=org_id,
+            role=role.value,
+            key_hash=key_hash,
+            key_prefix=prefix,
+            created_at=to_micros(now),
+        )
+        .returning(api_keys.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def find_principal(conn: AsyncConnection, key_hash: str) -> Principal | None:
+    """The caller a live key stands for, or None."""
+    row = (
+        await conn.execute(
+            select(api_keys.c.id, api_keys.c.org_id, api_keys.c.role).where(
+                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    return Principal(org_id=row.org_id, key_id=row.id, role=Role(row.role))
+
+
+def _tags_from_json(raw: list[dict[str, object]]) -> list[OrgMetaTag]:
+    return [
+        OrgMetaTag(
+            key=str(t["key"]),
+            data_type=DataType(str(t["data_type"])),
+            description=str(t.get("description", "")),
+            mandatory=bool(t.get("mandatory", False)),
+        )
+        for t in raw
+    ]
+
+
+async def get_org_meta(conn: AsyncConnection, org_id: int) -> OrgMeta:
+    """The org meta of an organisation (every org has one)."""
+    row = (await conn.execute(select(org_meta).where(org_meta.c.org_id == org_id))).first()
+    if row is None:
+        raise NotFound("org meta of organisation", org_id)
+    return OrgMeta(
+        id=row.id,
+        org_id=row.org_id,
+        tags=_tags_from_json(row.tags),
+        created_on=from_micros(row.created_on),
+        created_by=row.created_by,
+        last_updated_on=from_micros(row.last_updated_on),
+        last_updated_by=row.last_updated_by,
+    )
+
+
+async def save_org_meta_tags(
+    conn: AsyncConnection, org_id: int, tags: list[OrgMetaTag], by: int, now: dt.datetime
+) -> None:
+    """Replaces the tags of an org's meta."""
+    await conn.execute(
+        update(org_meta)
+        .where(org_meta.c.org_id == org_id)
+        .values(
+            tags=[
+                {
+                    "key": t.key,
+                    "data_type": t.data_type.value if t.data_type else None,
+                    "description": t.description,
+                    "mandatory": t.mandatory,
+                }
+                for t in tags
+            ],
+            last_updated_on=to_micros(now),
+            last_updated_by=by,
+        )
+    )

@@ -1,0 +1,219 @@
+"""Test helpers: a running server per database, organisations with keys, authenticated stubs,
+and assertions on rich error details."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from sqlalchemy.engine import make_url
+
+from badge_service.api.badges.v1 import (
+    badge_pb2_grpc,
+    custom_field_pb2_grpc,
+    org_meta_pb2_grpc,
+)
+from badge_service.domain.auth import Role, hash_api_key, new_api_key
+from badge_service.server import Running
+from badge_service.store import orgs
+from badge_service.store.db import Database
+
+PG_ENV = "BADGE_SERVICE_TEST_PG_URL"
+
+
+class _Metadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    """Adds fixed metadata (credentials) to every call of a channel."""
+
+    def __init__(self, metadata: list[tuple[str, str]]) -> None:
+        self._metadata = metadata
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        merged = list(details.metadata or []) + self._metadata
+        return grpc.aio.ClientCallDetails(
+            details.method,
+            details.timeout,
+            grpc.aio.Metadata(*merged),
+            details.credentials,
+            details.wait_for_ready,
+        )
+
+    async def intercept_unary_unary(self, continuation, details, request):
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(self, continuation, details, request):
+        return await continuation(self._details(details), request)
+
+
+@dataclass
+class Client:
+    """Stubs of every service on one channel that sends one set of credentials."""
+
+    channel: grpc.aio.Channel
+    badges: badge_pb2_grpc.BadgeServiceStub
+    fields: custom_field_pb2_grpc.CustomFieldServiceStub
+    meta: org_meta_pb2_grpc.OrgMetaServiceStub
+
+    @classmethod
+    def connect(cls, port: int, metadata: list[tuple[str, str]] | None = None) -> Client:
+        """A client for the server on ``port`` that sends ``metadata`` on every call."""
+        interceptors = [_Metadata(metadata)] if metadata else None
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=interceptors)
+        return cls(
+            channel,
+            badge_pb2_grpc.BadgeServiceStub(channel),
+            custom_field_pb2_grpc.CustomFieldServiceStub(channel),
+            org_meta_pb2_grpc.OrgMetaServiceStub(channel),
+        )
+
+
+@dataclass
+class Org:
+    """An organisation with an admin and a reader key and clients for both."""
+
+    id: int
+    uuid: str
+    admin_key: str
+    reader_key: str
+    admin: Client
+    reader: Client
+
+
+@dataclass
+class Backend:
+    """A running server on one database."""
+
+    name: str
+    url: str
+    running: Running
+    clients: list[Client]
+
+    @property
+    def port(self) -> int:
+        """The server's ephemeral port."""
+        return self.running.port
+
+    @property
+    def db(self) -> Database:
+        """The server's database handle (for test set-up only)."""
+        return self.running.db
+
+    def client(self, metadata: list[tuple[str, str]] | None = None) -> Client:
+        """A client on its own channel, closed when the session ends."""
+        c = Client.connect(self.port, metadata)
+        self.clients.append(c)
+        return c
+
+    async def new_org(self, name: str | None = None) -> Org:
+        """Creates an organisation with fresh keys, as ``badge-service orgs create`` does."""
+        admin_key, reader_key = new_api_key(), new_api_key()
+        now = dt.datetime.now(dt.UTC)
+        async with self.db.write() as conn:
+            org = await orgs.create_org(conn, name or f"org-{uuid.uuid4().hex[:8]}", now)
+            for key, role in ((admin_key, Role.ADMIN), (reader_key, Role.READER)):
+                await orgs.create_key(conn, org.id, role, hash_api_key(key), key[:12], now)
+        return Org(
+            org.id,
+            org.uuid,
+            admin_key,
+            reader_key,
+            self.client([("authorization", f"Bearer {admin_key}")]),
+            self.client([("authorization", f"Bearer {reader_key}")]),
+        )
+
+
+def pg_url() -> str | None:
+    """The PostgreSQL URL tests may use, or None."""
+    return os.environ.get(PG_ENV) or None
+
+
+async def create_pg_database(base_url: str) -> str:
+    """Creates a fresh database on the server of ``base_url``; returns its URL."""
+    import asyncpg
+
+    url = make_url(base_url)
+    name = f"badge_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(_asyncpg_dsn(url))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_pg_database(db_url: str) -> None:
+    """Drops a database made by create_pg_database."""
+    import asyncpg
+
+    url = make_url(db_url)
+    conn = await asyncpg.connect(_asyncpg_dsn(url.set(database="postgres")))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def _asyncpg_dsn(url: Any) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@dataclass
+class ErrorDetails:
+    """The decoded google.rpc.Status details of a failed call."""
+
+    code: grpc.StatusCode
+    message: str
+    info: error_details_pb2.ErrorInfo | None
+    bad_request: error_details_pb2.BadRequest | None
+
+
+def details_of(err: grpc.aio.AioRpcError) -> ErrorDetails:
+    """Decodes ErrorInfo and BadRequest from a failed call's trailers."""
+    info = bad = None
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for any_msg in status.details:
+                if any_msg.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    any_msg.Unpack(info)
+                elif any_msg.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                    bad = error_details_pb2.BadRequest()
+                    any_msg.Unpack(bad)
+    return ErrorDetails(err.code(), err.details() or "", info, bad)
+
+
+async def expect_error(
+    call: Any,
+    code: grpc.StatusCode,
+    *,
+    reason: str | None = None,
+    vendor_code: int | None = None,
+    field: str | None = None,
+) -> ErrorDetails:
+    """Awaits ``call`` and asserts it failed with ``code`` (and reason, vendor code, field)."""
+    try:
+        result = await call
+    except grpc.aio.AioRpcError as err:
+        got = details_of(err)
+    else:
+        raise AssertionError(f"expected {code.name}, got a reply: {result}")
+    assert got.code == code, f"expected {code.name}, got {got.code.name}: {got.message}"
+    if reason is not None:
+        assert got.info is not None and got.info.reason == reason, got
+    if code not in (grpc.StatusCode.UNAUTHENTICATED,):
+        assert got.info is not None and got.info.domain == "badges.v1", got
+    if vendor_code is not None:
+        assert got.info is not None and got.info.metadata.get("code") == str(vendor_code), got
+    if field is not None:
+        assert got.bad_request is not None, got
+        assert [v.field for v in got.bad_request.field_violations] == [field], got
+    return got
+
+
+Factory = Callable[..., Any]
