@@ -8,7 +8,7 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -25,6 +25,7 @@ from badge_service.store import orgs
 from badge_service.store.db import Database
 
 PG_ENV = "BADGE_SERVICE_TEST_PG_URL"
+S = TypeVar("S")
 
 
 class _Metadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
@@ -58,6 +59,10 @@ class Client:
     badges: badge_pb2_grpc.BadgeServiceStub
     fields: custom_field_pb2_grpc.CustomFieldServiceStub
     meta: org_meta_pb2_grpc.OrgMetaServiceStub
+
+    def stub(self, stub_class: type[S]) -> S:
+        """Any service's stub on this client's channel (and credentials)."""
+        return stub_class(self.channel)
 
     @classmethod
     def connect(cls, port: int, metadata: list[tuple[str, str]] | None = None) -> Client:

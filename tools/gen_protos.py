@@ -77,18 +77,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=OUT_DEFAULT)
     args = parser.parse_args()
-    if args.out == OUT_DEFAULT:
-        # Regenerate from scratch so that a removed proto leaves no stale module behind.
-        with tempfile.TemporaryDirectory() as tmp:
-            generate(Path(tmp))
-            generated = Path(tmp) / "badges"
-            shutil.rmtree(OUT_DEFAULT / "badges", ignore_errors=True)
-            shutil.copytree(generated, OUT_DEFAULT / "badges")
-            init = OUT_DEFAULT / "__init__.py"
-            if not init.exists():
-                shutil.copy(Path(tmp) / "__init__.py", init)
-    else:
+    if args.out != OUT_DEFAULT:
         generate(args.out)
+        return
+    # Generate aside, then write only changed files and remove stale ones, so that a running
+    # process importing the package never sees a half-empty directory.
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(Path(tmp))
+        fresh = {p.relative_to(tmp) for p in Path(tmp).rglob("*") if p.is_file()}
+        for rel in sorted(fresh):
+            src, dst = Path(tmp) / rel, OUT_DEFAULT / rel
+            if not dst.exists() or dst.read_bytes() != src.read_bytes():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+        for old in OUT_DEFAULT.rglob("*"):
+            if (
+                old.is_file()
+                and old.suffix in (".py", ".pyi")
+                and old.relative_to(OUT_DEFAULT) not in fresh
+            ):
+                old.unlink()
 
 
 if __name__ == "__main__":
