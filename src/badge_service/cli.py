@@ -42,9 +42,13 @@ def _issue_key(role: Role) -> tuple[str, str, str]:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     """Serves until SIGTERM/SIGINT."""
-    from badge_service.server import serve
+    from badge_service.server import serve, serve_workers
 
+    if settings.workers < 1:
+        raise SystemExit("error: --workers must be at least 1")
     logs.configure(settings.log_level)
+    if settings.workers > 1:
+        raise SystemExit(serve_workers(settings))
     _run(serve(settings))
 
 
@@ -145,6 +149,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--grace-period", type=float, help="seconds to drain on shutdown")
     serve.add_argument("--workers", type=int, help="processes sharing the port")
     serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
+    serve.add_argument(
+        "--public-base-url", help="base URL of Badgr openBadgeIds (default http://localhost:50051)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
@@ -181,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         log_level=getattr(args, "log_level", None),
         grace_period=getattr(args, "grace_period", None),
         workers=getattr(args, "workers", None),
+        public_base_url=getattr(args, "public_base_url", None),
         migrate_on_start=False if getattr(args, "no_migrate", False) else None,
     )
     args.func(settings, args)

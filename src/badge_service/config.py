@@ -25,6 +25,8 @@ class Settings:
     reflection: bool = True
     workers: int = 1
     db_pool_size: int = 10
+    # Where openBadgeIds of Badgr issuers and badge classes point: {base}/public/issuers/{id}.
+    public_base_url: str = "http://localhost:50051"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -6,8 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, replace
+from types import FrameType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -15,18 +20,27 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from badge_service.api.badges.v1 import (
+    badge_class_pb2,
+    badge_class_pb2_grpc,
     badge_pb2,
     badge_pb2_grpc,
+    badge_template_pb2,
+    badge_template_pb2_grpc,
     custom_field_pb2,
     custom_field_pb2_grpc,
+    issuer_pb2,
+    issuer_pb2_grpc,
     org_meta_pb2,
     org_meta_pb2_grpc,
 )
 from badge_service.config import Settings
 from badge_service.rpc.auth import Authenticator
+from badge_service.rpc.badge_classes import BadgeClassServicer
+from badge_service.rpc.badge_templates import BadgeTemplateServicer
 from badge_service.rpc.badges import BadgeServicer
 from badge_service.rpc.custom_fields import CustomFieldServicer
 from badge_service.rpc.interceptor import ServiceInterceptor, write_methods
+from badge_service.rpc.issuers import IssuerServicer
 from badge_service.rpc.org_meta import OrgMetaServicer
 from badge_service.store.db import Database
 from badge_service.store.migrate import upgrade
@@ -37,8 +51,12 @@ SERVICES = [
     org_meta_pb2.DESCRIPTOR.services_by_name["OrgMetaService"],
     custom_field_pb2.DESCRIPTOR.services_by_name["CustomFieldService"],
     badge_pb2.DESCRIPTOR.services_by_name["BadgeService"],
+    issuer_pb2.DESCRIPTOR.services_by_name["IssuerService"],
+    badge_class_pb2.DESCRIPTOR.services_by_name["BadgeClassService"],
+    badge_template_pb2.DESCRIPTOR.services_by_name["BadgeTemplateService"],
 ]
 HEALTH_INTERVAL = 5.0
+DRAIN_POLL = 0.05
 
 
 @dataclass
@@ -51,6 +69,25 @@ class Running:
     health: health_aio.HealthServicer
     interceptor: ServiceInterceptor
     monitor: asyncio.Task[None]
+
+    async def drain(self, limit: float) -> None:
+        """Reports NOT_SERVING, then keeps serving until no call is running and none has
+        started for one poll interval (at most ``limit`` seconds).
+
+        gRPC's core cancels, at shutdown, every call that has reached the server but that the
+        event loop has not picked up yet; a burst in flight at SIGTERM would end CANCELLED
+        instead of drained. Once the loop has been idle for an interval, none is left.
+        """
+        await self.health.enter_graceful_shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        last = -1
+        while loop.time() < deadline:
+            started = self.interceptor.started
+            if self.interceptor.in_flight == 0 and started == last:
+                return
+            last = started
+            await asyncio.sleep(DRAIN_POLL)
 
     async def stop(self, grace: float | None) -> None:
         """Stops accepting calls, lets in-flight calls finish within ``grace``, closes the DB."""
@@ -90,6 +127,15 @@ async def start(settings: Settings, db: Database | None = None) -> Running:
     org_meta_pb2_grpc.add_OrgMetaServiceServicer_to_server(OrgMetaServicer(db), server)
     custom_field_pb2_grpc.add_CustomFieldServiceServicer_to_server(CustomFieldServicer(db), server)
     badge_pb2_grpc.add_BadgeServiceServicer_to_server(BadgeServicer(db), server)
+    issuer_pb2_grpc.add_IssuerServiceServicer_to_server(
+        IssuerServicer(db, settings.public_base_url), server
+    )
+    badge_class_pb2_grpc.add_BadgeClassServiceServicer_to_server(
+        BadgeClassServicer(db, settings.public_base_url), server
+    )
+    badge_template_pb2_grpc.add_BadgeTemplateServiceServicer_to_server(
+        BadgeTemplateServicer(db, settings.public_base_url), server
+    )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [s.full_name for s in SERVICES]
@@ -104,9 +150,15 @@ async def start(settings: Settings, db: Database | None = None) -> Running:
             ],
             server,
         )
-    port = server.add_insecure_port(settings.address)
+    try:
+        port = server.add_insecure_port(settings.address)
+    except RuntimeError:  # grpcio >= 1.60 raises where older versions returned 0
+        port = 0
     if port == 0:
-        raise SystemExit(f"cannot listen on {settings.address}")
+        await db.close()
+        raise SystemExit(
+            f"error: cannot listen on {settings.address}: the address is in use or not available"
+        )
     await server.start()
     monitor = asyncio.create_task(_watch_store(db, health, ["", *names]))
     log.info("listening", extra={"address": settings.address, "port": port})
@@ -144,5 +196,122 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down", extra={"grace_seconds": settings.grace_period})
-    await running.stop(settings.grace_period)
+    began = loop.time()
+    await running.drain(settings.grace_period / 2)
+    await running.stop(max(settings.grace_period - (loop.time() - began), 0.0))
     log.info("stopped")
+
+
+def serve_workers(settings: Settings) -> int:
+    """Runs ``settings.workers`` server processes on one port (SO_REUSEPORT) until SIGTERM or
+    SIGINT; returns the exit status (0 when every worker stopped cleanly).
+
+    The parent migrates once, so workers never race on migrations, then spawns the workers
+    (spawn, not fork: a forked gRPC or event-loop state is unsafe). Each worker has its own
+    event loop and database pool; the kernel spreads new connections across them. The parent
+    forwards SIGTERM/SIGINT to every worker and waits for them to drain. If a worker dies on
+    its own, the parent stops the rest and fails, so a supervisor can restart the service.
+    """
+    if settings.migrate_on_start:
+        asyncio.run(_migrate_once(settings))
+    # A port of 0 would give every worker its own ephemeral port; pick one for all of them and
+    # keep a bound (never listening) SO_REUSEPORT socket on it so nothing else takes it.
+    address, reserved = _reserve_port(settings.address)
+    child = replace(settings, address=address, migrate_on_start=False)
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=_worker_main, args=(child,), name=f"badge-service-{i}")
+        for i in range(settings.workers)
+    ]
+    stopping = False
+
+    def stop_all(signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for w in workers:
+            if w.pid is not None and w.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop_all) for sig in (signal.SIGTERM, signal.SIGINT)}
+    failed = False
+    try:
+        for w in workers:
+            w.start()
+        if stopping:  # a signal arrived while some workers were not started yet
+            stop_all()
+        log.info(
+            "workers started",
+            extra={"address": address, "workers": [w.pid for w in workers]},
+        )
+        pending = list(workers)
+        while pending:
+            ready = multiprocessing.connection.wait([w.sentinel for w in pending])
+            for w in [w for w in pending if w.sentinel in ready]:
+                w.join()
+                pending.remove(w)
+                # A worker told to stop before it installed its handler dies of the SIGTERM.
+                clean = w.exitcode == 0 or (stopping and w.exitcode == -signal.SIGTERM)
+                if not clean:
+                    failed = True
+                    log.error("worker exited", extra={"pid": w.pid, "exitcode": w.exitcode})
+                if not stopping:
+                    failed = True
+                    stop_all()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if reserved is not None:
+            reserved.close()
+    log.info("stopped", extra={"workers": len(workers)})
+    return 1 if failed else 0
+
+
+async def _migrate_once(settings: Settings) -> None:
+    db = Database(settings.database_url)
+    try:
+        await upgrade(db)
+    finally:
+        await db.close()
+
+
+def _reserve_port(address: str) -> tuple[str, socket.socket | None]:
+    """``address`` with a concrete port, and the socket holding it when the port was 0."""
+    host, _, port = address.rpartition(":")
+    if port != "0":
+        return address, None
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((bare or "0.0.0.0", 0))
+    return f"{host}:{sock.getsockname()[1]}", sock
+
+
+def _worker_main(settings: Settings) -> None:
+    """One worker process: its own event loop (uvloop where installed) and database pool."""
+    from badge_service import logs
+
+    logs.configure(settings.log_level)
+
+    async def run() -> None:
+        # If the parent dies without stopping us (e.g. SIGKILL), stop gracefully rather than
+        # serve on as an orphan: its sentinel becomes readable when it exits.
+        parent = multiprocessing.parent_process()
+        loop = asyncio.get_running_loop()
+        if parent is not None:
+            sentinel = parent.sentinel
+
+            def parent_gone() -> None:
+                loop.remove_reader(sentinel)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+            loop.add_reader(sentinel, parent_gone)
+        await serve(settings)
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS
+        asyncio.run(run())
+    else:
+        uvloop.run(run())

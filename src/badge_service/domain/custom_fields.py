@@ -107,7 +107,13 @@ def parse_text(data_type: DataType, text: str) -> int | bool | str | None:
     if data_type is DataType.STRING:
         return text
     if data_type is DataType.INTEGER:
-        return int(text) if _INTEGER.match(text) and abs(int(text)) <= _MAX_SAFE_INT else None
+        if not _INTEGER.match(text):
+            return None
+        try:
+            number = int(text)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            return None
+        return number if abs(number) <= _MAX_SAFE_INT else None
     if data_type is DataType.BOOLEAN:
         lowered = text.lower()
         return {"true": True, "false": False}.get(lowered)

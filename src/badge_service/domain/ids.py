@@ -1,17 +1,41 @@
-"""Identifier formats: Capillary-style 24-hex ids (4 bytes of seconds, then 8 random bytes)."""
+"""Identifier formats: Capillary-style 24-hex ids, laid out as MongoDB ObjectIds: 4 bytes of
+seconds, 5 random bytes per process, a 3-byte counter."""
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import threading
 import time
 
 _HEX24 = re.compile(r"^[0-9a-f]{24}$")
+_COUNTER_MAX = 0xFFFFFF
+
+_lock = threading.Lock()
+# (pid, process random, last second, counter). The pid is kept so that a forked worker draws
+# its own random part instead of minting the same ids as its parent.
+_state: tuple[int, str, int, int] = (0, "", 0, 0)
 
 
 def new_hex_id() -> str:
-    """A new 24-hex id; ids made later sort after earlier ones to the second."""
-    return f"{int(time.time()):08x}{secrets.token_hex(8)}"
+    """A new 24-hex id. Lists are ordered by id as "oldest first", so ids one process makes
+    always sort in the order they were made, even within one second."""
+    global _state
+    with _lock:
+        pid, rand, second, counter = _state
+        if pid != os.getpid():
+            pid, rand, second, counter = os.getpid(), secrets.token_hex(5), 0, 0
+        now = int(time.time())
+        if now > second:
+            second, counter = now, 0
+        elif counter < _COUNTER_MAX:
+            # Same second (or the clock stepped back): keep the last second so order holds.
+            counter += 1
+        else:
+            second, counter = second + 1, 0
+        _state = (pid, rand, second, counter)
+    return f"{second:08x}{rand}{counter:06x}"
 
 
 def is_hex_id(value: str) -> bool:

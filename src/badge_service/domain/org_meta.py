@@ -63,6 +63,8 @@ def check_badge_tags(tag_names: Sequence[str], org_tags: Sequence[OrgMetaTag], p
         where = f"{prefix}[{i}].tag_name"
         if not name.strip():
             raise InvalidArgument(where, "is required")
+        if len(name) > KEY_MAX:
+            raise InvalidArgument(where, f"must be at most {KEY_MAX} characters")
         if name in seen:
             raise InvalidArgument(where, f"duplicates the tag {name!r}")
         seen.add(name)

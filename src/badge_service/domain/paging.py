@@ -11,7 +11,9 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from badge_service.domain.errors import InvalidArgument
 
@@ -70,7 +72,7 @@ def filter_fingerprint(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
-def encode_page_token(after: int | str | list[object], fingerprint: str) -> str:
+def encode_page_token(after: object, fingerprint: str) -> str:
     """An opaque token that resumes after the key ``after``."""
     raw = json.dumps({"a": after, "f": fingerprint}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -82,10 +84,25 @@ def decode_page_token(token: str, fingerprint: str, field: str = "page_token") -
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    # RecursionError: JSON nested deeper than Python's recursion limit.
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidArgument(field, "is not a token this service issued") from None
     if not isinstance(data, dict) or "a" not in data or "f" not in data:
         raise InvalidArgument(field, "is not a token this service issued")
     if data["f"] != fingerprint:
         raise InvalidArgument(field, "was issued for different filters or sort")
     return data["a"]
+
+
+T = TypeVar("T")
+
+
+def keyset_page(
+    rows: Sequence[T], size: int, fingerprint: str, key: Callable[[T], object]
+) -> tuple[list[T], str]:
+    """Trims rows fetched with ``limit=size + 1`` to one page, and the token that resumes
+    after it ("" on the last page, which the extra row tells apart without a count)."""
+    if len(rows) <= size:
+        return list(rows), ""
+    page = list(rows[:size])
+    return page, encode_page_token(key(page[-1]), fingerprint)

@@ -53,6 +53,10 @@ MUTABLE = frozenset(
     }
 )
 
+# Output-only fields inside writable ones: merge_update checks only a path's first part, so
+# without this they would be accepted and silently ignored.
+_OUTPUT_ONLY_PATHS = frozenset({"frequency.freq_period_id", "frequency.freq_period_name"})
+
 _ELIGIBILITY = {
     pb.ELIGIBILITY_TYPE_INCLUSION: EligibilityType.INCLUSION,
     pb.ELIGIBILITY_TYPE_EXCLUSION: EligibilityType.EXCLUSION,
@@ -72,8 +76,12 @@ def _enum(kind: type[E], number: int, where: str) -> E | None:
         raise InvalidArgument(where, f"{number} is not a known value") from None
 
 
-def from_proto(msg: pb.Badge, prefix: str, *, creating: bool) -> Badge:
-    """The domain badge of a request message (unchecked, but enum numbers known)."""
+def from_proto(msg: pb.Badge, prefix: str) -> Badge:
+    """The domain badge of a request message (unchecked, but enum numbers known).
+
+    An unset is_enabled is true, on create and when an update mask names it without a value:
+    a field cleared by an update takes the default it would have on create.
+    """
     states = [
         BadgeState(
             _enum(BadgeStateType, s.state, f"{prefix}.badge_states[{i}].state"),
@@ -100,7 +108,7 @@ def from_proto(msg: pb.Badge, prefix: str, *, creating: bool) -> Badge:
         date_end=from_ts(msg, "date_end", f"{prefix}.date_end"),
         display_date_start=from_ts(msg, "display_date_start", f"{prefix}.display_date_start"),
         display_date_end=from_ts(msg, "display_date_end", f"{prefix}.display_date_end"),
-        is_enabled=msg.is_enabled if msg.HasField("is_enabled") else creating,
+        is_enabled=msg.is_enabled if msg.HasField("is_enabled") else True,
         badge_states=states,
         frequency=Frequency(
             freq.freq_cap if freq.HasField("freq_cap") else None,
@@ -109,7 +117,7 @@ def from_proto(msg: pb.Badge, prefix: str, *, creating: bool) -> Badge:
         ),
         tags=[BadgeTag(g.tag_name, g.tag_id) for g in msg.tags],
         segments=segments,
-        extra_data=struct_to_dict(msg.badge_extra_data),
+        extra_data=struct_to_dict(msg.badge_extra_data, f"{prefix}.badge_extra_data"),
     )
 
 
@@ -192,7 +200,8 @@ class BadgeServicer(pb_grpc.BadgeServiceServicer):
             if request.HasField("page"):
                 raise InvalidArgument("page", "cannot be combined with page_token")
             token = paging.decode_page_token(request.page_token, fingerprint)
-            if not isinstance(token, int):
+            # bool is an int to Python, and a key outside BIGINT fails in the database.
+            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < 2**63:
                 raise InvalidArgument("page_token", "is not a token this service issued")
             after = token
         async with self._db.read() as conn:
@@ -219,10 +228,7 @@ class BadgeServicer(pb_grpc.BadgeServiceServicer):
                     next_page_url=_page_url(numbered.next_page, size),
                     prev_page_url=_page_url(numbered.prev_page, size),
                 )
-        next_token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            next_token = paging.encode_page_token(rows[-1].id, fingerprint)
+        rows, next_token = paging.keyset_page(rows, size, fingerprint, lambda r: r.id)
         return pb.ListBadgesResponse(
             badges=[to_proto(b) for b in rows],
             paging=page_info,
@@ -243,7 +249,7 @@ class BadgeServicer(pb_grpc.BadgeServiceServicer):
     ) -> pb.Badge:
         """Creates a badge after checking it against custom fields and org meta tags."""
         who = current_principal()
-        badge = from_proto(request.badge, "badge", creating=True)
+        badge = from_proto(request.badge, "badge")
         now = dt.datetime.now(dt.UTC)
         badge.org_id = who.org_id
         badge.create_time = badge.update_time = now
@@ -257,6 +263,9 @@ class BadgeServicer(pb_grpc.BadgeServiceServicer):
     ) -> pb.Badge:
         """Updates the masked fields; the result must pass every create rule."""
         who = current_principal()
+        for path in request.update_mask.paths:
+            if path in _OUTPUT_ONLY_PATHS:
+                raise InvalidArgument("update_mask", f"{path!r} is output only")
         now = dt.datetime.now(dt.UTC)
         async with self._db.write() as conn:
             existing = await store.get_badge(conn, who.org_id, request.badge.id)
@@ -267,7 +276,7 @@ class BadgeServicer(pb_grpc.BadgeServiceServicer):
                 prefix="badge",
                 mutable=MUTABLE,
             )
-            badge = from_proto(merged, "badge", creating=False)
+            badge = from_proto(merged, "badge")
             badge.id, badge.org_id, badge.create_time = (
                 existing.id,
                 who.org_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any, TypeVar
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -45,9 +46,37 @@ def iso(value: dt.datetime | None) -> str:
     return "" if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as plain JSON values."""
-    return json_format.MessageToDict(value)
+def struct_to_dict(value: struct_pb2.Struct, where: str = "struct") -> dict[str, Any]:
+    """A Struct as plain JSON values; INVALID_ARGUMENT, naming the value by its path under
+    ``where``, for NaN or an infinity, which JSON (and so the store) cannot hold."""
+    try:
+        return json_format.MessageToDict(value)
+    except ValueError:
+        field = _non_finite(value, where) or where
+        raise InvalidArgument(
+            field, "must be a finite number (JSON has no NaN or Infinity)"
+        ) from None
+
+
+def _non_finite(value: Message, where: str) -> str | None:
+    if isinstance(value, struct_pb2.Struct):
+        items: list[tuple[str, Message]] = [(f"{where}.{k}", v) for k, v in value.fields.items()]
+    elif isinstance(value, struct_pb2.ListValue):
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(value.values)]
+    elif isinstance(value, struct_pb2.Value):
+        kind = value.WhichOneof("kind")
+        if kind == "number_value":
+            return None if math.isfinite(value.number_value) else where
+        if kind in ("struct_value", "list_value"):
+            return _non_finite(getattr(value, kind), where)
+        return None
+    else:
+        return None
+    for path, item in items:
+        found = _non_finite(item, path)
+        if found is not None:
+            return found
+    return None
 
 
 def dict_to_struct(value: dict[str, Any]) -> struct_pb2.Struct:

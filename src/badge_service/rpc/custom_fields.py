@@ -16,7 +16,7 @@ from badge_service.domain.custom_fields import (
     validate_custom_field,
 )
 from badge_service.domain.errors import InvalidArgument
-from badge_service.domain.ids import new_hex_id
+from badge_service.domain.ids import is_hex_id, new_hex_id
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import data_type, data_type_proto, iso, merge_update, ts
 from badge_service.store import custom_fields as store
@@ -104,16 +104,14 @@ class CustomFieldServicer(pb_grpc.CustomFieldServiceServicer):
         after: str | None = None
         if request.page_token:
             token = paging.decode_page_token(request.page_token, fingerprint)
-            if not isinstance(token, str):
+            # Tokens are not signed: anything but an id we issue could reach the database.
+            if not isinstance(token, str) or not is_hex_id(token):
                 raise InvalidArgument("page_token", "is not a token this service issued")
             after = token
         async with self._db.read() as conn:
             total = await store.count_fields(conn, who.org_id)
             fields = await store.list_fields(conn, who.org_id, after=after, limit=size + 1)
-        token = ""
-        if len(fields) > size:
-            fields = fields[:size]
-            token = paging.encode_page_token(fields[-1].id, fingerprint)
+        fields, token = paging.keyset_page(fields, size, fingerprint, lambda r: r.id)
         return pb.ListCustomFieldsResponse(
             custom_fields=[to_proto(f) for f in fields], next_page_token=token, total_size=total
         )

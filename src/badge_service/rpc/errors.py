@@ -9,13 +9,30 @@ from grpc_status import rpc_status
 
 from badge_service.domain.errors import ERROR_DOMAIN, DomainError
 
+# Messages and details echo what the client sent (names, ids, mask paths). Trailers above
+# the client's metadata limit (8 KiB soft, 16 KiB hard by default) would turn the error into
+# RESOURCE_EXHAUSTED, so every echoed text is cut to a budget of UTF-8 bytes.
+_TEXT_MAX_BYTES = 512
+_VALUE_MAX_BYTES = 256
+
+
+def _clip(text: str, limit: int) -> str:
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode(errors="ignore") + "..."
+
 
 def to_status(err: DomainError) -> grpc.Status:
     """The rich status for a domain error: ErrorInfo always, BadRequest for bad fields."""
     details = []
     info = any_pb2.Any()
     info.Pack(
-        error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=err.metadata)
+        error_details_pb2.ErrorInfo(
+            reason=err.reason,
+            domain=ERROR_DOMAIN,
+            metadata={k: _clip(v, _VALUE_MAX_BYTES) for k, v in err.metadata.items()},
+        )
     )
     details.append(info)
     if err.violations:
@@ -24,7 +41,8 @@ def to_status(err: DomainError) -> grpc.Status:
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
+                        field=_clip(v.field, _VALUE_MAX_BYTES),
+                        description=_clip(v.description, _TEXT_MAX_BYTES),
                     )
                     for v in err.violations
                 ]
@@ -32,7 +50,9 @@ def to_status(err: DomainError) -> grpc.Status:
         )
         details.append(bad)
     status = status_pb2.Status(
-        code=code_pb2.Code.Value(err.code), message=err.message, details=details
+        code=code_pb2.Code.Value(err.code),
+        message=_clip(err.message, _TEXT_MAX_BYTES),
+        details=details,
     )
     return rpc_status.to_status(status)
 

@@ -15,11 +15,12 @@ from typing import Any
 
 import grpc
 from google.api import annotations_pb2
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from badge_service.domain.auth import Principal
-from badge_service.domain.errors import DomainError
+from badge_service.domain.errors import DomainError, InvalidArgument
 from badge_service.rpc.auth import Authenticator, set_principal
 from badge_service.rpc.errors import status_code, to_status
 
@@ -40,6 +41,104 @@ def write_methods(services: list[ServiceDescriptor]) -> dict[str, bool]:
     return out
 
 
+class _Rejected:
+    """A request refused while it was parsed; raised only after the caller is admitted, so
+    credentials and roles are still checked first."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: DomainError) -> None:
+        self.error = error
+
+
+def _checked(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """Wraps a request deserializer so that bad bytes become INVALID_ARGUMENT.
+
+    grpc.aio answers UNKNOWN (with the parser's message) when a deserializer raises, and a
+    deserializer has no context to abort with. So it returns a _Rejected instead. It also
+    refuses NUL characters in strings: PostgreSQL text and jsonb cannot store them, and
+    refusing them here keeps both databases alike. Only requests holding a 0x00 byte at all
+    are walked.
+    """
+    if deserializer is None:
+        return None
+
+    def parse(raw: bytes) -> Any:
+        try:
+            request = deserializer(raw)
+        except Exception:  # DecodeError, or whatever else a parser raises on bad bytes
+            return _Rejected(
+                InvalidArgument(
+                    "request",
+                    "is not a valid protobuf message of the method's request type",
+                    reason="MALFORMED_REQUEST",
+                )
+            )
+        if b"\x00" in raw and isinstance(request, Message):
+            where = nul_field(request)
+            if where is not None:
+                return _Rejected(InvalidArgument(where, "must not contain NUL characters"))
+        return request
+
+    return parse
+
+
+def nul_field(msg: Message, prefix: str = "") -> str | None:
+    """The path of the first string in ``msg`` (keys of Structs and maps included) that holds
+    a NUL character, or None."""
+    kind = msg.DESCRIPTOR.full_name
+    if kind == "google.protobuf.Struct":
+        for key, value in msg.fields.items():  # type: ignore[attr-defined]
+            where = f"{prefix}.{key}" if prefix else key
+            if "\x00" in key:
+                return where
+            found = nul_field(value, where)
+            if found is not None:
+                return found
+        return None
+    if kind == "google.protobuf.Value":
+        which = msg.WhichOneof("kind")
+        if which == "string_value":
+            return prefix if "\x00" in msg.string_value else None  # type: ignore[attr-defined]
+        if which in ("struct_value", "list_value"):
+            return nul_field(getattr(msg, which), prefix)
+        return None
+    if kind == "google.protobuf.ListValue":
+        for i, value in enumerate(msg.values):  # type: ignore[attr-defined]
+            found = nul_field(value, f"{prefix}[{i}]")
+            if found is not None:
+                return found
+        return None
+    for field, value in msg.ListFields():
+        where = f"{prefix}.{field.name}" if prefix else field.name
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            inner = field.message_type.fields_by_name["value"]
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return f"{where}[{key!r}]"
+                found = _nul_value(inner, item, f"{where}[{key!r}]")
+                if found is not None:
+                    return found
+        elif field.is_repeated:
+            for i, item in enumerate(value):
+                found = _nul_value(field, item, f"{where}[{i}]")
+                if found is not None:
+                    return found
+        else:
+            found = _nul_value(field, value, where)
+            if found is not None:
+                return found
+    return None
+
+
+def _nul_value(field: FieldDescriptor, value: Any, where: str) -> str | None:
+    if field.type == FieldDescriptor.TYPE_STRING:
+        return where if "\x00" in value else None
+    if field.message_type is not None:
+        return nul_field(value, where)
+    return None
+
+
 class _Outcome:
     __slots__ = ("code", "principal")
 
@@ -56,6 +155,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._writes = writes
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
         self.failures = 0  # non-OK calls, for the benchmark's correctness check
+        # Calls picked up and calls not finished yet, so that shutdown can wait for quiet.
+        self.started = 0
+        self.in_flight = 0
 
     async def intercept_service(
         self,
@@ -84,6 +186,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 start = time.perf_counter()
                 try:
                     await self._admit(method, is_write, context, outcome)
+                    if isinstance(request, _Rejected):
+                        raise request.error
                     return await inner(request, context)
                 except BaseException as exc:
                     await self._fail(exc, context, outcome)
@@ -97,7 +201,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
             return factory(
                 unary,
-                request_deserializer=handler.request_deserializer,
+                # Only a unary request is one message; a stream's items reach the servicer.
+                request_deserializer=_checked(handler.request_deserializer)
+                if handler.unary_unary
+                else handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
 
@@ -108,6 +215,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             start = time.perf_counter()
             try:
                 await self._admit(method, is_write, context, outcome)
+                if isinstance(request, _Rejected):
+                    raise request.error
                 async for item in inner_stream(request, context):
                     yield item
             except BaseException as exc:
@@ -122,13 +231,17 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
         return factory(
             streaming,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_checked(handler.request_deserializer)
+            if handler.unary_stream
+            else handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
     async def _admit(
         self, method: str, is_write: bool, context: grpc.aio.ServicerContext, outcome: _Outcome
     ) -> None:
+        self.started += 1
+        self.in_flight += 1  # _log, in the same call's finally, counts it out
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         principal = await self._auth.authenticate(metadata)
         if is_write:
@@ -162,6 +275,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _log(
         self, method: str, context: grpc.aio.ServicerContext, outcome: _Outcome, start: float
     ) -> None:
+        self.in_flight -= 1
         if not access_log.isEnabledFor(logging.INFO):
             return
         principal = outcome.principal

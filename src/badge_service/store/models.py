@@ -7,6 +7,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     ForeignKey,
     Index,
@@ -111,6 +112,8 @@ badges = Table(
     UniqueConstraint("org_id", "name"),
     # Keyset paging walks (org_id, id).
     Index(None, "org_id", "id"),
+    # Without AUTOINCREMENT SQLite hands a deleted max id out again; ids are never reused.
+    sqlite_autoincrement=True,
 )
 
 # The tag names of each badge, for the tag_name filter; the badge row's `tags` column stays the
@@ -122,4 +125,184 @@ badge_tags = Table(
     Column("tag_name", String(255), primary_key=True),
     Column("org_id", Id, nullable=False),
     Index(None, "org_id", "tag_name", "badge_id"),
+)
+
+
+# --- Badgr: issuers, badge classes and claim codes (migration 0003) ---------------------------
+# Rows are keyed by Badgr's 24-hex id; entity ids are unique across organisations because
+# openBadgeIds built from them are public URLs. Nested documents (staff, preferences, ...) are
+# JSON columns: they are read and written whole with their row.
+
+badgr_issuers = Table(
+    "badgr_issuers",
+    metadata,
+    Column("id", String(24), primary_key=True),
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("entity_id", String(22), nullable=False, unique=True),
+    Column("name", String(1024), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("image", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("badgr_domain", String(255), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("source_url", String(2048), nullable=False),
+    Column("image_path", String(1024), nullable=False),
+    Column("original_json", Text, nullable=False),
+    Column("extensions", Json, nullable=False),
+    Column("staff", Json, nullable=False),
+    Column("skill_linking", Json, nullable=False),
+    Column("preferences", Json, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", Micros, nullable=False),
+    Column("updated_at", Micros, nullable=False),
+    # Keyset paging walks (org_id, id).
+    Index(None, "org_id", "id"),
+)
+
+badgr_badge_classes = Table(
+    "badgr_badge_classes",
+    metadata,
+    Column("id", String(24), primary_key=True),
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    # No ON DELETE: an issuer with classes cannot be deleted by accident; the store deletes
+    # classes first when the caller asks to cascade.
+    Column("issuer_id", String(24), ForeignKey("badgr_issuers.id"), nullable=False),
+    Column("entity_id", String(22), nullable=False, unique=True),
+    Column("name", String(1024), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("image", Text, nullable=False),
+    Column("achievement_type", String(255), nullable=False),
+    Column("criteria_url", String(2048), nullable=False),
+    Column("criteria_narrative", Text, nullable=False),
+    Column("alignments", Json, nullable=False),
+    Column("tags", Json, nullable=False),
+    Column("expires_amount", Integer, nullable=True),
+    Column("expires_duration", String(16), nullable=True),
+    Column("extensions", Json, nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("source_url", String(2048), nullable=False),
+    Column("image_path", String(1024), nullable=False),
+    Column("original_json", Text, nullable=False),
+    Column("archived", Boolean, nullable=False),
+    Column("archived_date", Micros, nullable=True),
+    Column("archival_note", Text, nullable=False),
+    Column("ob3_properties", Json, nullable=False),
+    Column("preferences", Json, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", Micros, nullable=False),
+    Column("updated_at", Micros, nullable=False),
+    Index(None, "org_id", "id"),
+    Index(None, "org_id", "issuer_id", "id"),
+)
+
+# Claim codes of a badge class. uses_remaining counts down on redemption with one atomic
+# UPDATE ... SET uses_remaining = uses_remaining - 1 WHERE uses_remaining > 0; the check
+# constraint keeps it within 0..use_limit whatever a writer does.
+badgr_claim_codes = Table(
+    "badgr_claim_codes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "badge_class_id",
+        String(24),
+        ForeignKey("badgr_badge_classes.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("code", String(16), nullable=False),
+    Column("label", String(255), nullable=False),
+    Column("use_limit", Integer, nullable=False),
+    Column("uses_remaining", Integer, nullable=False),
+    Column("expires_at", Micros, nullable=True),
+    Column("created_at", Micros, nullable=False),
+    UniqueConstraint("badge_class_id", "code"),
+    CheckConstraint(
+        "uses_remaining >= 0 AND uses_remaining <= use_limit", name="uses_remaining_range"
+    ),
+    Index(None, "badge_class_id", "id"),
+    # Ids are never handed out again, so keyset pages never see a new code behind them.
+    sqlite_autoincrement=True,
+)
+
+
+# --- Credly: badge templates (migration 0002) --------------------------------------------------
+# One row per template; what is only read back whole (settings, alignments, activities, ...)
+# is the `doc` JSON column. What lists filter or sort on are columns, and the list-valued
+# filters (skills, reporting tags, collections, recommendation ids) are rows of
+# badge_template_terms, so both databases filter them with plain indexed joins. On PostgreSQL
+# the keys that order pages use the "C" collation, so that the order is by code point as on
+# SQLite, whatever the database's locale.
+TemplateId = String(36).with_variant(String(36, collation="C"), "postgresql")
+SortText = Text().with_variant(Text(collation="C"), "postgresql")
+
+badge_templates = Table(
+    "badge_templates",
+    metadata,
+    Column("id", TemplateId, primary_key=True),
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    # Lower-cased name (Python's lower(), the same on both databases): sort and partial match.
+    Column("name_key", SortText, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("description_key", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("public", Boolean, nullable=False),
+    Column("vanity_slug", String(255), nullable=False),
+    # A variant's primary template; NO ACTION so a primary with variants cannot be deleted.
+    Column(
+        "primary_badge_template_id",
+        TemplateId,
+        ForeignKey("badge_templates.id"),
+        nullable=True,
+    ),
+    Column("badges_count", BigInteger, nullable=False),
+    Column("image_id", String(36), nullable=True),
+    Column("state_updated_at", Micros, nullable=True),
+    Column("created_at", Micros, nullable=False),
+    Column("updated_at", Micros, nullable=False),
+    Column("doc", Json, nullable=False),
+    UniqueConstraint("org_id", "vanity_slug"),
+    # One index per sort key: any sort walks (org_id, key, id).
+    Index(None, "org_id", "created_at", "id"),
+    Index(None, "org_id", "updated_at", "id"),
+    Index(None, "org_id", "name_key", "id"),
+    Index(None, "org_id", "badges_count", "id"),
+    Index(None, "primary_badge_template_id"),
+)
+
+# Filter terms of a template: kind is "skill" or "reporting_tag" (value lower-cased),
+# "collection" or "recommendation" (value a lower-case UUID).
+badge_template_terms = Table(
+    "badge_template_terms",
+    metadata,
+    Column(
+        "template_id",
+        TemplateId,
+        ForeignKey("badge_templates.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("kind", String(16), primary_key=True),
+    Column("value", Text, primary_key=True),
+    Column("org_id", Id, nullable=False),
+    Index(None, "org_id", "kind", "value", "template_id"),
+)
+
+# Links between templates of one organisation: kind "requires" (required_badge_templates and
+# badge activities) or "recommends" (badge recommendations). The target's foreign key has no
+# ON DELETE action, so a template others still point at cannot be deleted.
+badge_template_links = Table(
+    "badge_template_links",
+    metadata,
+    Column(
+        "template_id",
+        TemplateId,
+        ForeignKey("badge_templates.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("kind", String(16), primary_key=True),
+    Column("target_id", TemplateId, ForeignKey("badge_templates.id"), primary_key=True),
+    Column("org_id", Id, nullable=False),
+    Index(None, "target_id", "kind"),
+    Index(None, "org_id", "kind"),
 )

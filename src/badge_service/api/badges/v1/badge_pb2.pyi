@@ -139,7 +139,9 @@ class Badge(_message.Message):
     title: _builtins.str
     """Public name."""
     is_enabled: _builtins.bool
-    """Whether the badge is enabled. Defaults to true on create."""
+    """Whether the badge is enabled. Unset means true (on create, and when an update mask names
+    it without a value).
+    """
     @_builtins.property
     def date_start(self) -> _timestamp_pb2.Timestamp:
         """When earning starts. Defaults to the creation time."""

@@ -101,6 +101,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_badges")),
         sa.UniqueConstraint("org_id", "name", name=op.f("uq_badges_org_id_name")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("badges", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_badges_org_id_id"), ["org_id", "id"], unique=False)

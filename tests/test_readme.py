@@ -1,0 +1,173 @@
+"""The README's shell examples, run as written with bash and grpcurl against a live
+``badge-service serve`` (only the port differs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from badge_service.server import SERVICES
+from tests.test_serve import serving, sqlite_url
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+VENV_BIN = ROOT / ".venv" / "bin"
+README_ADDRESS = "localhost:50051"
+MARK = "@@command "
+
+
+def sh_blocks() -> list[str]:
+    """The README's ```sh blocks."""
+    return re.findall(r"^```sh\n(.*?)^```", README.read_text(), re.MULTILINE | re.DOTALL)
+
+
+def block_starting(prefix: str) -> str:
+    """The one sh block whose first line starts with ``prefix``."""
+    found = [b for b in sh_blocks() if b.startswith(prefix)]
+    assert len(found) == 1, f"README.md has {len(found)} sh blocks starting with {prefix!r}"
+    return found[0]
+
+
+def block_containing(needle: str) -> str:
+    """The one sh block that contains ``needle``."""
+    found = [b for b in sh_blocks() if needle in b]
+    assert len(found) == 1, f"README.md has {len(found)} sh blocks containing {needle!r}"
+    return found[0]
+
+
+def commands(block: str) -> list[str]:
+    """The block's commands: one a line, comments and blank lines dropped."""
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def run_block(block: str, tmp: Path, env: dict[str, str], port: int | None) -> list[str]:
+    """Runs the block's commands in order in one bash (so KEY carries over), from a directory
+    where ``.venv/bin/badge-service`` resolves and with grpcurl on PATH; returns each command's
+    stdout. Fails on the first command that exits non-zero."""
+    cmds = commands(block)
+    assert cmds, block
+    script = ["set -euo pipefail"]
+    for i, cmd in enumerate(cmds):
+        if port is not None:
+            cmd = cmd.replace(README_ADDRESS, f"localhost:{port}")
+        script += [f"printf '\\n{MARK}%d\\n' {i}", cmd]
+    workdir = tmp / "readme"
+    workdir.mkdir(exist_ok=True)
+    venv = workdir / ".venv"
+    if not venv.exists():
+        venv.symlink_to(ROOT / ".venv")
+    result = subprocess.run(
+        ["bash", "-c", "\n".join(script)],
+        cwd=workdir,
+        env={**env, "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    parts = result.stdout.split(f"\n{MARK}")[1:]
+    outputs = [p.partition("\n")[2] for p in parts]
+    if result.returncode != 0:
+        failed = cmds[len(outputs) - 1] if outputs else "(before the first command)"
+        pytest.fail(
+            f"README command exited {result.returncode}: {failed}\n"
+            f"stdout: {outputs[-1] if outputs else result.stdout}\nstderr: {result.stderr}"
+        )
+    assert len(outputs) == len(cmds), result.stdout
+    return outputs
+
+
+def by_method(block: str, outputs: list[str]) -> dict[str, Any]:
+    """Each grpcurl call's JSON reply, keyed by the method it called (last word of the line).
+    grpcurl 1.8 prints proto field names (snake_case) and 64-bit integers as strings."""
+    replies: dict[str, Any] = {}
+    for cmd, out in zip(commands(block), outputs, strict=True):
+        if cmd.startswith("grpcurl "):
+            method = cmd.split()[-1].rsplit("/", 1)[-1]
+            assert method not in replies, f"{method} is called twice; key the replies otherwise"
+            replies[method] = json.loads(out)
+    return replies
+
+
+async def test_readme_grpcurl_examples(tmp_path: Path) -> None:
+    block = block_starting("KEY=$(")
+    assert README_ADDRESS in block
+    async with serving(tmp_path, sqlite_url(tmp_path)) as server:
+        outputs = run_block(block, tmp_path, server.env, server.port)
+    replies = by_method(block, outputs)  # every grpcurl reply is JSON
+    assert {
+        "CreateCustomField",
+        "UpdateOrgMeta",
+        "CreateBadge",
+        "ListBadges",
+        "UpdateBadge",
+    } <= set(replies)
+
+    field = replies["CreateCustomField"]
+    assert field["name"] == "CF20 dates"
+    assert field["data_type"] == "DATA_TYPE_STRING"
+    assert field["default_value"] == "0"
+    assert field["is_active"] is True
+    assert re.fullmatch(r"[0-9a-f]{24}", field["id"]), field
+    org_id = field["org_id"]
+
+    meta = replies["UpdateOrgMeta"]
+    assert meta["org_id"] == org_id
+    assert meta["tags"] == [
+        {"key": "Football", "data_type": "DATA_TYPE_STRING", "description": "Sport"}
+    ]
+
+    badge = replies["CreateBadge"]
+    assert badge["id"] == "1"
+    assert (badge["name"], badge["title"]) == ("badge_001", "Game Attendance")
+    assert [s["state"] for s in badge["badge_states"]] == [
+        "BADGE_STATE_TYPE_UNEARNED",
+        "BADGE_STATE_TYPE_EARNED",
+    ]
+    assert badge["frequency"]["freq_period_name"] == "week"
+    assert badge["tags"] == [{"tag_name": "Football", "tag_id": "1"}]
+    assert badge["segment"][0]["eligibility_type"] == "ELIGIBILITY_TYPE_INCLUSION"
+
+    listed = replies["ListBadges"]
+    assert [b["id"] for b in listed["badges"]] == ["1"]
+    assert listed["badges"][0]["title"] == "Game Attendance"
+    assert (listed["paging"]["total"], listed["paging"]["pages"]) == (1, 1)
+
+    updated = replies["UpdateBadge"]
+    assert (updated["id"], updated["name"], updated["title"]) == ("1", "badge_001", "Game Day")
+    assert updated["badge_states"] == badge["badge_states"]
+
+
+async def test_readme_commands_without_a_key(tmp_path: Path) -> None:
+    block = block_containing("grpc.health.v1.Health/Check")
+    async with serving(tmp_path, sqlite_url(tmp_path)) as server:
+        listed, health = run_block(block, tmp_path, server.env, server.port)
+    assert set(listed.split()) == {
+        *(s.full_name for s in SERVICES),
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+    assert json.loads(health) == {"status": "SERVING"}
+
+
+def test_readme_cli_examples(tmp_path: Path) -> None:
+    block = block_starting(".venv/bin/badge-service orgs create")
+    env = {**os.environ, "BADGE_SERVICE_DATABASE_URL": sqlite_url(tmp_path)}
+    text_out, json_out, key_out = run_block(block, tmp_path, env, None)
+    assert re.search(r"^org_id:\s+1$", text_out, re.MULTILINE), text_out
+    assert re.search(r"^api_key:\s+bsk_\S+", text_out, re.MULTILINE), text_out
+    created = json.loads(json_out)
+    assert (created["org_id"], created["name"], created["role"]) == (2, "Acme", "admin")
+    assert re.search(r"^api_key: bsk_\S+\s+\(role reader;", key_out, re.MULTILINE), key_out
+
+
+def test_readme_examples_match_the_served_services() -> None:
+    # Every service a README example calls is one the server serves.
+    served = {s.full_name for s in SERVICES}
+    called = set(re.findall(r"(badges\.v1\.\w+)/\w+", README.read_text()))
+    assert called and called <= served, called - served

@@ -1,0 +1,528 @@
+"""Generates docs/rest-mapping.md from the ``google.api.http`` annotations (``make docs``).
+
+Every service of every generated ``*_pb2`` module under ``badge_service.api.badges.v1`` gets a
+section, so a new service appears as soon as its code is generated. The rows (method, path,
+path/query/body fields, types) come from the descriptors; only the prose about each vendor's
+envelope and error codes lives here, in ``SERVICE_DOCS``. A service missing from it still gets
+its rows, under the vendor "badge-service". The output is deterministic, which lets
+``tests/test_contract.py`` compare it with the committed file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.api import annotations_pb2, http_pb2
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DEFAULT = ROOT / "docs" / "rest-mapping.md"
+API_PACKAGE = "badge_service.api.badges.v1"
+DEFAULT_VENDOR = "badge-service"
+
+_PATH_VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
+_PATTERNS = ("get", "put", "post", "delete", "patch")
+
+
+@dataclass(frozen=True)
+class VendorError:
+    """One row of a service's error table: what the vendor answers and what we answer."""
+
+    vendor: str
+    status: str
+    reason: str
+    when: str
+
+
+@dataclass(frozen=True)
+class ServiceDoc:
+    """The hand-written part of a service's section."""
+
+    vendor: str
+    source: str
+    envelope: str
+    errors: tuple[VendorError, ...] = field(default_factory=tuple)
+
+
+_CAPILLARY_ENVELOPE = (
+    "Capillary wraps every answer in `{data, errors, warnings}`. Over gRPC, `data` *is* the "
+    "reply message (its proto3 JSON uses the same lowerCamelCase names, e.g. `orgId`, "
+    "`isMandatory`, `lastUpdatedBy`; Capillary's epoch-second floats become "
+    "`google.protobuf.Timestamp`). A non-empty `errors` array becomes a non-OK gRPC status "
+    'whose `google.rpc.ErrorInfo` carries the Capillary code in `metadata["code"]`, with a '
+    "`BadRequest` naming the field for bad input. `warnings` has no counterpart: the service "
+    "never answers with a partial success. Capillary's Basic authentication is "
+    "`authorization: Basic base64(ORG_ID:KEY)`."
+)
+
+_BADGR_ENVELOPE = (
+    "Badgr answers `{status: {success, description}, result: [...]}` plus `validationErrors`, "
+    "`fieldErrors` and `nonFieldErrors`. Over gRPC `success: true` is status OK and "
+    "`result[0]` is the reply message; a DELETE's empty 204 answer is `google.protobuf.Empty`. "
+    "`success: false` becomes a non-OK status: `fieldErrors`/`validationErrors` are "
+    "`BadRequest` field violations, and the reason Badgr gives in `errorCode` or "
+    "`nonFieldErrors` is the `ErrorInfo` reason."
+)
+
+# The HTTP statuses every vendor uses, and the gRPC status and ErrorInfo reason we send instead.
+COMMON_ERRORS = (
+    VendorError(
+        "HTTP 400 / 422",
+        "INVALID_ARGUMENT",
+        "INVALID_FIELD (or a rule's own reason)",
+        'bad input; `BadRequest` names the field, `metadata["field"]` too',
+    ),
+    VendorError(
+        "HTTP 401",
+        "UNAUTHENTICATED",
+        "MISSING_CREDENTIALS, MALFORMED_CREDENTIALS, INVALID_API_KEY",
+        "no key, an unreadable `authorization` header, or a key that is unknown or revoked",
+    ),
+    VendorError(
+        "HTTP 403",
+        "PERMISSION_DENIED",
+        "WRITE_REQUIRES_ADMIN",
+        "a `reader` key called a method that writes",
+    ),
+    VendorError(
+        "HTTP 404",
+        "NOT_FOUND",
+        "NOT_FOUND",
+        "no such resource in the caller's organisation (another org's resources are "
+        "indistinguishable from missing ones); `metadata` has `resource` and `id`",
+    ),
+    VendorError(
+        "HTTP 409",
+        "ALREADY_EXISTS or FAILED_PRECONDITION",
+        "the rule's reason",
+        "ALREADY_EXISTS when a unique key is taken; FAILED_PRECONDITION when the resource's "
+        "state forbids the call",
+    ),
+    VendorError(
+        "HTTP 503",
+        "UNAVAILABLE",
+        "(none)",
+        "the store did not answer; safe to retry",
+    ),
+    VendorError(
+        "HTTP 500",
+        "INTERNAL",
+        "(none)",
+        "a fault of ours, logged with its trace; the trace is never sent",
+    ),
+)
+
+SERVICE_DOCS: dict[str, ServiceDoc] = {
+    "badges.v1.OrgMetaService": ServiceDoc(
+        vendor="Capillary",
+        source="seed 000: `GET /api_gateway/v1/badges/orgMeta`",
+        envelope=_CAPILLARY_ENVELOPE
+        + " Every organisation has exactly one org meta, so no id appears in the path.",
+        errors=(
+            VendorError(
+                "HTTP 400",
+                "INVALID_ARGUMENT",
+                "INVALID_FIELD",
+                "a tag without key or data type, or a repeated key",
+            ),
+        ),
+    ),
+    "badges.v1.CustomFieldService": ServiceDoc(
+        vendor="Capillary",
+        source="seed 002: `POST /api_gateway/v1/badges/customField`",
+        envelope=_CAPILLARY_ENVELOPE,
+        errors=(
+            VendorError(
+                "740",
+                "ALREADY_EXISTS",
+                "CUSTOM_FIELD_NAME_TAKEN",
+                "the org already has a custom field of this name (case sensitive)",
+            ),
+            VendorError(
+                "741",
+                "INVALID_ARGUMENT",
+                "DATA_TYPE_REQUIRED",
+                "`data_type` is missing",
+            ),
+            VendorError(
+                "742",
+                "INVALID_ARGUMENT",
+                "MANDATORY_DEFAULT_REQUIRED",
+                "a mandatory field has no `default_value`",
+            ),
+            VendorError(
+                "744",
+                "INVALID_ARGUMENT",
+                "DEFAULT_VALUE_TYPE_MISMATCH",
+                "`default_value` is not of `data_type` (e.g. not a number for INTEGER)",
+            ),
+        ),
+    ),
+    "badges.v1.BadgeService": ServiceDoc(
+        vendor="CrowdTwist v2.1",
+        source="seed 001: `GET /v2.1/badges?page=&page_size=`",
+        envelope=(
+            "CrowdTwist answers a list with `{paging, badges}`; `ListBadgesResponse` has the "
+            "same two fields. `paging` keeps `total` and `pages`; CrowdTwist's `next_page` / "
+            "`prev_page` URLs become page numbers (`next_page`, `prev_page`) plus the URL paths "
+            "(`next_page_url`, `prev_page_url`), and the out-of-range rules are CrowdTwist's. "
+            "A single badge is answered as the `Badge` message itself. CrowdTwist's "
+            "`is_enabled: 1` is a bool, the state strings `unearned`/`in progress`/`earned` "
+            "are `BadgeStateType` values, `freq_period_id`/`freq_period_name` are derived from "
+            "`freq_period`. The `api_key` query parameter becomes the `x-api-key` header "
+            "(or `authorization: Bearer`). HTTP errors become gRPC statuses as below."
+        ),
+        errors=(
+            VendorError(
+                "HTTP 409",
+                "ALREADY_EXISTS",
+                "BADGE_NAME_TAKEN",
+                "the org already has a badge of this `name`",
+            ),
+            VendorError(
+                "HTTP 400",
+                "INVALID_ARGUMENT",
+                "UNKNOWN_TAG, MANDATORY_TAG_MISSING",
+                "a badge tag is not an org meta tag key, or a mandatory org meta tag is missing",
+            ),
+            VendorError(
+                "HTTP 400",
+                "INVALID_ARGUMENT",
+                "UNKNOWN_CUSTOM_FIELD, EXTRA_DATA_TYPE_MISMATCH",
+                "`badge_extra_data` names no active custom field, or a value is not of its type",
+            ),
+        ),
+    ),
+    "badges.v1.BadgeTemplateService": ServiceDoc(
+        vendor="Credly",
+        source="seed 003: `GET /organizations/{organization_id}/badge_templates`",
+        envelope=(
+            "Credly answers `{data, metadata}`. For a single template `data` is the reply "
+            "message itself. For a list, `data` is `ListBadgeTemplatesResponse.badge_templates` "
+            "and Credly's `metadata` is its `metadata` field (`count`, `current_page`, "
+            "`total_count`, `total_pages`, `per`, `previous_page_url`, `next_page_url`; 50 a "
+            "page). `filter=key::value|...` and `sort=key|-key` keep Credly's syntax in the "
+            "request fields of the same names. The `organization_id` in the path must be the "
+            "caller's organisation, or the call fails with NOT_FOUND. Credly's HTTP errors "
+            "become gRPC statuses as below."
+        ),
+        errors=(
+            VendorError(
+                "HTTP 400",
+                "INVALID_ARGUMENT",
+                "INVALID_FILTER, INVALID_SORT",
+                "`filter` or `sort` is not in Credly's syntax or names an unknown key",
+            ),
+            VendorError(
+                "HTTP 422",
+                "INVALID_ARGUMENT",
+                "UNKNOWN_BADGE_TEMPLATE, REQUIREMENT_CYCLE",
+                "a template names a template the org does not have, or requirements form a cycle",
+            ),
+            VendorError(
+                "HTTP 409",
+                "ALREADY_EXISTS",
+                "VANITY_SLUG_TAKEN",
+                "another template of the org has this `vanity_slug`",
+            ),
+            VendorError(
+                "HTTP 409",
+                "FAILED_PRECONDITION",
+                "BADGE_TEMPLATE_IN_USE, BADGE_TEMPLATE_HAS_BADGES, INVALID_STATE_TRANSITION",
+                "delete of a template other templates name or with issued badges (archive it), "
+                "or a state change Credly does not allow",
+            ),
+            VendorError(
+                "HTTP 409",
+                "ABORTED",
+                "CONCURRENT_CHANGE",
+                "a template this one names was deleted meanwhile; retry",
+            ),
+        ),
+    ),
+    "badges.v1.IssuerService": ServiceDoc(
+        vendor="Badgr v2",
+        source="seed 004: `/v2/issuers/...`",
+        envelope=_BADGR_ENVELOPE
+        + " Lookups keep Badgr's keys: `id_or_entity_id`, `issuer_open_badge_id_base64`, `ref`.",
+        errors=(
+            VendorError(
+                "`success: false`",
+                "FAILED_PRECONDITION",
+                "ISSUER_HAS_BADGE_CLASSES",
+                "delete of an issuer that still has badge classes, without `cascade`",
+            ),
+        ),
+    ),
+    "badges.v1.BadgeClassService": ServiceDoc(
+        vendor="Badgr v2",
+        source="seed 004: `/v2/badgeclasses/...`",
+        envelope=_BADGR_ENVELOPE
+        + " Lookups keep Badgr's keys: `id_or_entity_id`, `ref`, and `claim_code` for a badge "
+        "class's claim codes.",
+        errors=(
+            VendorError(
+                "`success: false`",
+                "FAILED_PRECONDITION",
+                "BADGE_CLASS_AWARDED",
+                "delete of a badge class that has been awarded, without `cascade`",
+            ),
+            VendorError(
+                "`success: false`",
+                "FAILED_PRECONDITION",
+                "BADGE_CLASS_ARCHIVED",
+                "claim codes for an archived badge class",
+            ),
+        ),
+    ),
+    "badges.v1.AwardService": ServiceDoc(
+        vendor="badge-service",
+        source="no seed: awarding badges is this service's own API",
+        envelope=(
+            "No vendor envelope: the reply message is the resource itself, and failures are "
+            "gRPC statuses with `ErrorInfo` as below."
+        ),
+    ),
+}
+
+_UNKNOWN_DOC = ServiceDoc(
+    vendor=DEFAULT_VENDOR,
+    source="no seed",
+    envelope=(
+        "No vendor envelope: the reply message is the resource itself, and failures are gRPC "
+        "statuses with `ErrorInfo` as below."
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One HTTP binding of an RPC."""
+
+    verb: str
+    path: str
+    body: str
+    response_body: str
+
+
+def services() -> list[ServiceDescriptor]:
+    """Every service of every generated ``*_pb2`` module, in a fixed order.
+
+    Services named in SERVICE_DOCS come in its order (vendor by vendor, as the seeds are
+    numbered); any other service follows, sorted by full name.
+    """
+    package = importlib.import_module(API_PACKAGE)
+    found: dict[str, ServiceDescriptor] = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if not info.name.endswith("_pb2"):
+            continue
+        module = importlib.import_module(f"{API_PACKAGE}.{info.name}")
+        for service in module.DESCRIPTOR.services_by_name.values():
+            found[service.full_name] = service
+    order = {name: i for i, name in enumerate(SERVICE_DOCS)}
+    return sorted(found.values(), key=lambda s: (order.get(s.full_name, len(order)), s.full_name))
+
+
+def routes(method: MethodDescriptor) -> list[Route]:
+    """The method's HTTP bindings: the main rule, then each additional binding."""
+    rule = method.GetOptions().Extensions[annotations_pb2.http]
+    out = []
+    for r in [rule, *rule.additional_bindings]:
+        route = _route(r)
+        if route is not None:
+            out.append(route)
+    return out
+
+
+def _route(rule: http_pb2.HttpRule) -> Route | None:
+    kind = rule.WhichOneof("pattern")
+    if kind is None:
+        return None
+    if kind == "custom":
+        return Route(rule.custom.kind.upper(), rule.custom.path, rule.body, rule.response_body)
+    assert kind in _PATTERNS, kind
+    return Route(kind.upper(), getattr(rule, kind), rule.body, rule.response_body)
+
+
+def path_fields(route: Route) -> list[str]:
+    """The request fields bound in the path template, in template order."""
+    return _PATH_VARIABLE.findall(route.path)
+
+
+def query_fields(method: MethodDescriptor, route: Route) -> list[str]:
+    """Request fields that travel as query parameters: neither in the path nor the body."""
+    if route.body == "*":
+        return []
+    bound = {p.split(".", 1)[0] for p in path_fields(route)}
+    fields = method.input_type.fields_by_name
+    # A path that sets one member of a oneof (e.g. Badgr's lookup keys) rules out the others.
+    chosen = {
+        oneof.full_name
+        for name in bound
+        if name in fields and (oneof := fields[name].containing_oneof) is not None
+    }
+    out = []
+    for f in method.input_type.fields:
+        if f.name in bound or f.name == route.body:
+            continue
+        if f.containing_oneof is not None and f.containing_oneof.full_name in chosen:
+            continue
+        out.append(f.name)
+    return out
+
+
+def _code(items: Iterable[str]) -> str:
+    parts = [f"`{i}`" for i in items]
+    return ", ".join(parts) if parts else "-"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _body(method: MethodDescriptor, route: Route) -> str:
+    if not route.body:
+        return "-"
+    if route.body == "*":
+        return f"`*` (the whole `{method.input_type.name}`)"
+    return f"`{route.body}`"
+
+
+def _role(route: Route) -> str:
+    # The interceptor treats every method not bound to GET as a write (admin keys only).
+    return "reader" if route.verb == "GET" else "admin"
+
+
+def _response(method: MethodDescriptor, route: Route) -> str:
+    out = _type_name(method.output_type.full_name)
+    return f"{out} (`{route.response_body}`)" if route.response_body else out
+
+
+def _type_name(full_name: str) -> str:
+    return full_name.removeprefix("badges.v1.")
+
+
+def render() -> str:
+    """The whole document."""
+    found = services()
+    lines = [
+        "<!-- Generated by tools/gen_rest_mapping.py (`make docs`) from the google.api.http",
+        "     annotations in protos/badges/v1. Do not edit; a test fails when it is stale. -->",
+        "",
+        "# REST to gRPC mapping",
+        "",
+        "Every vendor endpoint the service replaces, and the RPC that serves it. The HTTP",
+        "method and path of each row are the RPC's `google.api.http` annotation, so Envoy's",
+        "gRPC-JSON transcoder or grpc-gateway can serve the same paths with no code. *Path*",
+        "fields are bound from the URL, *query* fields from query parameters (proto or",
+        "lowerCamelCase names), and *body* is the request field the JSON body fills. *Key*",
+        "is the least role that may call it: `reader` keys may call GET methods only.",
+        "",
+        "Credentials: `authorization: Bearer KEY`, `authorization: Basic base64(ORG_ID:KEY)`",
+        "or `x-api-key: KEY` (a key a vendor takes as an `api_key` query parameter goes in",
+        "`x-api-key`). The organisation is always the caller's; no request field can name",
+        "another.",
+        "",
+        "Errors: every failure is a canonical gRPC status with `google.rpc.Status` details,",
+        '`ErrorInfo{reason, domain: "badges.v1", metadata}` and, for bad input, `BadRequest`',
+        'naming the field. A vendor\'s numeric error code rides in `ErrorInfo.metadata["code"]`.',
+        "Each service's section maps its vendor's envelope and errors; a client never gets",
+        "`UNKNOWN`.",
+        "",
+        "## Services",
+        "",
+        "| service | vendor | source | RPCs |",
+        "| --- | --- | --- | --- |",
+    ]
+    for service in found:
+        doc = SERVICE_DOCS.get(service.full_name, _UNKNOWN_DOC)
+        anchor = service.name.lower()
+        lines.append(
+            f"| [`{service.full_name}`](#{anchor}) | {doc.vendor} | {_cell(doc.source)} "
+            f"| {len(service.methods)} |"
+        )
+    for service in found:
+        lines += ["", *_service_section(service)]
+    return "\n".join(lines) + "\n"
+
+
+def _service_section(service: ServiceDescriptor) -> list[str]:
+    doc = SERVICE_DOCS.get(service.full_name, _UNKNOWN_DOC)
+    lines = [
+        f"## {service.name}",
+        "",
+        f"`{service.full_name}`: {doc.vendor} ({_cell(doc.source)}).",
+        "",
+        "| vendor | HTTP | path | gRPC method | request -> response | path fields "
+        "| query fields | body | key |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for method in service.methods:
+        bindings = routes(method)
+        grpc_method = f"`/{service.full_name}/{method.name}`"
+        if not bindings:
+            types = (
+                f"{_type_name(method.input_type.full_name)} -> "
+                f"{_type_name(method.output_type.full_name)}"
+            )
+            lines.append(
+                f"| {doc.vendor} | - | (no google.api.http annotation) | {grpc_method} "
+                f"| {types} | - | - | - | admin |"
+            )
+            continue
+        for route in bindings:
+            types = f"{_type_name(method.input_type.full_name)} -> {_response(method, route)}"
+            lines.append(
+                f"| {doc.vendor} | {route.verb} | `{_cell(route.path)}` | {grpc_method} "
+                f"| {types} | {_code(path_fields(route))} "
+                f"| {_code(query_fields(method, route))} | {_body(method, route)} "
+                f"| {_role(route)} |"
+            )
+    lines += [
+        "",
+        f"**Envelope.** {doc.envelope}",
+        "",
+        f"**Errors.** {doc.vendor}'s errors and what the service answers instead:",
+        "",
+        *_error_table([*doc.errors, *COMMON_ERRORS]),
+    ]
+    return lines
+
+
+def _error_table(rows: Iterable[VendorError]) -> list[str]:
+    out = [
+        "| vendor error | gRPC status | ErrorInfo reason | when |",
+        "| --- | --- | --- | --- |",
+    ]
+    for e in rows:
+        out.append(f"| {e.vendor} | {e.status} | {_cell(e.reason)} | {_cell(e.when)} |")
+    return out
+
+
+def main() -> None:
+    """Entry point: write the document (or check that the committed one is current)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=OUT_DEFAULT)
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if the file differs from the output"
+    )
+    args = parser.parse_args()
+    text = render()
+    if args.check:
+        current = args.out.read_text() if args.out.exists() else ""
+        if current != text:
+            raise SystemExit(f"{args.out} is stale: run make docs")
+        return
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.out.exists() or args.out.read_text() != text:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
