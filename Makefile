@@ -21,7 +21,9 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	touch $@ $(RUN_STAMP)
 
 $(BUF): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	# npm ci refuses buf's lock: buf lists platform packages of its own version that the
+	# registry lacks for some platforms. npm install keeps to the lock and skips them.
+	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 install: $(RUN_STAMP)
