@@ -50,14 +50,24 @@ buf-lint: $(BUF)
 	$(BUF) lint
 
 lint: dev
-	$(BIN)/ruff check src tests tools
-	$(BIN)/ruff format --check src tests tools
+	$(BIN)/ruff check src tests tools bench
+	$(BIN)/ruff format --check src tests tools bench
 	$(BIN)/mypy
 	$(BUF) lint
 
 fmt: $(DEV_STAMP)
-	$(BIN)/ruff check --fix src tests tools
-	$(BIN)/ruff format src tests tools
+	$(BIN)/ruff check --fix src tests tools bench
+	$(BIN)/ruff format src tests tools bench
+
+## The benchmark (not part of `make test`): the service against a bare grpc.aio baseline, with
+## h2load; seeds 1.1M badges and takes about ten minutes. Writes bench/results/latest.md.
+## BENCH_ARGS="--pg postgresql+asyncpg://..." benchmarks PostgreSQL instead of SQLite.
+bench: $(RUN_STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## The same harness on tiny data with 1-second runs (CI runs it so the harness cannot rot).
+bench-smoke: $(RUN_STAMP)
+	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache badges.db badges.db-*

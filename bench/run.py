@@ -1,0 +1,1045 @@
+"""The benchmark: ``make bench`` (full) and ``make bench-smoke`` (seconds, run by CI).
+
+One run seeds a database, starts the baseline (``bench.baseline``) and the service
+(``bench.serve_bench``), checks every scenario once through a real Python stub on both, then
+drives both with the same load generator and settings, alternating, for several rounds. It adds
+the scale rows (10k vs 1M badges, first vs deep page), the 1- vs 2-worker rows
+(``badge-service serve --workers N``) and the server's memory, and writes a Markdown report to
+``bench/results/latest.md`` (smoke: ``bench/results/smoke.md``). See bench/README.md.
+
+The exit status is 1 when any call failed (a stub check, or a non-OK status during a load run),
+whatever the targets say: a benchmark of failing calls measures nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+from google.protobuf.message import Message
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from badge_service.api.badges.v1 import badge_pb2 as pb
+from badge_service.api.badges.v1 import badge_pb2_grpc as pb_grpc
+from badge_service.store.models import badges as badges_table
+from bench import frames, seed
+from bench.h2gen import percentile
+from bench.seed import SeededOrg, sample_badge
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+SERVICE = "/badges.v1.BadgeService/"
+PLACEHOLDER = "~" * 12  # replaced by a per-request counter in CreateBadge names
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big and how long: the full run or the smoke run."""
+
+    name: str
+    main: int  # badges in the org most scenarios use (deep page is near its end)
+    small: int  # the scale rows' small org
+    large: int  # the scale rows' large org
+    connections: int
+    streams: int
+    duration: float
+    warmup: float
+    rounds: int
+
+
+FULL = Profile("full", 100_000, 10_000, 1_000_000, 4, 8, 5.0, 1.0, 3)
+SMOKE = Profile("smoke", 2_000, 500, 5_000, 2, 4, 1.0, 0.3, 1)
+
+
+# --- servers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A server's running totals: calls finished, non-OK calls other than CANCELLED, CANCELLED
+    calls, and the CPU seconds its processes used."""
+
+    calls: int
+    failed: int
+    cancelled: int
+    cpu_s: float
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of processes (all their threads), from /proc."""
+    total = 0
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """A server subprocess that prints a JSON line with its port once it listens and answers
+    SIGUSR1 with a JSON line of counts (the baseline: ``calls``)."""
+
+    def __init__(self, name: str, argv: list[str], log: Path) -> None:
+        self.name = name
+        self.log_path = log
+        self._log: IO[bytes] = log.open("wb")
+        self.proc = subprocess.Popen(
+            argv, cwd=REPO, stdout=subprocess.PIPE, stderr=self._log, text=True
+        )
+        first = self._line()
+        self.port = int(first["port"])
+
+    def _line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} exited: see {self.log_path}")
+        out: dict[str, Any] = json.loads(line)
+        return out
+
+    def _ask(self) -> dict[str, Any]:
+        self.proc.send_signal(signal.SIGUSR1)
+        return self._line()
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        return self.proc.pid
+
+    def memory(self) -> tuple[float, float]:
+        """(current RSS, peak RSS) in MB."""
+        return memory_mb(self.pid)
+
+    def counts(self) -> Counts:
+        """The running totals (the baseline never fails a call it answers)."""
+        return Counts(int(self._ask()["calls"]), 0, 0, cpu_seconds([self.pid]))
+
+    def stop(self) -> None:
+        """SIGTERM, then wait."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+class ServiceServer(Server):
+    """The real service (``bench.serve_bench``): the interceptor's count of non-OK calls and
+    the access log's count per status."""
+
+    def counts(self) -> Counts:
+        """The running totals."""
+        line = self._ask()
+        statuses: dict[str, int] = line["statuses"]
+        cancelled = int(statuses.get("CANCELLED", 0))
+        return Counts(
+            sum(statuses.values()),
+            int(line["failures"]) - cancelled,
+            cancelled,
+            cpu_seconds([self.pid]),
+        )
+
+
+class WorkersServer:
+    """``badge-service serve --workers N``; calls and failures are counted from its access
+    log, CPU over the worker processes."""
+
+    def __init__(self, workers: int, url: str, log: Path) -> None:
+        self.name = f"{workers} worker{'s' if workers > 1 else ''}"
+        self.log_path = log
+        self._log = log.open("wb")
+        argv = [str(Path(sys.executable).parent / "badge-service"), "serve"]
+        argv += ["--workers", str(workers), "--address", "127.0.0.1:0"]
+        argv += ["--database-url", url, "--no-migrate"]
+        self.proc = subprocess.Popen(argv, cwd=REPO, stderr=self._log)
+        self.port = 0
+        self.pids = [self.proc.pid]
+        deadline = time.monotonic() + 60
+        listening = 0
+        while listening < workers:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} did not start: see {log}")
+            time.sleep(0.1)
+            listening = 0
+            for rec in read_json_lines(log):
+                if rec.get("msg") == "listening":
+                    listening += 1
+                    self.port = int(rec["port"])
+                elif rec.get("msg") == "workers started":
+                    self.pids = [self.proc.pid, *(int(pid) for pid in rec["workers"])]
+        self._offset = 0
+        self._totals = [0, 0, 0]  # calls, failed, cancelled
+
+    def counts(self) -> Counts:
+        """The running totals, reading the log written since the previous call."""
+        with self.log_path.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        for line in data[:end].splitlines():
+            if b'"badge_service.access"' not in line:
+                continue
+            self._totals[0] += 1
+            if b'"status": "CANCELLED"' in line:
+                self._totals[2] += 1
+            elif b'"status": "OK"' not in line:
+                self._totals[1] += 1
+        calls, failed, cancelled = self._totals
+        return Counts(calls, failed, cancelled, cpu_seconds(self.pids))
+
+    def stop(self) -> int:
+        """SIGTERM to the parent; returns its exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._log.close()
+        return code
+
+
+def read_json_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a log file (other lines skipped)."""
+    for line in path.read_bytes().splitlines():
+        if line.startswith(b"{"):
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB, from /proc."""
+    rss = hwm = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+        elif line.startswith("VmHWM:"):
+            hwm = int(line.split()[1]) / 1024
+    return rss, hwm
+
+
+# --- scenarios -----------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    """One kind of request in a scenario; ``unique`` CreateBadge names get a counter."""
+
+    method: str
+    request: Message
+    reply_type: type[Message]
+    unique: bool = False
+
+    @property
+    def path(self) -> str:
+        """The gRPC method path."""
+        return SERVICE + self.method
+
+
+@dataclass
+class Scenario:
+    """A benchmarked workload: a cycle of calls and a check of a real reply."""
+
+    name: str
+    calls: list[Call]
+    key: str
+    check: Callable[[Message], None]
+    generator: str = "h2load"  # h2load sends one body; h2gen varies bodies per request
+
+
+def expect(ok: bool, what: str) -> None:
+    """Raises with ``what`` unless ``ok``."""
+    if not ok:
+        raise AssertionError(what)
+
+
+def scenarios(
+    main: SeededOrg, writes: SeededOrg, deep_token: str, deep_after: int
+) -> list[Scenario]:
+    """GetBadge, ListBadges(25), ListBadges deep, CreateBadge and mixed 9:1. CreateBadge writes
+    to an org of its own, so the tens of thousands of badges it adds do not change the main
+    org the read scenarios measure (ListBadges counts the org's badges)."""
+    get = Call("GetBadge", pb.GetBadgeRequest(id=main.middle_id), pb.Badge)
+    first = Call("ListBadges", pb.ListBadgesRequest(page_size=25), pb.ListBadgesResponse)
+    deep = Call(
+        "ListBadges",
+        pb.ListBadgesRequest(page_size=25, page_token=deep_token),
+        pb.ListBadgesResponse,
+    )
+    create = Call(
+        "CreateBadge",
+        pb.CreateBadgeRequest(badge=sample_badge(f"bench-{PLACEHOLDER}")),
+        pb.Badge,
+        unique=True,
+    )
+
+    def check_get(reply: Message) -> None:
+        assert isinstance(reply, pb.Badge)
+        expect(reply.id == main.middle_id, f"GetBadge returned id {reply.id}")
+        expect(reply.title == "Game Attendance" and len(reply.badge_states) == 2, "GetBadge body")
+
+    def check_first(reply: Message) -> None:
+        assert isinstance(reply, pb.ListBadgesResponse)
+        ids = [b.id for b in reply.badges]
+        expect(ids == list(range(main.first_id, main.first_id + 25)), f"first page ids {ids}")
+        expect(reply.total_size >= main.count and bool(reply.next_page_token), "first page")
+
+    def check_deep(reply: Message) -> None:
+        assert isinstance(reply, pb.ListBadgesResponse)
+        ids = [b.id for b in reply.badges]
+        expect(ids == list(range(deep_after + 1, deep_after + 26)), f"deep page ids {ids}")
+
+    def check_create(reply: Message) -> None:
+        assert isinstance(reply, pb.Badge)
+        expect(reply.id > 0 and reply.name.startswith("check-"), f"CreateBadge {reply.name}")
+
+    def check_mixed(reply: Message) -> None:
+        if isinstance(reply, pb.Badge) and reply.id == main.middle_id:
+            check_get(reply)
+        else:
+            check_create(reply)
+
+    return [
+        Scenario("GetBadge", [get], main.key, check_get),
+        Scenario("ListBadges(25)", [first], main.key, check_first),
+        Scenario("ListBadges deep", [deep], main.key, check_deep),
+        Scenario("CreateBadge", [create], writes.key, check_create, "h2gen"),
+        Scenario("Mixed 9:1", [get] * 9 + [create], main.key, check_mixed, "h2gen"),
+    ]
+
+
+def stub_call(port: int, key: str, call: Call, name: str) -> tuple[bytes, bytes]:
+    """Calls once through a real stub; returns (request bytes, reply bytes)."""
+    request = call.request
+    if call.unique:
+        request = type(request)()
+        request.CopyFrom(call.request)
+        assert isinstance(request, pb.CreateBadgeRequest)
+        request.badge.name = f"check-{name}-{time.monotonic_ns()}"
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.BadgeServiceStub(channel)
+        method = getattr(stub, call.method)
+        reply = method(request, metadata=[("authorization", f"Bearer {key}")], timeout=60)
+    return request.SerializeToString(), reply.SerializeToString()
+
+
+# --- load ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """One load run against one server."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    failed: int
+    requests: int
+    writes_acknowledged: int = 0  # h2gen: OK creates, warm-up and tail included
+    client_cpu_s: float = 0.0
+    server_cpu_us: float = 0.0  # the server's CPU per call it finished (warm-up included)
+
+
+def ensure_h2load() -> str:
+    """The h2load binary, installed from Debian's nghttp2-client when missing."""
+    found = shutil.which("h2load")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise SystemExit(
+            "h2load is missing: install nghttp2-client (apt-get install nghttp2-client)"
+        )
+    print("installing h2load (nghttp2-client) ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"], check=True, env=env)
+    found = shutil.which("h2load")
+    if not found:
+        raise SystemExit("h2load is still missing after installing nghttp2-client")
+    return found
+
+
+def _ms(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+class Loader:
+    """Runs load with the profile's settings and keeps the work files in ``workdir``."""
+
+    def __init__(self, h2load: str, profile: Profile, workdir: Path) -> None:
+        self.h2load = h2load
+        self.profile = profile
+        self.workdir = workdir
+        self.runs = 0
+
+    def run(self, scenario: Scenario, port: int, tag: str) -> Result:
+        """One measured run of ``scenario`` against the server on ``port``."""
+        self.runs += 1
+        if scenario.generator == "h2gen":
+            return self._h2gen(scenario, port, f"{tag}-{self.runs}")
+        return self._h2load(scenario, port)
+
+    def _h2load(self, scenario: Scenario, port: int) -> Result:
+        (call,) = scenario.calls
+        body = self.workdir / f"body-{self.runs}.bin"
+        body.write_bytes(frames.grpc_message(call.request))
+        log = self.workdir / f"h2load-{self.runs}.tsv"
+        p = self.profile
+        argv = [self.h2load, "-c", str(p.connections), "-m", str(p.streams), "-t", "1"]
+        argv += ["-D", _ms(p.duration), "--warm-up-time", _ms(p.warmup)]
+        argv += ["-d", str(body), "--log-file", str(log)]
+        argv += ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+        argv += ["-H", f"authorization: Bearer {scenario.key}"]
+        argv.append(f"http://127.0.0.1:{port}{call.path}")
+        out = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"h2load failed ({out.returncode}): {out.stdout}{out.stderr}")
+        return parse_h2load(out.stdout, log.read_text(), p.duration)
+
+    def _h2gen(self, scenario: Scenario, port: int, tag: str) -> Result:
+        prefix = re.sub(r"[^a-z0-9]", "", scenario.name.lower())[:8] + "-" + tag
+        items = []
+        for call in scenario.calls:
+            request = call.request
+            placeholder = None
+            if call.unique:
+                assert isinstance(request, pb.CreateBadgeRequest)
+                copy = pb.CreateBadgeRequest()
+                copy.CopyFrom(request)
+                copy.badge.name = f"{prefix}-{PLACEHOLDER}"
+                request = copy
+                placeholder = base64.b64encode(PLACEHOLDER.encode()).decode()
+            items.append(
+                {
+                    "path": call.path,
+                    "body": base64.b64encode(frames.grpc_message(request)).decode(),
+                    "placeholder": placeholder,
+                }
+            )
+        p = self.profile
+        spec = {
+            "host": "127.0.0.1",
+            "port": port,
+            "metadata": [["authorization", f"Bearer {scenario.key}"]],
+            "items": items,
+            "connections": p.connections,
+            "streams": p.streams,
+            "duration": p.duration,
+            "warmup": p.warmup,
+        }
+        path = self.workdir / f"h2gen-{self.runs}.json"
+        path.write_text(json.dumps(spec))
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.h2gen", str(path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"h2gen failed: {out.stderr}")
+        r = json.loads(out.stdout)
+        return Result(
+            r["rps"],
+            r["p50_ms"],
+            r["p99_ms"],
+            r["failed"],
+            r["ok"] + r["failed"],
+            r["unique_ok_total"],
+            r["client_cpu_s"],
+        )
+
+
+def parse_h2load(stdout: str, log: str, duration: float) -> Result:
+    """Throughput and failures from h2load's summary, latency percentiles from its per-request
+    log (microseconds until the end of the response)."""
+    m = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored, (\d+) timeout",
+        stdout,
+    )
+    rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", stdout)
+    if not m or not rate:
+        raise RuntimeError(f"cannot read h2load's output:\n{stdout}")
+    done, succeeded = int(m.group(3)), int(m.group(4))
+    failed = int(m.group(5)) + int(m.group(6)) + int(m.group(7))
+    latencies = sorted(int(row.split("\t")[2]) / 1e6 for row in log.splitlines() if row.strip())
+    return Result(
+        float(rate.group(1)),
+        percentile(latencies, 50) * 1000,
+        percentile(latencies, 99) * 1000,
+        failed + (done - succeeded),
+        done,
+    )
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """Results of one scenario on one server across rounds."""
+
+    results: list[Result] = field(default_factory=list)
+    failures: int = 0  # non-OK statuses the server counted during these runs
+    cancelled: int = 0  # CANCELLED calls beyond those a timed run leaves in flight
+
+    def median(self, attr: str) -> float:
+        """The median of one measure across rounds."""
+        return statistics.median(getattr(r, attr) for r in self.results) if self.results else 0.0
+
+
+@dataclass
+class Report:
+    """Everything the Markdown report shows."""
+
+    profile: Profile
+    database: str
+    seed_seconds: float = 0.0
+    rows: dict[str, dict[str, Row]] = field(default_factory=dict)
+    scale: dict[str, Row] = field(default_factory=dict)
+    workers: dict[str, Row] = field(default_factory=dict)
+    memory: dict[str, tuple[float, float]] = field(default_factory=dict)
+    durable: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    load_before: float = field(default_factory=lambda: os.getloadavg()[0])
+    errors: list[str] = field(default_factory=list)
+
+
+def measure(
+    loader: Loader, scenario: Scenario, server: Server | WorkersServer, row: Row, tag: str
+) -> Result:
+    """One run, plus what the server counted during it: failures, and CPU per call."""
+    before = server.counts()
+    result = loader.run(scenario, server.port, tag)
+    after = _settled(server)
+    calls = after.calls - before.calls
+    result.server_cpu_us = (after.cpu_s - before.cpu_s) / calls * 1e6 if calls else 0.0
+    row.results.append(result)
+    row.failures += after.failed - before.failed
+    # A timed h2load run stops with up to connections x streams calls in flight; the server
+    # sees those as CANCELLED. More than that would be a real problem.
+    in_flight = loader.profile.connections * loader.profile.streams
+    row.cancelled += max(0, after.cancelled - before.cancelled - in_flight)
+    return result
+
+
+def _settled(server: Server | WorkersServer) -> Counts:
+    """The server's counts once calls stop finishing: calls a stopped generator left in flight
+    finish (as CANCELLED) a little after it exits, and belong to this run, not the next."""
+    last = server.counts()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = server.counts()
+        if now.calls == last.calls:
+            return now
+        last = now
+    return last
+
+
+@contextmanager
+def workdir(keep: bool) -> Iterator[Path]:
+    """A scratch directory for the database, logs and request bodies."""
+    path = Path(tempfile.mkdtemp(prefix="badge-bench-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"work files kept in {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+async def _pg_database(base_url: str) -> str:
+    """A fresh ``badge_bench`` database on the server of ``base_url`` (dropped first)."""
+    import asyncpg
+
+    url = make_url(base_url)
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute('DROP DATABASE IF EXISTS "badge_bench" WITH (FORCE)')
+        await conn.execute('CREATE DATABASE "badge_bench"')
+    finally:
+        await conn.close()
+    return url.set(database="badge_bench").render_as_string(hide_password=False)
+
+
+async def _count_named(url: str, org_id: int, prefix: str) -> int:
+    engine = create_async_engine(make_url(url))
+    try:
+        async with engine.connect() as conn:
+            stmt = select(func.count()).where(
+                badges_table.c.org_id == org_id, badges_table.c.name.like(f"{prefix}%")
+            )
+            return int((await conn.execute(stmt)).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+def run(profile: Profile, pg: str | None, out: Path, keep: bool) -> int:
+    """The whole benchmark; returns the exit status."""
+    h2load = ensure_h2load()
+    with workdir(keep) as work:
+        url = asyncio.run(_pg_database(pg)) if pg else f"sqlite+aiosqlite:///{work / 'bench.db'}"
+        report = Report(profile, "PostgreSQL" if pg else "SQLite")
+        sizes = {"main": profile.main, "small": profile.small, "large": profile.large}
+        sizes["writes"] = 1
+        orgs, report.seed_seconds = seed_database(url, sizes, work)
+        loader = Loader(h2load, profile, work)
+        py = sys.executable
+        service = ServiceServer(
+            "service", [py, "-m", "bench.serve_bench", "--database-url", url], work / "service.log"
+        )
+        baseline: Server | None = None
+        try:
+            main = orgs["main"]
+            # A real token from the service, by numbered page, ten pages before the end.
+            deep_page = max(2, main.count // 25 - 10)
+            numbered = pb.ListBadgesRequest(page=deep_page, page_size=25)
+            _, raw = stub_call(
+                service.port, main.key, Call("ListBadges", numbered, pb.ListBadgesResponse), ""
+            )
+            token = pb.ListBadgesResponse.FromString(raw).next_page_token
+            deep_after = main.first_id + deep_page * 25 - 1
+            plan = scenarios(main, orgs["writes"], token, deep_after)
+            replies: dict[str, dict[str, Any]] = {}
+            recorded: dict[tuple[str, bytes], bytes] = {}
+            for sc in plan:
+                for call in sc.calls:
+                    req, rep = stub_call(service.port, sc.key, call, sc.name)
+                    sc.check(call.reply_type.FromString(rep))
+                    spec = replies.setdefault(call.path, {"default": "", "by_request": {}})
+                    spec["default"] = spec["default"] or base64.b64encode(rep).decode()
+                    if not call.unique:
+                        spec["by_request"][base64.b64encode(req).decode()] = base64.b64encode(
+                            rep
+                        ).decode()
+                        recorded[(call.path, req)] = rep
+            (work / "replies.json").write_text(json.dumps(replies))
+            baseline = Server(
+                "baseline",
+                [py, "-m", "bench.baseline", str(work / "replies.json")],
+                work / "baseline.log",
+            )
+            for sc in plan:  # the baseline sends the service's bytes
+                for call in sc.calls:
+                    req, rep = stub_call(baseline.port, sc.key, call, sc.name)
+                    if not call.unique:
+                        expect(rep == recorded[(call.path, req)], f"baseline reply of {sc.name}")
+            print("stub checks passed on both servers", flush=True)
+
+            servers: list[Server] = [baseline, service]
+            for rnd in range(profile.rounds):
+                for sc in plan:
+                    order = servers if rnd % 2 == 0 else servers[::-1]
+                    for srv in order:
+                        row = report.rows.setdefault(sc.name, {}).setdefault(srv.name, Row())
+                        r = measure(loader, sc, srv, row, f"r{rnd}{srv.name[0]}")
+                        print(
+                            f"round {rnd + 1} {sc.name:16} {srv.name:8} {r.rps:9.0f} req/s "
+                            f"p50 {r.p50_ms:6.2f} ms p99 {r.p99_ms:6.2f} ms failed {r.failed}",
+                            flush=True,
+                        )
+            _check_writes(report, url, orgs)
+            _scale(report, loader, service, orgs)
+            report.memory["service"] = service.memory()
+            report.memory["baseline"] = baseline.memory()
+        finally:
+            service.stop()
+            if baseline is not None:
+                baseline.stop()
+        _workers(report, loader, url, orgs["main"], work)
+        text = render(report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+    print(f"written to {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+    failed = report.errors + _failed_rows(report)
+    for line in failed:
+        print(f"FAILED: {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _failed_rows(report: Report) -> list[str]:
+    """A line per row where a call failed (generator or server count)."""
+    rows: list[tuple[str, Row]] = [
+        (f"{name} on {srv}", row) for name, per in report.rows.items() for srv, row in per.items()
+    ]
+    rows += [(f"scale {name}", row) for name, row in report.scale.items()]
+    rows += [(f"workers {name}", row) for name, row in report.workers.items()]
+    out = []
+    for label, row in rows:
+        generator = sum(r.failed for r in row.results)
+        if generator or row.failures or row.cancelled:
+            out.append(
+                f"{label}: {generator} failed at the generator, {row.failures} non-OK statuses "
+                f"and {row.cancelled} unexpected CANCELLED at the server"
+            )
+    return out
+
+
+def seed_database(
+    url: str, sizes: dict[str, int], work: Path
+) -> tuple[dict[str, SeededOrg], float]:
+    """Orgs and keys through the store, each org's first badge through a (temporary) service's
+    CreateBadge, the rest bulk-copied from it."""
+    started = time.perf_counter()
+    print(f"seeding {sizes} ...", flush=True)
+    created = asyncio.run(seed.create_orgs(url, list(sizes)))
+    service = ServiceServer(
+        "seeder",
+        [sys.executable, "-m", "bench.serve_bench", "--database-url", url],
+        work / "seeder.log",
+    )
+    out = {}
+    try:
+        for label, count in sizes.items():
+            org_id, key = created[label]
+            call = Call(
+                "CreateBadge",
+                pb.CreateBadgeRequest(badge=seed.sample_badge(seed.seed_name(0))),
+                pb.Badge,
+            )
+            _, raw = stub_call(service.port, key, call, "seed")
+            template = pb.Badge.FromString(raw)
+            asyncio.run(seed.copy_badges(url, template.id, count))
+            out[label] = SeededOrg(org_id, key, template.id, count)
+    finally:
+        service.stop()
+    asyncio.run(seed.settle(url))
+    seconds = time.perf_counter() - started
+    print(f"seeded in {seconds:.1f}s", flush=True)
+    return out, seconds
+
+
+def _check_writes(report: Report, url: str, orgs: dict[str, SeededOrg]) -> None:
+    """Every create the generator saw acknowledged is in the database, and no other."""
+    for sc_name, org in (("CreateBadge", orgs["writes"]), ("Mixed 9:1", orgs["main"])):
+        row = report.rows.get(sc_name, {}).get("service")
+        if row is None:
+            continue
+        acknowledged = sum(r.writes_acknowledged for r in row.results)
+        prefix = re.sub(r"[^a-z0-9]", "", sc_name.lower())[:8] + "-"
+        stored = asyncio.run(_count_named(url, org.org_id, prefix))
+        report.durable[sc_name] = f"{acknowledged:,} acknowledged, {stored:,} stored"
+        if stored != acknowledged:
+            report.errors.append(f"{sc_name}: {acknowledged} acknowledged but {stored} stored")
+
+
+def _scale(report: Report, loader: Loader, service: Server, orgs: dict[str, SeededOrg]) -> None:
+    """GetBadge and ListBadges(25) on the small and the large org, alternating."""
+    p = report.profile
+    cases = {}
+    for label in ("small", "large"):
+        org = orgs[label]
+        cases[f"GetBadge {label}"] = Scenario(
+            "GetBadge",
+            [Call("GetBadge", pb.GetBadgeRequest(id=org.middle_id), pb.Badge)],
+            org.key,
+            lambda _r: None,
+        )
+        cases[f"ListBadges(25) {label}"] = Scenario(
+            "ListBadges(25)",
+            [Call("ListBadges", pb.ListBadgesRequest(page_size=25), pb.ListBadgesResponse)],
+            org.key,
+            lambda _r: None,
+        )
+    for name, sc in cases.items():  # each org's calls answer before any load runs
+        (call,) = sc.calls
+        _, raw = stub_call(service.port, sc.key, call, name)
+        reply = call.reply_type.FromString(raw)
+        org = orgs[name.rsplit(" ", 1)[1]]
+        if isinstance(reply, pb.Badge):
+            expect(reply.id == org.middle_id, f"{name}: id {reply.id}")
+        else:
+            assert isinstance(reply, pb.ListBadgesResponse)
+            expect(reply.total_size == org.count and len(reply.badges) == 25, f"{name} page")
+    for rnd in range(p.rounds):
+        for name, sc in cases.items():
+            row = report.scale.setdefault(name, Row())
+            r = measure(loader, sc, service, row, f"s{rnd}")
+            print(f"scale round {rnd + 1} {name:22} {r.rps:9.0f} req/s p50 {r.p50_ms:6.2f} ms")
+
+
+def _workers(report: Report, loader: Loader, url: str, main: SeededOrg, work: Path) -> None:
+    """GetBadge and ListBadges(25) through ``serve --workers 1`` and ``--workers 2``."""
+    get = Scenario(
+        "GetBadge",
+        [Call("GetBadge", pb.GetBadgeRequest(id=main.middle_id), pb.Badge)],
+        main.key,
+        lambda _r: None,
+    )
+    listing = Scenario(
+        "ListBadges(25)",
+        [Call("ListBadges", pb.ListBadgesRequest(page_size=25), pb.ListBadgesResponse)],
+        main.key,
+        lambda _r: None,
+    )
+    servers = [WorkersServer(n, url, work / f"workers-{n}.log") for n in (1, 2)]
+    try:
+        for srv in servers:
+            for sc in (get, listing):
+                (call,) = sc.calls
+                _, raw = stub_call(srv.port, sc.key, call, sc.name)
+                sc_reply = call.reply_type.FromString(raw)
+                expect(sc_reply.ByteSize() > 0, f"{srv.name}: {sc.name} reply")
+        for rnd in range(report.profile.rounds):
+            order = servers if rnd % 2 == 0 else servers[::-1]
+            for sc in (get, listing):
+                for srv in order:
+                    row = report.workers.setdefault(f"{sc.name}|{srv.name}", Row())
+                    r = measure(loader, sc, srv, row, f"w{rnd}")
+                    print(f"workers round {rnd + 1} {sc.name:16} {srv.name:9} {r.rps:9.0f} req/s")
+    finally:
+        for srv in servers:
+            code = srv.stop()
+            if code != 0:
+                report.errors.append(f"serve --workers ({srv.name}) exited with {code} on SIGTERM")
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _verdict(ok: bool) -> str:
+    return "**pass**" if ok else "**MISS**"
+
+
+def render(report: Report) -> str:
+    """The Markdown report."""
+    p = report.profile
+    lines = [
+        f"# Benchmark results ({p.name})",
+        "",
+        f"- When: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; commit {_git_commit()}",
+        f"- Machine: {os.cpu_count()} CPUs ({_cpu_model()}), Python {platform.python_version()}"
+        f", grpcio {grpc.__version__}",
+        f"- Database: {report.database}; seeded orgs of {p.main:,} (main), {p.small:,} and "
+        f"{p.large:,} (scale) badges, and one for CreateBadge, in {report.seed_seconds:.1f} s",
+        f"- Load: {p.connections} connections x {p.streams} streams (closed loop), "
+        f"{p.warmup:g} s warm-up + {p.duration:g} s measured, {p.rounds} round(s), "
+        "baseline and service alternating; figures are medians across rounds",
+        f"- Load average (1 min) of the machine: {report.load_before:.2f} before the run, "
+        f"{os.getloadavg()[0]:.2f} after (other work on the machine skews both servers alike, "
+        "as they alternate)",
+        "- Generators: h2load (reads; one pre-encoded gRPC body) and bench/h2gen.py (writes; "
+        "pre-encoded HTTP/2 frames with a unique badge name per request)",
+        "",
+        "## Scenarios",
+        "",
+    ]
+    targets: list[tuple[str, str, bool | None]] = []
+    for name, per in report.rows.items():
+        base, svc = per.get("baseline", Row()), per.get("service", Row())
+        gen = "h2gen" if name in ("CreateBadge", "Mixed 9:1") else "h2load"
+        lines += [f"### {name} ({gen})", ""]
+        lines += [
+            "| server | req/s | p50 ms | p99 ms | server CPU us/call | failed | per-round req/s |"
+        ]
+        lines += ["| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for label, row in (("baseline", base), ("service", svc)):
+            fails = sum(r.failed for r in row.results) + row.failures + row.cancelled
+            lines.append(
+                f"| {label} | {_fmt(row.median('rps'), 0)} | {_fmt(row.median('p50_ms'))} | "
+                f"{_fmt(row.median('p99_ms'))} | {_fmt(row.median('server_cpu_us'), 0)} | "
+                f"{fails} | " + ", ".join(_fmt(r.rps, 0) for r in row.results) + " |"
+            )
+        ratio = _ratio(svc.median("rps"), base.median("rps"))
+        lat = _ratio(svc.median("p50_ms"), base.median("p50_ms"))
+        p99 = _ratio(svc.median("p99_ms"), base.median("p99_ms"))
+        cpu = _ratio(svc.median("server_cpu_us"), base.median("server_cpu_us"))
+        lines.append(
+            f"| service/baseline | {ratio:.0%} | {lat:.1f}x | {p99:.1f}x | {cpu:.1f}x | | |"
+        )
+        if name in report.durable:
+            lines += ["", f"Writes: {report.durable[name]} (service, all runs)."]
+        lines.append("")
+        if name == "GetBadge":
+            targets.append(("GetBadge >= 50% of baseline req/s", f"{ratio:.0%}", ratio >= 0.5))
+        if name == "ListBadges(25)":
+            targets.append(
+                ("ListBadges(25) >= 25% of baseline req/s", f"{ratio:.0%}", ratio >= 0.25)
+            )
+        if name == "CreateBadge":
+            writes = svc.median("rps")
+            sqlite = report.database == "SQLite"
+            targets.append(
+                (
+                    "CreateBadge >= 1,500 writes/s (SQLite)",
+                    f"{writes:,.0f}/s",
+                    writes >= 1500 if sqlite else None,
+                )
+            )
+
+    lines += [
+        "## Scale (service)",
+        "",
+        "| measure | A | B | B/A | target |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    rows = report.rows
+    first = rows.get("ListBadges(25)", {}).get("service", Row()).median("p50_ms")
+    deep = rows.get("ListBadges deep", {}).get("service", Row()).median("p50_ms")
+    scale_checks = [
+        (
+            "Deep page p50 within 1.5x of the first page's",
+            "ListBadges(25) p50: first page (A) vs a page token near the end (B), main org",
+            first,
+            deep,
+            1.5,
+        ),
+    ]
+    for what in ("GetBadge", "ListBadges(25)"):
+        a = report.scale.get(f"{what} small", Row()).median("p50_ms")
+        b = report.scale.get(f"{what} large", Row()).median("p50_ms")
+        scale_checks.append(
+            (
+                f"{what} p50 in a {p.large:,}-badge org within 1.3x of a {p.small:,}-badge org's",
+                f"{what} p50: {p.small:,}-badge org (A) vs {p.large:,}-badge org (B)",
+                a,
+                b,
+                1.3,
+            )
+        )
+    for target, label, a, b, limit in scale_checks:
+        ratio = b / a if a else 0.0
+        ok = bool(a) and ratio <= limit
+        lines.append(
+            f"| {label} | {_fmt(a)} ms | {_fmt(b)} ms | {ratio:.2f}x | <= {limit}x {_verdict(ok)} |"
+        )
+        targets.append((target, f"{ratio:.2f}x", ok))
+    lines += ["", "Scale runs (median):", ""]
+    for name, row in report.scale.items():
+        lines.append(
+            f"- {name}: {_fmt(row.median('rps'), 0)} req/s, p50 {_fmt(row.median('p50_ms'))} ms, "
+            f"p99 {_fmt(row.median('p99_ms'))} ms, server CPU "
+            f"{_fmt(row.median('server_cpu_us'), 0)} us/call"
+        )
+
+    lines += ["", "## Workers (`badge-service serve --workers N`, one port, SO_REUSEPORT)", ""]
+    lines += [
+        "| scenario | 1 worker req/s | 2 workers req/s | 2/1 | CPU us/call, 1 / 2 workers |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for sc_name in ("GetBadge", "ListBadges(25)"):
+        one = report.workers.get(f"{sc_name}|1 worker", Row())
+        two = report.workers.get(f"{sc_name}|2 workers", Row())
+        lines.append(
+            f"| {sc_name} | {_fmt(one.median('rps'), 0)} | {_fmt(two.median('rps'), 0)} | "
+            f"{_ratio(two.median('rps'), one.median('rps')):.2f}x | "
+            f"{_fmt(one.median('server_cpu_us'), 0)} / {_fmt(two.median('server_cpu_us'), 0)} |"
+        )
+    lines += [
+        "",
+        f"Both share the machine's {os.cpu_count()} CPUs with the load generator and any other "
+        "work on the machine, so the ratio is noisy; the CPU per call shows the cost per call.",
+        "",
+        "## Memory",
+        "",
+        "| process | RSS at end MB | peak RSS MB |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, (rss, hwm) in report.memory.items():
+        lines.append(f"| {name} | {rss:.0f} | {hwm:.0f} |")
+    svc_rss = report.memory.get("service", (0.0, 0.0))[0]
+    targets.append(
+        ("Service RSS < 200 MB at the end of the run", f"{svc_rss:.0f} MB", svc_rss < 200)
+    )
+
+    lines += ["", "## Targets", "", "| target | measured | result |", "| --- | ---: | --- |"]
+    for label, measured, passed in targets:
+        verdict = "n/a (SQLite target)" if passed is None else _verdict(passed)
+        lines.append(f"| {label} | {measured} | {verdict} |")
+    if p.name == "smoke":
+        lines += ["", "Smoke run: tiny data and 1-second runs; the verdicts mean nothing here."]
+    for note in report.notes + [f"ERROR: {e}" for e in report.errors]:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def _git_commit() -> str:
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    return (out.stdout.strip() or "unknown") + (
+        " (with local changes)" if dirty.stdout.strip() else ""
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``python -m bench.run [--smoke] [--pg URL] [--rounds N] [--out PATH]``."""
+    p = argparse.ArgumentParser(description="benchmark the service against a bare gRPC baseline")
+    p.add_argument("--smoke", action="store_true", help="tiny data, 1-second runs (CI)")
+    p.add_argument(
+        "--pg",
+        metavar="URL",
+        help="PostgreSQL server to use (a badge_bench database is created on it)",
+    )
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--duration", type=float, help="measured seconds per run")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--keep", action="store_true", help="keep the database and logs")
+    args = p.parse_args(argv)
+    profile = SMOKE if args.smoke else FULL
+    if args.rounds:
+        profile = Profile(**{**profile.__dict__, "rounds": args.rounds})
+    if args.duration:
+        profile = Profile(**{**profile.__dict__, "duration": args.duration})
+    out = args.out or RESULTS / ("smoke.md" if args.smoke else "latest.md")
+    sys.exit(run(profile, args.pg, out, args.keep))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Seeds the benchmark's database: organisations with admin keys and many badges.
+
+Each org's first badge is created through the running service's CreateBadge (the exact stored
+shape of a badge the API made); the rest are copies of that row with their own id and name,
+bulk-inserted with SQLAlchemy Core ``executemany`` in large batches, so a million badges take
+seconds rather than hours. Ids are given explicitly, so the harness knows them; on PostgreSQL
+the id sequence is moved past them afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event, func, insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from badge_service.api.badges.v1 import badge_pb2
+from badge_service.domain.auth import Role, hash_api_key, new_api_key
+from badge_service.store import orgs
+from badge_service.store.db import Database
+from badge_service.store.migrate import upgrade
+from badge_service.store.models import badge_tags, badges
+
+BATCH = 50_000
+
+
+def sample_badge(name: str) -> badge_pb2.Badge:
+    """The badge every benchmark creates and seeds: CrowdTwist's sample shape (two states, a
+    weekly cap, a tag and a segment)."""
+    return badge_pb2.Badge(
+        name=name,
+        title="Game Attendance",
+        badge_states=[
+            badge_pb2.BadgeState(
+                state=badge_pb2.BADGE_STATE_TYPE_UNEARNED, order=1, description="Attend a game"
+            ),
+            badge_pb2.BadgeState(
+                state=badge_pb2.BADGE_STATE_TYPE_EARNED,
+                order=2,
+                description="You attended a game, way to go!",
+            ),
+        ],
+        frequency=badge_pb2.Frequency(
+            freq_cap=1, freq_period=badge_pb2.FREQUENCY_PERIOD_WEEK, freq_max=5
+        ),
+        tags=[badge_pb2.BadgeTag(tag_name="Football", tag_id=1)],
+        segment=[
+            badge_pb2.Segment(
+                name="Canada Members",
+                subscription_id=1043,
+                eligibility_type=badge_pb2.ELIGIBILITY_TYPE_INCLUSION,
+            )
+        ],
+    )
+
+
+def seed_name(i: int) -> str:
+    """The name of the i-th seeded badge of an org."""
+    return f"seed-{i:07d}"
+
+
+@dataclass(frozen=True)
+class SeededOrg:
+    """An organisation the harness seeded: its admin key and its badge ids."""
+
+    org_id: int
+    key: str
+    first_id: int
+    count: int
+
+    @property
+    def middle_id(self) -> int:
+        """A badge in the middle of the org's id range."""
+        return self.first_id + self.count // 2
+
+
+async def create_orgs(url: str, labels: list[str]) -> dict[str, tuple[int, str]]:
+    """Migrates ``url`` and creates one org with an admin key per label: label -> (id, key)."""
+    db = Database(url)
+    try:
+        await upgrade(db)
+        out = {}
+        now = dt.datetime.now(dt.UTC)
+        async with db.write() as conn:
+            for label in labels:
+                key = new_api_key()
+                org = await orgs.create_org(conn, f"bench {label}", now)
+                await orgs.create_key(conn, org.id, Role.ADMIN, hash_api_key(key), key[:12], now)
+                out[label] = (org.id, key)
+        return out
+    finally:
+        await db.close()
+
+
+def _engine(url: str) -> AsyncEngine:
+    engine = create_async_engine(make_url(url))
+    if engine.dialect.name == "sqlite":
+        # Seeding is set-up, not the measured service: no fsync per batch.
+        @event.listens_for(engine.sync_engine, "connect")
+        def _fast(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=OFF")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+    return engine
+
+
+async def copy_badges(url: str, template_id: int, count: int) -> None:
+    """Adds copies of the newest badge ``template_id`` until its org has ``count`` badges, with
+    ids template_id, template_id + 1, ..."""
+    engine = _engine(url)
+    try:
+        async with engine.begin() as conn:
+            row = (await conn.execute(select(badges).where(badges.c.id == template_id))).one()
+            template = dict(row._mapping)
+            tags = [
+                dict(r._mapping)
+                for r in await conn.execute(
+                    select(badge_tags).where(badge_tags.c.badge_id == template_id)
+                )
+            ]
+            top = int((await conn.execute(select(func.max(badges.c.id)))).scalar_one())
+        if top != template_id:
+            raise RuntimeError("the template must be the newest badge when it is copied")
+        for start in range(1, count, BATCH):
+            async with engine.begin() as conn:
+                await _insert_copies(conn, template, tags, start, min(count, start + BATCH))
+    finally:
+        await engine.dispose()
+
+
+async def settle(url: str) -> None:
+    """After bulk loading: SQLite's WAL checkpointed; PostgreSQL's id sequence moved past the
+    explicit ids, and statistics and visibility map up to date."""
+    engine = _engine(url)
+    try:
+        async with engine.begin() as conn:
+            if engine.dialect.name == "sqlite":
+                await conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+            else:
+                await conn.execute(
+                    text(
+                        "SELECT setval(pg_get_serial_sequence('badges', 'id'), "
+                        "(SELECT max(id) FROM badges))"
+                    )
+                )
+        if engine.dialect.name != "sqlite":
+            # Autovacuum would analyze the new rows soon anyway; do it now so the planner and
+            # the visibility map match a database in steady state.
+            async with engine.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.execute(text("VACUUM ANALYZE badges"))
+                await conn.execute(text("VACUUM ANALYZE badge_tags"))
+    finally:
+        await engine.dispose()
+
+
+async def _insert_copies(
+    conn: AsyncConnection,
+    template: dict[str, Any],
+    tags: list[dict[str, Any]],
+    start: int,
+    stop: int,
+) -> None:
+    rows = []
+    tag_rows = []
+    first_id = template["id"]
+    for i in range(start, stop):
+        badge_id = first_id + i
+        row = dict(template)
+        row["id"] = badge_id
+        row["name"] = seed_name(i)
+        rows.append(row)
+        for t in tags:
+            tag_rows.append({**t, "badge_id": badge_id})
+    await conn.execute(insert(badges), rows)
+    if tag_rows:
+        await conn.execute(insert(badge_tags), tag_rows)
