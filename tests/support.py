@@ -28,7 +28,7 @@ PG_ENV = "BADGE_SERVICE_TEST_PG_URL"
 S = TypeVar("S")
 
 
-class _Metadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+class _AddsMetadata:
     """Adds fixed metadata (credentials) to every call of a channel."""
 
     def __init__(self, metadata: list[tuple[str, str]]) -> None:
@@ -44,8 +44,18 @@ class _Metadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClient
             details.wait_for_ready,
         )
 
+
+# Two objects, one per kind of call: grpc.aio files an interceptor under the first kind it is
+# an instance of (unary-unary) and no other, so one object for both never saw a stream.
+class _Metadata(_AddsMetadata, grpc.aio.UnaryUnaryClientInterceptor):
+    """Credentials on unary calls."""
+
     async def intercept_unary_unary(self, continuation, details, request):
         return await continuation(self._details(details), request)
+
+
+class _StreamMetadata(_AddsMetadata, grpc.aio.UnaryStreamClientInterceptor):
+    """Credentials on server-streaming calls."""
 
     async def intercept_unary_stream(self, continuation, details, request):
         return await continuation(self._details(details), request)
@@ -68,7 +78,7 @@ class Client:
     @classmethod
     def connect(cls, port: int, metadata: list[tuple[str, str]] | None = None) -> Client:
         """A client for the server on ``port`` that sends ``metadata`` on every call."""
-        interceptors = [_Metadata(metadata)] if metadata else None
+        interceptors = [_Metadata(metadata), _StreamMetadata(metadata)] if metadata else None
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=interceptors)
         return cls(
             channel,

@@ -11,6 +11,7 @@ simple valid call.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import importlib
@@ -30,9 +31,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from badge_service.api.badges.v1 import award_pb2 as apb
+from badge_service.api.badges.v1 import (
+    award_pb2_grpc,
+    badge_class_pb2_grpc,
+    common_pb2,
+    issuer_pb2_grpc,
+)
+from badge_service.api.badges.v1 import badge_class_pb2 as bcpb
 from badge_service.api.badges.v1 import badge_pb2 as bpb
-from badge_service.api.badges.v1 import common_pb2
 from badge_service.api.badges.v1 import custom_field_pb2 as cpb
+from badge_service.api.badges.v1 import issuer_pb2 as ipb
 from badge_service.api.badges.v1 import org_meta_pb2 as opb
 from badge_service.domain import paging
 from badge_service.domain.badges import BadgeFilter
@@ -53,6 +62,7 @@ ADMIN_CODES = {
 }
 DOCUMENTED = ADMIN_CODES | {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 TIMEOUT = 30.0
+STREAM_WINDOW = 0.1
 
 METHODS: list[tuple[ServiceDescriptor, MethodDescriptor]] = [
     (service, method) for service in SERVICES for method in service.methods
@@ -109,7 +119,17 @@ async def invoke(
     call = stub_call(channel, service, method)
     arg = iter([request]) if method.client_streaming else request
     if method.server_streaming:
-        return [reply async for reply in call(arg, timeout=TIMEOUT)]
+        # A stream may run until the client cancels (WatchAwards): bad input fails at once,
+        # so one still open and healthy after STREAM_WINDOW counts as accepted.
+        stream = call(arg, timeout=TIMEOUT)
+        replies: list[Any] = []
+        try:
+            async with asyncio.timeout(STREAM_WINDOW):
+                async for reply in stream:
+                    replies.append(reply)
+        except TimeoutError:
+            stream.cancel()
+        return replies
     return await call(arg, timeout=TIMEOUT)
 
 
@@ -302,6 +322,85 @@ async def _delete_badge(org: Org, rich: bool) -> Message:
     return bpb.DeleteBadgeRequest(id=(await _new_badge(org, rich)).id)
 
 
+def _award(badge_id: int, who: str) -> apb.CreateAwardRequest:
+    return apb.CreateAwardRequest(
+        award=apb.Award(
+            badge_id=badge_id,
+            recipient=apb.Recipient(email=f"{who}@example.com"),
+            narrative="Attended",
+            evidence=[apb.Evidence(url="https://x.test/e", narrative="ticket")],
+        )
+    )
+
+
+async def _new_award(org: Org, rich: bool) -> apb.Award:
+    badge = await _new_badge(org, rich)
+    stub = org.admin.stub(award_pb2_grpc.AwardServiceStub)
+    return await stub.CreateAward(_award(badge.id, "a"), timeout=TIMEOUT)
+
+
+async def _create_award(org: Org, rich: bool) -> Message:
+    return _award((await _new_badge(org, rich)).id, "a")
+
+
+async def _batch_awards(org: Org, rich: bool) -> Message:
+    badge = await _new_badge(org, rich)
+    return apb.BatchCreateAwardsRequest(requests=[_award(badge.id, "a"), _award(badge.id, "b")])
+
+
+async def _get_award(org: Org, rich: bool) -> Message:
+    award = await _new_award(org, rich)
+    return apb.GetAwardRequest(id=award.id, view=apb.AWARD_VIEW_OPEN_BADGES_V2)
+
+
+async def _revoke_award(org: Org, rich: bool) -> Message:
+    return apb.RevokeAwardRequest(id=(await _new_award(org, rich)).id, reason="Mistake")
+
+
+async def _class_award(org: Org) -> apb.Award:
+    """An award of a new Badgr badge class: the kind with an Open Badges assertion."""
+    issuer = await org.admin.stub(issuer_pb2_grpc.IssuerServiceStub).CreateIssuer(
+        ipb.CreateIssuerRequest(
+            issuer=ipb.Issuer(name="Faculty", email="a@example.com", url="https://example.com")
+        ),
+        timeout=TIMEOUT,
+    )
+    bc = await org.admin.stub(badge_class_pb2_grpc.BadgeClassServiceStub).CreateBadgeClass(
+        bcpb.CreateBadgeClassRequest(
+            badge_class=bcpb.BadgeClass(
+                issuer=issuer.entity_id,
+                name="Math",
+                description="Math.",
+                image="https://example.com/math.png",
+                criteria_narrative="Pass.",
+            )
+        ),
+        timeout=TIMEOUT,
+    )
+    return await org.admin.stub(award_pb2_grpc.AwardServiceStub).CreateAward(
+        apb.CreateAwardRequest(
+            award=apb.Award(badge_class_id=bc.entity_id, recipient=apb.Recipient(member_id="7"))
+        ),
+        timeout=TIMEOUT,
+    )
+
+
+def _baked_format(rich: bool) -> apb.BakedImageFormat.ValueType:
+    return apb.BAKED_IMAGE_FORMAT_SVG if rich else apb.BAKED_IMAGE_FORMAT_PNG
+
+
+async def _bake_award(org: Org, rich: bool) -> Message:
+    return apb.BakeAwardRequest(id=(await _class_award(org)).id, format=_baked_format(rich))
+
+
+async def _verify_award(org: Org, rich: bool) -> Message:
+    # A baked image, so that mutations reach the PNG and SVG parsers.
+    request = await _bake_award(org, rich)
+    stub = org.admin.stub(award_pb2_grpc.AwardServiceStub)
+    baked = await stub.BakeAward(request, timeout=TIMEOUT)
+    return apb.VerifyAwardRequest(baked_image=baked.data)
+
+
 Base = Callable[[Org, bool], Awaitable[Message]]
 
 
@@ -343,6 +442,17 @@ BASES: dict[str, Base] = {
     ),
     "/badges.v1.BadgeService/UpdateBadge": _update_badge,
     "/badges.v1.BadgeService/DeleteBadge": lambda org, rich: _delete_badge(org, rich),
+    "/badges.v1.AwardService/CreateAward": _create_award,
+    "/badges.v1.AwardService/BatchCreateAwards": _batch_awards,
+    "/badges.v1.AwardService/GetAward": _get_award,
+    "/badges.v1.AwardService/ListAwards": lambda org, rich: _const(
+        apb.ListAwardsRequest(
+            recipient=apb.Recipient(email="a@example.com"), revoked=False, page_size=5
+        )
+    ),
+    "/badges.v1.AwardService/RevokeAward": _revoke_award,
+    "/badges.v1.AwardService/BakeAward": _bake_award,
+    "/badges.v1.AwardService/VerifyAward": _verify_award,
 }
 
 
@@ -473,8 +583,13 @@ async def call_raw(
     multi = raw_call(channel, service, method)
     arg: Any = iter([raw]) if method.client_streaming else raw
     if method.server_streaming:
-        async for _ in multi(arg, timeout=TIMEOUT):
-            pass
+        stream = multi(arg, timeout=TIMEOUT)
+        try:
+            async with asyncio.timeout(STREAM_WINDOW):  # see invoke()
+                async for _ in stream:
+                    pass
+        except TimeoutError:
+            stream.cancel()
     else:
         await multi(arg, timeout=TIMEOUT)
 

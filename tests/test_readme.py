@@ -141,6 +141,13 @@ async def test_readme_grpcurl_examples(tmp_path: Path) -> None:
     updated = replies["UpdateBadge"]
     assert (updated["id"], updated["name"], updated["title"]) == ("1", "badge_001", "Game Day")
     assert updated["badge_states"] == badge["badge_states"]
+    awarded = replies["ListAwards"]["awards"]
+    assert [(a["badge_id"], a["recipient"], a["state"]) for a in awarded] == [
+        ("1", {"member_id": "1001"}, "AWARD_STATE_ACTIVE")
+    ]
+    revoked = replies["RevokeAward"]
+    assert (revoked["id"], revoked["state"]) == (awarded[0]["id"], "AWARD_STATE_REVOKED")
+    assert revoked["revocation_reason"] == "Issued by mistake"
 
 
 async def test_readme_commands_without_a_key(tmp_path: Path) -> None:

@@ -21,6 +21,8 @@ from pathlib import Path
 from google.api import annotations_pb2, http_pb2
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
+from badge_service.rpc.interceptor import write_methods
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DEFAULT = ROOT / "docs" / "rest-mapping.md"
 API_PACKAGE = "badge_service.api.badges.v1"
@@ -394,9 +396,10 @@ def _body(method: MethodDescriptor, route: Route) -> str:
     return f"`{route.body}`"
 
 
-def _role(route: Route) -> str:
-    # The interceptor treats every method not bound to GET as a write (admin keys only).
-    return "reader" if route.verb == "GET" else "admin"
+def _role(method: MethodDescriptor) -> str:
+    # The same rule the interceptor enforces, so the table cannot disagree with the server.
+    writes = write_methods([method.containing_service])
+    return "admin" if writes[f"/{method.containing_service.full_name}/{method.name}"] else "reader"
 
 
 def _response(method: MethodDescriptor, route: Route) -> str:
@@ -422,7 +425,8 @@ def render() -> str:
         "gRPC-JSON transcoder or grpc-gateway can serve the same paths with no code. *Path*",
         "fields are bound from the URL, *query* fields from query parameters (proto or",
         "lowerCamelCase names), and *body* is the request field the JSON body fills. *Key*",
-        "is the least role that may call it: `reader` keys may call GET methods only.",
+        "is the least role that may call it: `reader` keys may call GET methods and reads marked",
+        "`idempotency_level = NO_SIDE_EFFECTS` only.",
         "",
         "Credentials: `authorization: Bearer KEY`, `authorization: Basic base64(ORG_ID:KEY)`",
         "or `x-api-key: KEY` (a key a vendor takes as an `api_key` query parameter goes in",
@@ -482,7 +486,7 @@ def _service_section(service: ServiceDescriptor) -> list[str]:
                 f"| {doc.vendor} | {route.verb} | `{_cell(route.path)}` | {grpc_method} "
                 f"| {types} | {_code(path_fields(route))} "
                 f"| {_code(query_fields(method, route))} | {_body(method, route)} "
-                f"| {_role(route)} |"
+                f"| {_role(method)} |"
             )
     lines += [
         "",

@@ -20,6 +20,8 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from badge_service.api.badges.v1 import (
+    award_pb2,
+    award_pb2_grpc,
     badge_class_pb2,
     badge_class_pb2_grpc,
     badge_pb2,
@@ -35,6 +37,7 @@ from badge_service.api.badges.v1 import (
 )
 from badge_service.config import Settings
 from badge_service.rpc.auth import Authenticator
+from badge_service.rpc.awards import AwardServicer
 from badge_service.rpc.badge_classes import BadgeClassServicer
 from badge_service.rpc.badge_templates import BadgeTemplateServicer
 from badge_service.rpc.badges import BadgeServicer
@@ -42,6 +45,7 @@ from badge_service.rpc.custom_fields import CustomFieldServicer
 from badge_service.rpc.interceptor import ServiceInterceptor, write_methods
 from badge_service.rpc.issuers import IssuerServicer
 from badge_service.rpc.org_meta import OrgMetaServicer
+from badge_service.store import events
 from badge_service.store.db import Database
 from badge_service.store.migrate import upgrade
 
@@ -54,6 +58,7 @@ SERVICES = [
     issuer_pb2.DESCRIPTOR.services_by_name["IssuerService"],
     badge_class_pb2.DESCRIPTOR.services_by_name["BadgeClassService"],
     badge_template_pb2.DESCRIPTOR.services_by_name["BadgeTemplateService"],
+    award_pb2.DESCRIPTOR.services_by_name["AwardService"],
 ]
 HEALTH_INTERVAL = 5.0
 DRAIN_POLL = 0.05
@@ -79,6 +84,8 @@ class Running:
         instead of drained. Once the loop has been idle for an interval, none is left.
         """
         await self.health.enter_graceful_shutdown()
+        # Watch streams never finish on their own: end them now so the drain can see quiet.
+        events.bell(self.db.engine).close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         last = -1
@@ -92,6 +99,7 @@ class Running:
     async def stop(self, grace: float | None) -> None:
         """Stops accepting calls, lets in-flight calls finish within ``grace``, closes the DB."""
         await self.health.enter_graceful_shutdown()
+        events.bell(self.db.engine).close()
         self.monitor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.monitor
@@ -135,6 +143,9 @@ async def start(settings: Settings, db: Database | None = None) -> Running:
     )
     badge_template_pb2_grpc.add_BadgeTemplateServiceServicer_to_server(
         BadgeTemplateServicer(db, settings.public_base_url), server
+    )
+    award_pb2_grpc.add_AwardServiceServicer_to_server(
+        AwardServicer(db, settings.public_base_url), server
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

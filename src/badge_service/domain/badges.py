@@ -10,7 +10,7 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 from badge_service.domain.custom_fields import CustomField, check_extra_data
-from badge_service.domain.errors import AlreadyExists, InvalidArgument
+from badge_service.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from badge_service.domain.org_meta import OrgMetaTag, check_badge_tags
 
 TEXT_MAX = 255
@@ -129,6 +129,15 @@ def duplicate_name(name: str) -> AlreadyExists:
         f"a badge named {name!r} already exists",
         reason="BADGE_NAME_TAKEN",
         metadata={"name": name},
+    )
+
+
+def badge_awarded(badge_id: int) -> FailedPrecondition:
+    """Awards keep their badge: a badge that has been awarded cannot be deleted."""
+    return FailedPrecondition(
+        f"badge {badge_id} has awards; disable it instead of deleting it",
+        reason="BADGE_AWARDED",
+        metadata={"badge_id": str(badge_id)},
     )
 
 

@@ -25,6 +25,12 @@ def _clip(text: str, limit: int) -> str:
 
 def to_status(err: DomainError) -> grpc.Status:
     """The rich status for a domain error: ErrorInfo always, BadRequest for bad fields."""
+    return rpc_status.to_status(to_status_proto(err))
+
+
+def to_status_proto(err: DomainError) -> status_pb2.Status:
+    """The ``google.rpc.Status`` message of a domain error (what to_status sends), for
+    replies that carry errors in their body (per-request results of a batch)."""
     details = []
     info = any_pb2.Any()
     info.Pack(
@@ -49,12 +55,11 @@ def to_status(err: DomainError) -> grpc.Status:
             )
         )
         details.append(bad)
-    status = status_pb2.Status(
+    return status_pb2.Status(
         code=code_pb2.Code.Value(err.code),
         message=_clip(err.message, _TEXT_MAX_BYTES),
         details=details,
     )
-    return rpc_status.to_status(status)
 
 
 def status_code(err: DomainError) -> grpc.StatusCode:

@@ -32,12 +32,17 @@ _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
 def write_methods(services: list[ServiceDescriptor]) -> dict[str, bool]:
-    """For every method, whether it writes: anything not bound to HTTP GET."""
+    """For every method, whether it writes: anything not bound to HTTP GET, unless the method
+    declares ``idempotency_level = NO_SIDE_EFFECTS`` (a read that needs a request body)."""
     out: dict[str, bool] = {}
     for service in services:
         for method in service.methods:
-            rule = method.GetOptions().Extensions[annotations_pb2.http]
-            out[f"/{service.full_name}/{method.name}"] = rule.WhichOneof("pattern") != "get"
+            options = method.GetOptions()
+            rule = options.Extensions[annotations_pb2.http]
+            pure = options.idempotency_level == options.NO_SIDE_EFFECTS
+            out[f"/{service.full_name}/{method.name}"] = (
+                rule.WhichOneof("pattern") != "get" and not pure
+            )
     return out
 
 
@@ -136,6 +141,20 @@ def _nul_value(field: FieldDescriptor, value: Any, where: str) -> str | None:
         return where if "\x00" in value else None
     if field.message_type is not None:
         return nul_field(value, where)
+    return None
+
+
+# PostgreSQL serialization_failure and deadlock_detected.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    """The SQLSTATE behind a driver error (asyncpg keeps it on the wrapped exception)."""
+    orig = exc.orig
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None)
+        if isinstance(state, str):
+            return state
     return None
 
 
@@ -262,6 +281,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if isinstance(exc, asyncio.CancelledError):
             outcome.code = grpc.StatusCode.CANCELLED
             raise exc
+        if isinstance(exc, DBAPIError) and _sqlstate(exc) in _RETRYABLE_SQLSTATES:
+            # A deadlock or serialisation failure: the transaction was rolled back whole, so
+            # the client may simply retry (AIP-194: ABORTED).
+            outcome.code = grpc.StatusCode.ABORTED
+            error_log.warning("transaction aborted by the database", exc_info=exc)
+            await context.abort(
+                grpc.StatusCode.ABORTED, "the transaction conflicted with another; retry"
+            )
         if isinstance(exc, OperationalError | ConnectionError) or (
             isinstance(exc, DBAPIError) and exc.connection_invalidated
         ):

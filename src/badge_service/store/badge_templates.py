@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from badge_service.domain.awards import template_awarded
 from badge_service.domain.badge_templates import (
     RESOURCE,
     Activity,
@@ -47,6 +48,7 @@ from badge_service.domain.badge_templates import (
 )
 from badge_service.domain.credly_query import SortKey, SortTerm, TemplateFilter
 from badge_service.domain.errors import NotFound
+from badge_service.store import awards as awards_store
 from badge_service.store.db import from_micros, opt_datetime, opt_micros, to_micros
 from badge_service.store.models import badge_template_links as links
 from badge_service.store.models import badge_template_terms as terms
@@ -372,7 +374,10 @@ async def users_of(conn: AsyncConnection, org_id: int, template_id: str) -> User
 
 async def delete_template(conn: AsyncConnection, org_id: int, template_id: str) -> None:
     """Deletes a template with its terms and links; FAILED_PRECONDITION while other
-    templates point at it (the foreign keys make this hold under concurrency too)."""
+    templates point at it or it has awards (the foreign keys make this hold under
+    concurrency too)."""
+    if await awards_store.template_award_count(conn, org_id, template_id):
+        raise template_awarded(template_id)
     try:
         async with conn.begin_nested():
             await _clear_children(conn, template_id)
@@ -380,6 +385,8 @@ async def delete_template(conn: AsyncConnection, org_id: int, template_id: str) 
                 delete(t).where(t.c.id == template_id, t.c.org_id == org_id)
             )
     except IntegrityError:
+        if await awards_store.template_award_count(conn, org_id, template_id):
+            raise template_awarded(template_id) from None
         users = await users_of(conn, org_id, template_id)
         raise template_in_use(template_id, users.as_mapping()) from None
     if result.rowcount == 0:

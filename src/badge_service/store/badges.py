@@ -18,9 +18,11 @@ from badge_service.domain.badges import (
     Frequency,
     FrequencyPeriod,
     Segment,
+    badge_awarded,
     duplicate_name,
 )
 from badge_service.domain.errors import NotFound
+from badge_service.store import awards as awards_store
 from badge_service.store.db import from_micros, opt_datetime, opt_micros, to_micros
 from badge_service.store.models import badge_tags
 from badge_service.store.models import badges as t
@@ -137,11 +139,18 @@ async def update_badge(conn: AsyncConnection, b: Badge) -> None:
 
 
 async def delete_badge(conn: AsyncConnection, org_id: int, badge_id: int) -> None:
-    """Deletes a badge (its tags cascade), or NOT_FOUND."""
+    """Deletes a badge (its tags cascade), or NOT_FOUND; FAILED_PRECONDITION once it has
+    awards (the awards' foreign key keeps that true under concurrency)."""
+    if await awards_store.badge_has_awards(conn, org_id, badge_id):
+        raise badge_awarded(badge_id)
     await conn.execute(
         delete(badge_tags).where(badge_tags.c.badge_id == badge_id, badge_tags.c.org_id == org_id)
     )
-    result = await conn.execute(delete(t).where(t.c.id == badge_id, t.c.org_id == org_id))
+    try:
+        result = await conn.execute(delete(t).where(t.c.id == badge_id, t.c.org_id == org_id))
+    except IntegrityError:
+        # An award of it committed after the check above.
+        raise badge_awarded(badge_id) from None
     if result.rowcount == 0:
         raise NotFound(RESOURCE, badge_id)
 

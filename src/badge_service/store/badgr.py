@@ -43,6 +43,7 @@ from badge_service.domain.badgr import (
     issuer_has_badge_classes,
 )
 from badge_service.domain.errors import NotFound
+from badge_service.store import awards as awards_store
 from badge_service.store.db import from_micros, opt_datetime, opt_micros, to_micros
 from badge_service.store.models import badgr_badge_classes as bct
 from badge_service.store.models import badgr_claim_codes as cct
@@ -268,22 +269,15 @@ async def delete_issuer(conn: AsyncConnection, org_id: int, key: Key, *, cascade
 
 
 async def count_awards(conn: AsyncConnection, org_id: int, class_ids: Sequence[str]) -> int:
-    """How many awards (assertions) the badge classes have.
-
-    AWARDS HOOK: there are no awards yet, so this is always 0. The awards work (issue 4)
-    replaces the body with a count over its assertions table; delete_badge_class and the
-    issuer cascade already call it and refuse (BADGE_CLASS_AWARDED) when it is not 0.
-    """
-    return 0
+    """How many awards (assertions, live or revoked) the badge classes have;
+    delete_badge_class and the issuer cascade refuse (BADGE_CLASS_AWARDED) when it is not 0."""
+    return await awards_store.class_award_count(conn, org_id, class_ids)
 
 
 async def delete_awards(conn: AsyncConnection, org_id: int, class_ids: Sequence[str]) -> None:
-    """Deletes the awards of the badge classes (a cascading delete).
-
-    AWARDS HOOK: nothing to delete yet; the awards work (issue 4) deletes its assertions of
-    ``class_ids`` here, in the caller's transaction.
-    """
-    return None
+    """Deletes the awards of the badge classes (a cascading delete), in the caller's
+    transaction."""
+    await awards_store.delete_class_awards(conn, org_id, class_ids)
 
 
 # --- Badge classes ----------------------------------------------------------------------------

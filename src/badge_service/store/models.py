@@ -306,3 +306,110 @@ badge_template_links = Table(
     Index(None, "target_id", "kind"),
     Index(None, "org_id", "kind"),
 )
+
+
+# --- Award events and recipient badge states (migration 0005) ----------------------------------
+# Each org's events are numbered 1, 2, 3, ... by org_event_sequences: a writer bumps its org's
+# row (UPDATE ... RETURNING) in its own transaction, so on PostgreSQL the row lock makes an
+# org's events commit in sequence order, and a watcher reading "sequence > last seen" never
+# skips one. The payload is what the stream needs to rebuild the event (an award id, or the
+# recorded state).
+org_event_sequences = Table(
+    "org_event_sequences",
+    metadata,
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    Column("last_sequence", BigInteger, nullable=False),
+)
+
+award_events = Table(
+    "award_events",
+    metadata,
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("type", String(16), nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("time", Micros, nullable=False),
+)
+
+# A recipient's recorded state on a CrowdTwist badge. No row means the badge's first state.
+# `state` is the BadgeStateType number: badge validation makes orders follow unearned <
+# in progress < earned, so comparing state numbers compares orders, even after the badge's
+# orders are renumbered. `order` is the state's order when it was recorded.
+recipient_badge_states = Table(
+    "recipient_badge_states",
+    metadata,
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    Column("badge_id", Id, ForeignKey("badges.id", ondelete="CASCADE"), primary_key=True),
+    Column("recipient_key", String(2100), primary_key=True),
+    Column("recipient", Json, nullable=False),
+    Column("state", Integer, nullable=False),
+    Column("order", Integer, nullable=False),
+    Column("update_time", Micros, nullable=False),
+    # ListRecipientBadgeStates reads one recipient's rows across badges.
+    Index(None, "org_id", "recipient_key", "badge_id"),
+)
+
+
+# --- Awards and award counters (migration 0004) ------------------------------------------------
+# One row per award. Exactly one definition column is set. dedupe_key is Credly's "one live
+# award of a template per recipient": unique with org_id, NULL when the template allows
+# duplicates and once the award is revoked. Definition foreign keys have no ON DELETE, so a
+# definition with awards cannot be deleted by accident (the stores refuse first, the keys hold
+# under concurrency). Ids are 24-hex, made in time order, so "oldest first" is id order; on
+# PostgreSQL they use the "C" collation so that order is by code point, as on SQLite.
+AwardId = String(24).with_variant(String(24, collation="C"), "postgresql")
+
+awards = Table(
+    "awards",
+    metadata,
+    Column("id", AwardId, primary_key=True),
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("badge_id", Id, ForeignKey("badges.id"), nullable=True),
+    Column("badge_template_id", TemplateId, ForeignKey("badge_templates.id"), nullable=True),
+    Column("badge_class_id", String(24), ForeignKey("badgr_badge_classes.id"), nullable=True),
+    Column("recipient_key", SortText, nullable=False),
+    Column("issued_at", Micros, nullable=False),
+    Column("narrative", Text, nullable=False),
+    Column("evidence", Json, nullable=False),
+    Column("custom_data", Json, nullable=False),
+    Column("expires_at", Micros, nullable=True),
+    Column("revoked_at", Micros, nullable=True),
+    Column("revocation_reason", Text, nullable=False),
+    Column("claim_code", String(16), nullable=False),
+    Column("salt", String(16), nullable=False),
+    Column("dedupe_key", Text, nullable=True),
+    Column("create_time", Micros, nullable=False),
+    Column("created_by", BigInteger, nullable=False),
+    UniqueConstraint("org_id", "dedupe_key"),
+    CheckConstraint(
+        "(CASE WHEN badge_id IS NULL THEN 0 ELSE 1 END)"
+        " + (CASE WHEN badge_template_id IS NULL THEN 0 ELSE 1 END)"
+        " + (CASE WHEN badge_class_id IS NULL THEN 0 ELSE 1 END) = 1",
+        name="one_definition",
+    ),
+    # Lists by definition walk (definition, id); definition ids are unique across orgs, and
+    # the same indexes serve the foreign key checks when a definition is deleted.
+    Index(None, "badge_id", "id"),
+    Index(None, "badge_template_id", "id"),
+    Index(None, "badge_class_id", "id"),
+    Index(None, "org_id", "recipient_key", "id"),
+)
+
+# How many live awards of a badge a recipient holds per period key ("total" for freq_max,
+# "week:2026-W48" etc. for freq_cap). Taken with one conditional upsert (... ON CONFLICT DO
+# UPDATE SET count = count + 1, cap = excluded.cap WHERE count < excluded.cap RETURNING), so
+# concurrent awards cannot pass a cap; given back when an award is revoked. `cap` is the limit
+# the last slot was taken under, and the check constraint holds count to it whatever a writer
+# does.
+award_counters = Table(
+    "award_counters",
+    metadata,
+    Column("badge_id", Id, ForeignKey("badges.id", ondelete="CASCADE"), primary_key=True),
+    Column("recipient_key", SortText, primary_key=True),
+    Column("period", String(32), primary_key=True),
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("cap", Integer, nullable=False),
+    CheckConstraint("count >= 0 AND count <= cap", name="count_within_cap"),
+)

@@ -1,0 +1,175 @@
+"""Open Badges 2.0 Assertions of badge class awards, and how a presented assertion is
+checked against the award it claims to be.
+
+An award of a Badgr badge class is an Open Badges 2.0 Assertion with hosted verification:
+its ``id`` is ``{public base URL}/public/assertions/{award id}`` and its ``badge`` the class's
+openBadgeId. The recipient is never shown in clear: ``identity`` is ``sha256$`` + the hex
+SHA-256 of the identity followed by the award's own salt, so equal recipients of different
+awards have unrelated hashes. The identity type follows the recipient: ``email`` (the
+normalised, lower-cased address), ``url``, or ``id`` for a member id (the IdentityObject
+types the Open Badges validator recognises are id, email, url and telephone), hashed as the
+member id string itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from badge_service.domain.awards import Award, AwardState, Recipient, RecipientKind
+from badge_service.domain.badgr import (
+    BADGE_CLASSES_PATH,
+    OB2_CONTEXT,
+    is_http_url,
+    open_badge_id,
+)
+from badge_service.domain.errors import FailedPrecondition
+from badge_service.domain.ids import is_hex_id
+
+ASSERTIONS_PATH = "assertions"
+VERIFICATION_HOSTED = "hosted"
+HASH_PREFIX = "sha256$"
+
+# IdentityObject.type of each recipient kind.
+IDENTITY_TYPES = {
+    RecipientKind.EMAIL: "email",
+    RecipientKind.URL: "url",
+    RecipientKind.MEMBER_ID: "id",
+}
+
+# What a presented assertion must agree on with the award it names: the claim itself (who,
+# what, when). Status fields (revoked, expires) come from the store, never from the image.
+MATCHED_PROPERTIES = ("id", "type", "recipient", "badge", "issuedOn")
+
+
+def assertion_url(base_url: str, award_id: str) -> str:
+    """The hosted verification URL (and Assertion id) of an award."""
+    return f"{base_url}/public/{ASSERTIONS_PATH}/{award_id}"
+
+
+def award_id_of(value: str, base_url: str) -> str | None:
+    """The award id an assertion reference names: a 24-hex id, or our hosted URL of one.
+    None when it cannot name an award of this service."""
+    value = value.strip()
+    if is_hex_id(value):
+        return value
+    prefix = f"{base_url}/public/{ASSERTIONS_PATH}/"
+    if value.startswith(prefix):
+        rest = value[len(prefix) :].rstrip("/")
+        if is_hex_id(rest):
+            return rest
+    return None
+
+
+def identity_hash(identity: str, salt: str) -> str:
+    """``sha256$`` + hex(sha256(identity + salt)), as Open Badges hashes a recipient."""
+    return HASH_PREFIX + hashlib.sha256((identity + salt).encode("utf-8")).hexdigest()
+
+
+def identity_object(recipient: Recipient, salt: str) -> dict[str, Any]:
+    """The hashed IdentityObject of a recipient."""
+    return {
+        "type": IDENTITY_TYPES[recipient.kind],
+        "hashed": True,
+        "salt": salt,
+        "identity": identity_hash(recipient.value, salt),
+    }
+
+
+def iso8601(value: dt.datetime) -> str:
+    """An ISO 8601 date-time in UTC with a ``Z`` (microseconds only when there are some)."""
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def assertion(award: Award, *, base_url: str, class_entity_id: str) -> dict[str, Any]:
+    """The Open Badges 2.0 Assertion of a badge class award (hosted verification)."""
+    assert award.issued_at is not None
+    doc: dict[str, Any] = {
+        "@context": OB2_CONTEXT,
+        "type": "Assertion",
+        "id": assertion_url(base_url, award.id),
+        "recipient": identity_object(award.recipient, award.salt),
+        "badge": open_badge_id(base_url, BADGE_CLASSES_PATH, class_entity_id),
+        "verification": {"type": VERIFICATION_HOSTED},
+        "issuedOn": iso8601(award.issued_at),
+    }
+    if award.expires_at is not None:
+        doc["expires"] = iso8601(award.expires_at)
+    if award.narrative:
+        doc["narrative"] = award.narrative
+    if award.evidence:
+        evidence = []
+        for ev in award.evidence:
+            item: dict[str, Any] = {"type": "Evidence"}
+            if ev.url:
+                item["id"] = ev.url
+            if ev.narrative:
+                item["narrative"] = ev.narrative
+            evidence.append(item)
+        doc["evidence"] = evidence
+    doc["revoked"] = award.revoked_at is not None
+    if award.revoked_at is not None:
+        doc["revocationReason"] = award.revocation_reason
+    return doc
+
+
+def to_json(doc: dict[str, Any]) -> str:
+    """Compact, key-ordered JSON text of a document (what a baked image carries). ASCII
+    only: escaped characters travel safely in any PNG chunk or XML document (XML cannot hold
+    U+FFFE, for one)."""
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+def parse_embedded(text: str) -> dict[str, Any] | str | None:
+    """What a baked image carries: an assertion document (dict), an assertion URL (str), or
+    None when it is neither (not JSON of an object, not an http(s) URL)."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) else None
+    return text if is_http_url(text) else None
+
+
+def mismatch(presented: dict[str, Any], expected: dict[str, Any]) -> str | None:
+    """The first claim property on which a presented assertion differs from the award's own
+    Assertion (a tampered or forged document), or None when they agree."""
+    for name in MATCHED_PROPERTIES:
+        a, b = presented.get(name), expected.get(name)
+        if name == "recipient" and isinstance(a, dict) and isinstance(b, dict):
+            # Compare the hash in constant time; the other fields are public anyway.
+            same = (
+                {k: v for k, v in a.items() if k != "identity"}
+                == {k: v for k, v in b.items() if k != "identity"}
+                and isinstance(a.get("identity"), str)
+                and hmac.compare_digest(str(a["identity"]), str(b["identity"]))
+            )
+        else:
+            same = a == b
+        if not same:
+            return name
+    return None
+
+
+def not_an_open_badge(award: Award) -> FailedPrecondition:
+    """Only badge class awards are Open Badges assertions (so only they can be baked)."""
+    return FailedPrecondition(
+        f"award {award.id} is not of a badge class; only badge class awards are Open Badges "
+        "assertions",
+        reason="AWARD_NOT_OPEN_BADGE",
+        metadata={"id": award.id, "kind": award.kind.value},
+    )
+
+
+# The verdicts of VerifyAward, by award state.
+VERDICT_REASONS = {
+    AwardState.ACTIVE: "the assertion is valid: issued by this organisation, not revoked, "
+    "not expired",
+    AwardState.REVOKED: "the assertion was revoked",
+    AwardState.EXPIRED: "the assertion expired",
+}

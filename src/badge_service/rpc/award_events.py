@@ -1,0 +1,228 @@
+"""AwardService's progress and event RPCs: RecordProgress, ListRecipientBadgeStates and
+WatchAwards (mixed into AwardServicer, which sets ``_db`` and ``_base``).
+
+WatchAwards protocol: the server fixes the subscription point (the org's last committed
+sequence) and only then sends the stream's initial metadata, ``x-watch-after-sequence: N``.
+Every event with a sequence above N is delivered, in sequence order, exactly once; a client
+that waits for the initial metadata before writing knows its writes will be seen. Events
+committed in this process wake the stream at once; events of other processes (``serve
+--workers``) arrive within one poll interval. When the server shuts down the stream ends with
+UNAVAILABLE (reason SERVER_SHUTTING_DOWN, metadata ``last_sequence``): retry to resubscribe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
+
+import grpc
+
+from badge_service.api.badges.v1 import award_pb2 as pb
+from badge_service.domain import paging
+from badge_service.domain.awards import Recipient, RecipientKind, check_recipient, recipient_key
+from badge_service.domain.badges import BadgeFilter, BadgeStateType
+from badge_service.domain.errors import DomainError, InvalidArgument
+from badge_service.domain.progress import (
+    LIST_DEFAULT_PAGE_SIZE,
+    LIST_MAX_PAGE_SIZE,
+    RecipientBadgeState,
+    default_state,
+)
+from badge_service.rpc.auth import current_principal
+from badge_service.rpc.convert import ts
+from badge_service.store import awards as award_store
+from badge_service.store import badges as badge_store
+from badge_service.store import events
+from badge_service.store import progress as progress_store
+from badge_service.store.events import StoredEvent
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from badge_service.store.db import Database
+
+# Other processes' events are found by polling at this interval.
+POLL_SECONDS = 0.5
+# Events read per query; a backlog is sent in batches of this size.
+BATCH = 200
+WATCH_METADATA_KEY = "x-watch-after-sequence"
+
+_KIND = {
+    "awarded": pb.AWARD_EVENT_TYPE_AWARDED,
+    "revoked": pb.AWARD_EVENT_TYPE_REVOKED,
+    "progress": pb.AWARD_EVENT_TYPE_PROGRESS,
+}
+
+
+class ServerShuttingDown(DomainError):
+    """The server is stopping; the watch stream ends and the client should resubscribe."""
+
+    code = "UNAVAILABLE"
+
+    def __init__(self, last_sequence: int) -> None:
+        super().__init__(
+            "the server is shutting down; resubscribe to keep watching",
+            reason="SERVER_SHUTTING_DOWN",
+            metadata={"last_sequence": str(last_sequence)},
+        )
+
+
+def recipient_from_proto(msg: pb.Recipient, where: str) -> Recipient:
+    """The checked, normalised recipient of a request."""
+    which = msg.WhichOneof("identity")
+    if which is None:
+        raise InvalidArgument(where, "is required: member_id, email or url")
+    return check_recipient(Recipient(RecipientKind(which), getattr(msg, which)), where)
+
+
+def recipient_to_proto(r: Recipient) -> pb.Recipient:
+    """The message of a recipient."""
+    return pb.Recipient(**{r.kind.value: r.value})
+
+
+def state_to_proto(s: RecipientBadgeState) -> pb.RecipientBadgeState:
+    """The message of a recipient's badge state."""
+    return pb.RecipientBadgeState(
+        badge_id=s.badge_id,
+        recipient=recipient_to_proto(s.recipient),
+        state=int(s.state),  # type: ignore[arg-type]
+        order=s.order,
+        update_time=ts(s.update_time),
+    )
+
+
+def _state_from_proto(number: int) -> BadgeStateType:
+    if number == 0:
+        raise InvalidArgument("state", "is required: unearned, in progress or earned")
+    try:
+        return BadgeStateType(number)
+    except ValueError:
+        raise InvalidArgument("state", f"{number} is not a known value") from None
+
+
+class AwardEventsMixin:
+    """RecordProgress, ListRecipientBadgeStates and WatchAwards."""
+
+    _db: Database
+    _base: str
+
+    async def RecordProgress(
+        self, request: pb.RecordProgressRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecipientBadgeState:
+        """Moves the recipient's state on a badge forward (never back); the current state
+        again changes nothing. A move emits a PROGRESS event. Reaching the earned state does
+        not award the badge (CreateAward does)."""
+        who = current_principal()
+        recipient = recipient_from_proto(request.recipient, "recipient")
+        state = _state_from_proto(request.state)
+        now = dt.datetime.now(dt.UTC)
+        async with self._db.write() as conn:
+            badge = await badge_store.get_badge(conn, who.org_id, request.badge_id)
+            result, _ = await progress_store.record_progress(
+                conn, who.org_id, badge, recipient_key(recipient), recipient, state, now
+            )
+        return state_to_proto(result)
+
+    async def ListRecipientBadgeStates(
+        self, request: pb.ListRecipientBadgeStatesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRecipientBadgeStatesResponse:
+        """The recipient's state on every badge of the org, in badge id order: the recorded
+        state, or the badge's first state with no update_time."""
+        who = current_principal()
+        recipient = recipient_from_proto(request.recipient, "recipient")
+        rkey = recipient_key(recipient)
+        size = paging.resolve_page_size(
+            request.page_size, default=LIST_DEFAULT_PAGE_SIZE, maximum=LIST_MAX_PAGE_SIZE
+        )
+        fingerprint = paging.filter_fingerprint("recipient_badge_states", rkey)
+        after: int | None = None
+        if request.page_token:
+            token = paging.decode_page_token(request.page_token, fingerprint)
+            # bool is an int to Python, and a key outside BIGINT fails in the database.
+            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < 2**63:
+                raise InvalidArgument("page_token", "is not a token this service issued")
+            after = token
+        flt = BadgeFilter()
+        async with self._db.read() as conn:
+            total = await badge_store.count_badges(conn, who.org_id, flt)
+            rows = await badge_store.list_badges(
+                conn, who.org_id, flt, limit=size + 1, after_id=after
+            )
+            badges, next_token = paging.keyset_page(rows, size, fingerprint, lambda b: b.id)
+            recorded = await progress_store.states_of(conn, who.org_id, rkey, badges)
+        states = [recorded.get(b.id) or default_state(b, recipient) for b in badges]
+        return pb.ListRecipientBadgeStatesResponse(
+            states=[state_to_proto(s) for s in states],
+            next_page_token=next_token,
+            total_size=total,
+        )
+
+    async def WatchAwards(
+        self, request: pb.WatchAwardsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.AwardEvent]:
+        """Streams the org's events committed after the subscription, in sequence order,
+        until the client cancels or the server shuts down."""
+        who = current_principal()
+        bell = events.bell(self._db.engine)
+        async with self._db.read() as conn:
+            current = await events.last_sequence(conn, who.org_id)
+        if request.after_sequence < 0 or request.after_sequence > current:
+            raise InvalidArgument(
+                "after_sequence", f"must be between 0 and the org's current sequence {current}"
+            )
+        last = request.after_sequence or current
+        await context.send_initial_metadata(((WATCH_METADATA_KEY, str(last)),))
+        while True:
+            # Taken before the read: a ring between the read and the wait is not lost, and
+            # after shutdown begins one last read sends what had committed by then.
+            rung, closing = bell.generation, bell.closed
+            async with self._db.read() as conn:
+                batch = await events.read_after(conn, who.org_id, last, limit=BATCH)
+                messages = await self._event_messages(conn, who.org_id, batch)
+            # Sent outside the transaction: a slow reader must not hold a connection.
+            for msg in messages:
+                yield msg
+                last = msg.sequence
+            if len(batch) == BATCH:
+                continue
+            if closing:
+                raise ServerShuttingDown(last)
+            await bell.wait(POLL_SECONDS, since=rung)
+
+    async def _event_messages(
+        self, conn: AsyncConnection, org_id: int, batch: Sequence[StoredEvent]
+    ) -> list[pb.AwardEvent]:
+        """The messages of a batch of events; their awards are loaded with one query."""
+        # Imported here: rpc.awards defines the servicer that mixes this class in.
+        from badge_service.rpc.awards import award_to_proto
+
+        award_ids = [str(e.payload["award_id"]) for e in batch if e.kind != "progress"]
+        found = await award_store.get_awards(conn, org_id, award_ids)
+        entity_ids = await award_store.class_entity_ids(
+            conn, [a.badge_class_id for a in found.values() if a.badge_class_id is not None]
+        )
+        out = []
+        for e in batch:
+            msg = pb.AwardEvent(sequence=e.sequence, type=_KIND[e.kind], time=ts(e.time))
+            if e.kind == "progress":
+                msg.progress.CopyFrom(state_to_proto(progress_store.state_from_payload(e.payload)))
+                out.append(msg)
+                continue
+            award_id = str(e.payload["award_id"])
+            award = found.get(award_id)
+            if award is None:
+                # Deleted since (with its badge class): the event still names it.
+                msg.award.id = award_id
+                out.append(msg)
+                continue
+            # The award as it was at the event, so that the stream reads the same whenever it
+            # is read: an award changes only by its one revocation, so an AWARDED event shows
+            # it unrevoked, and expiry is judged at the event's time.
+            if e.kind == "awarded":
+                award = dataclasses.replace(award, revoked_at=None, revocation_reason="")
+            entity_id = entity_ids.get(award.badge_class_id or "", "")
+            msg.award.CopyFrom(award_to_proto(award, self._base, entity_id, now=e.time))
+            out.append(msg)
+        return out

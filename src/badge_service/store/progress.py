@@ -1,0 +1,198 @@
+"""Recipient badge states: atomic forward-only progress, and the progress events it emits.
+
+A state moves with one conditional upsert, ``INSERT .. ON CONFLICT DO UPDATE .. WHERE
+stored.state < new.state RETURNING``: of concurrent calls for one recipient and badge, each
+either moves the state forward or changes nothing, and the row (locked by the upsert on
+PostgreSQL) is read back in the same transaction to tell "already there" from "backwards".
+Every move appends a "progress" event as the transaction's last statement.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from badge_service.domain.awards import Recipient, RecipientKind
+from badge_service.domain.badges import Badge, BadgeStateType
+from badge_service.domain.errors import NotFound
+from badge_service.domain.progress import (
+    RecipientBadgeState,
+    badge_state,
+    earned_state,
+    order_of,
+    progress_backwards,
+)
+from badge_service.store import events
+from badge_service.store.db import from_micros, to_micros
+from badge_service.store.models import recipient_badge_states as t
+
+
+def recipient_doc(recipient: Recipient) -> dict[str, str]:
+    """The JSON form of a recipient (in rows and event payloads)."""
+    return {"kind": recipient.kind.value, "value": recipient.value}
+
+
+def recipient_from_doc(doc: dict[str, Any]) -> Recipient:
+    """The recipient of recipient_doc()."""
+    return Recipient(RecipientKind(doc["kind"]), str(doc["value"]))
+
+
+def state_payload(s: RecipientBadgeState) -> dict[str, Any]:
+    """The payload of a "progress" event: the state reached."""
+    assert s.update_time is not None
+    return {
+        "badge_id": s.badge_id,
+        "recipient": recipient_doc(s.recipient),
+        "state": int(s.state),
+        "order": s.order,
+        "update_time": to_micros(s.update_time),
+    }
+
+
+def state_from_payload(payload: dict[str, Any]) -> RecipientBadgeState:
+    """The state a "progress" event carries."""
+    return RecipientBadgeState(
+        badge_id=int(payload["badge_id"]),
+        recipient=recipient_from_doc(payload["recipient"]),
+        state=BadgeStateType(payload["state"]),
+        order=int(payload["order"]),
+        update_time=from_micros(int(payload["update_time"])),
+    )
+
+
+async def _advance(
+    conn: AsyncConnection,
+    org_id: int,
+    badge: Badge,
+    recipient_key: str,
+    recipient: Recipient,
+    state: BadgeStateType,
+    order: int,
+    now: dt.datetime,
+) -> RecipientBadgeState | None:
+    """Moves the state forward to ``state``; the new state, or None if it did not move."""
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    stmt = dialect.insert(t).values(
+        org_id=org_id,
+        badge_id=badge.id,
+        recipient_key=recipient_key,
+        recipient=recipient_doc(recipient),
+        state=int(state),
+        order=order,
+        update_time=to_micros(now),
+    )
+    new = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.c.org_id, t.c.badge_id, t.c.recipient_key],
+        set_={
+            "state": new.state,
+            "order": new.order,
+            "recipient": new.recipient,
+            "update_time": new.update_time,
+        },
+        where=t.c.state < new.state,
+    ).returning(t.c.badge_id)
+    try:
+        moved = (await conn.execute(stmt)).first()
+    except IntegrityError:
+        # The badge was deleted after it was read (the foreign key refused the row).
+        raise NotFound("badge", badge.id) from None
+    if moved is None:
+        return None
+    return RecipientBadgeState(badge.id, recipient, state, order, now)
+
+
+async def _current(
+    conn: AsyncConnection, org_id: int, badge: Badge, recipient_key: str
+) -> RecipientBadgeState | None:
+    row = (
+        await conn.execute(
+            select(t).where(
+                t.c.org_id == org_id, t.c.badge_id == badge.id, t.c.recipient_key == recipient_key
+            )
+        )
+    ).first()
+    return None if row is None else _from_row(row, badge)
+
+
+def _from_row(row: Any, badge: Badge) -> RecipientBadgeState:
+    kind = BadgeStateType(row.state)
+    return RecipientBadgeState(
+        badge_id=row.badge_id,
+        recipient=recipient_from_doc(row.recipient),
+        state=kind,
+        order=order_of(badge, kind, row.order),
+        update_time=from_micros(row.update_time),
+    )
+
+
+async def record_progress(
+    conn: AsyncConnection,
+    org_id: int,
+    badge: Badge,
+    recipient_key: str,
+    recipient: Recipient,
+    state: BadgeStateType,
+    now: dt.datetime,
+) -> tuple[RecipientBadgeState, bool]:
+    """Records that the recipient reached ``state`` on ``badge`` (of ``org_id``, already
+    loaded in this transaction). Returns the recipient's state and whether it moved (a move
+    appends a "progress" event). The current state again is a no-op; a state before the
+    current one is FAILED_PRECONDITION (PROGRESS_BACKWARDS); a state the badge lacks is
+    INVALID_ARGUMENT."""
+    target = badge_state(badge, state)
+    moved = await _advance(conn, org_id, badge, recipient_key, recipient, state, target.order, now)
+    if moved is not None:
+        await events.append(conn, org_id, "progress", state_payload(moved), now)
+        return moved, True
+    current = await _current(conn, org_id, badge, recipient_key)
+    # The upsert changed nothing, so a row exists with a state at or past the one asked for.
+    assert current is not None
+    if current.state > state:
+        raise progress_backwards(badge.id, current.state, state)
+    return current, False
+
+
+async def mark_earned(
+    conn: AsyncConnection,
+    org_id: int,
+    badge: Badge,
+    recipient_key: str,
+    recipient: Recipient,
+    now: dt.datetime,
+) -> int | None:
+    """Moves the recipient to the badge's earned state, as an award of the badge does; never
+    back. Appends a "progress" event when the state moved and returns its sequence (None when
+    the recipient was already earned). Call it in the award's transaction."""
+    earned = earned_state(badge)
+    assert earned.state is not None
+    moved = await _advance(
+        conn, org_id, badge, recipient_key, recipient, earned.state, earned.order, now
+    )
+    if moved is None:
+        return None
+    return await events.append(conn, org_id, "progress", state_payload(moved), now)
+
+
+async def states_of(
+    conn: AsyncConnection, org_id: int, recipient_key: str, badges: Sequence[Badge]
+) -> dict[int, RecipientBadgeState]:
+    """The recorded states of a recipient on these badges, by badge id (absent: nothing
+    recorded)."""
+    if not badges:
+        return {}
+    by_id = {b.id: b for b in badges}
+    rows = await conn.execute(
+        select(t).where(
+            t.c.org_id == org_id,
+            t.c.recipient_key == recipient_key,
+            t.c.badge_id.in_(list(by_id)),
+        )
+    )
+    return {r.badge_id: _from_row(r, by_id[r.badge_id]) for r in rows}
