@@ -325,3 +325,20 @@ async def test_an_award_of_a_badge_puts_its_recipient_in_the_earned_state(org: O
         grpc.StatusCode.FAILED_PRECONDITION,
         reason="PROGRESS_BACKWARDS",
     )
+
+
+async def test_a_batch_of_badge_awards_marks_every_recipient_earned(org: Org) -> None:
+    badge_id = await new_badge(org, "batched")
+    people = [member(f"b-{i}") for i in range(5)]
+    await record(org, badge_id, people[0], IN_PROGRESS)
+    requests = [
+        apb.CreateAwardRequest(award=apb.Award(badge_id=badge_id, recipient=p))
+        for p in [*people, people[1]]  # one recipient twice: one state row, one move
+    ]
+    reply = await awards(org.admin).BatchCreateAwards(
+        apb.BatchCreateAwardsRequest(requests=requests)
+    )
+    assert all(r.HasField("award") for r in reply.results)
+    for p in people:
+        (state,) = (await states(org, p)).states
+        assert (state.badge_id, state.state, state.order) == (badge_id, EARNED, 3)

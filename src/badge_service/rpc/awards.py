@@ -313,17 +313,16 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
         await store.add_template_counts(conn, org_id, template_deltas)
         # An award of a CrowdTwist badge puts its recipient in the badge's earned state (one
         # PROGRESS event when the state moves), before the AWARDED events.
-        earned: set[tuple[int, str]] = set()
+        seen: set[tuple[int, str]] = set()
+        earned: list[tuple[Badge, str, Recipient]] = []
         for p in prepared:
             a = p.award
             if a.badge_id is None or a.id not in inserted:
                 continue
-            if (a.badge_id, a.recipient_key) not in earned:
-                earned.add((a.badge_id, a.recipient_key))
-                badge = await defs.badge(a.badge_id)
-                await progress_store.mark_earned(
-                    conn, org_id, badge, a.recipient_key, a.recipient, now
-                )
+            if (a.badge_id, a.recipient_key) not in seen:
+                seen.add((a.badge_id, a.recipient_key))
+                earned.append((await defs.badge(a.badge_id), a.recipient_key, a.recipient))
+        await progress_store.mark_earned_many(conn, org_id, earned, now)
         await store.append_award_events(conn, org_id, "awarded", created, now)
         return results
 

@@ -180,6 +180,64 @@ async def mark_earned(
     return await events.append(conn, org_id, "progress", state_payload(moved), now)
 
 
+# Rows per multi-row upsert: 7 parameters a row stays well under SQLite's variable limit.
+_CHUNK = 500
+
+
+async def mark_earned_many(
+    conn: AsyncConnection,
+    org_id: int,
+    items: Sequence[tuple[Badge, str, Recipient]],
+    now: dt.datetime,
+) -> None:
+    """mark_earned for many (badge, recipient key, recipient) pairs, each pair at most once:
+    multi-row conditional upserts and one run of "progress" events, in ``items`` order, for the
+    recipients whose state moved. A batch of thousands of awards would otherwise pay two round
+    trips per recipient."""
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    micros = to_micros(now)
+    moved: set[tuple[int, str]] = set()
+    for start in range(0, len(items), _CHUNK):
+        chunk = items[start : start + _CHUNK]
+        rows = []
+        for badge, key, recipient in chunk:
+            earned = earned_state(badge)
+            assert earned.state is not None
+            rows.append(
+                {
+                    "org_id": org_id,
+                    "badge_id": badge.id,
+                    "recipient_key": key,
+                    "recipient": recipient_doc(recipient),
+                    "state": int(earned.state),
+                    "order": earned.order,
+                    "update_time": micros,
+                }
+            )
+        stmt = dialect.insert(t).values(rows)
+        new = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.org_id, t.c.badge_id, t.c.recipient_key],
+            set_={
+                "state": new.state,
+                "order": new.order,
+                "recipient": new.recipient,
+                "update_time": new.update_time,
+            },
+            where=t.c.state < new.state,
+        ).returning(t.c.badge_id, t.c.recipient_key)
+        moved |= {(r.badge_id, r.recipient_key) for r in await conn.execute(stmt)}
+    payloads = []
+    for badge, key, recipient in items:
+        if (badge.id, key) in moved:
+            earned = earned_state(badge)
+            assert earned.state is not None
+            state = RecipientBadgeState(badge.id, recipient, earned.state, earned.order, now)
+            payloads.append(state_payload(state))
+    if payloads:
+        await events.append_many(conn, org_id, "progress", payloads, now)
+
+
 async def states_of(
     conn: AsyncConnection, org_id: int, recipient_key: str, badges: Sequence[Badge]
 ) -> dict[int, RecipientBadgeState]:
