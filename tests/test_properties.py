@@ -50,6 +50,7 @@ from badge_service.rpc.interceptor import write_methods
 from badge_service.server import SERVICES
 from tests.strategies import garbage, message_class, messages, mutations
 from tests.support import Backend, Client, Org, details_of, expect_error
+from tests.test_issuers import seed_issuer, small_class, small_issuer
 
 OK = grpc.StatusCode.OK
 # What a caller with a valid admin key may see for anything it sends.
@@ -401,6 +402,44 @@ async def _verify_award(org: Org, rich: bool) -> Message:
     return apb.VerifyAwardRequest(baked_image=baked.data)
 
 
+async def _issuer(org: Org) -> ipb.Issuer:
+    return await org.admin.stub(issuer_pb2_grpc.IssuerServiceStub).CreateIssuer(
+        ipb.CreateIssuerRequest(issuer=small_issuer()), timeout=TIMEOUT
+    )
+
+
+async def _create_issuer(org: Org, rich: bool) -> Message:
+    return ipb.CreateIssuerRequest(issuer=seed_issuer() if rich else small_issuer())
+
+
+async def _get_issuer(org: Org, rich: bool) -> Message:
+    issuer = await _issuer(org)
+    return ipb.GetIssuerRequest(
+        id_or_entity_id=issuer.entity_id if rich else issuer.id,
+        view=ipb.BADGR_VIEW_OPEN_BADGES_V2,
+    )
+
+
+async def _update_issuer(org: Org, rich: bool) -> Message:
+    issuer = await _issuer(org)
+    return ipb.UpdateIssuerRequest(
+        issuer=ipb.Issuer(id=issuer.id, name="Renamed", description="New."),
+        update_mask=FieldMask(paths=["name", "description"]),
+    )
+
+
+async def _create_class(org: Org, rich: bool) -> Message:
+    return bcpb.CreateBadgeClassRequest(badge_class=small_class((await _issuer(org)).entity_id))
+
+
+async def _create_codes(org: Org, rich: bool) -> Message:
+    issuer = await _issuer(org)
+    bc = await org.admin.stub(badge_class_pb2_grpc.BadgeClassServiceStub).CreateBadgeClass(
+        bcpb.CreateBadgeClassRequest(badge_class=small_class(issuer.entity_id)), timeout=TIMEOUT
+    )
+    return bcpb.CreateClaimCodesRequest(id_or_entity_id=bc.entity_id, count=3, use_limit=2)
+
+
 Base = Callable[[Org, bool], Awaitable[Message]]
 
 
@@ -453,6 +492,11 @@ BASES: dict[str, Base] = {
     "/badges.v1.AwardService/RevokeAward": _revoke_award,
     "/badges.v1.AwardService/BakeAward": _bake_award,
     "/badges.v1.AwardService/VerifyAward": _verify_award,
+    "/badges.v1.IssuerService/CreateIssuer": _create_issuer,
+    "/badges.v1.IssuerService/GetIssuer": _get_issuer,
+    "/badges.v1.IssuerService/UpdateIssuer": _update_issuer,
+    "/badges.v1.BadgeClassService/CreateBadgeClass": _create_class,
+    "/badges.v1.BadgeClassService/CreateClaimCodes": _create_codes,
 }
 
 
