@@ -4,7 +4,9 @@ Each org's first badge is created through the running service's CreateBadge (the
 shape of a badge the API made); the rest are copies of that row with their own id and name,
 bulk-inserted with SQLAlchemy Core ``executemany`` in large batches, so a million badges take
 seconds rather than hours. Ids are given explicitly, so the harness knows them; on PostgreSQL
-the id sequence is moved past them afterwards.
+the id sequence is moved past them afterwards. Each batch adds its size to the org's row of
+``org_badge_counts`` in the batch's transaction, as CreateBadge adds one, so ListBadges totals
+stay exact.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -22,7 +24,7 @@ from badge_service.domain.auth import Role, hash_api_key, new_api_key
 from badge_service.store import orgs
 from badge_service.store.db import Database
 from badge_service.store.migrate import upgrade
-from badge_service.store.models import badge_tags, badges
+from badge_service.store.models import badge_tags, badges, org_badge_counts
 
 BATCH = 50_000
 
@@ -181,3 +183,10 @@ async def _insert_copies(
     await conn.execute(insert(badges), rows)
     if tag_rows:
         await conn.execute(insert(badge_tags), tag_rows)
+    # The template came through CreateBadge, so its org's count row exists.
+    c = org_badge_counts
+    counted = await conn.execute(
+        update(c).where(c.c.org_id == template["org_id"]).values(badges=c.c.badges + len(rows))
+    )
+    if counted.rowcount != 1:
+        raise RuntimeError(f"org {template['org_id']} has no badge count row")

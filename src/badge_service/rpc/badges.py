@@ -205,6 +205,7 @@ class BadgeServicer(pb_grpc.BadgeServiceServicer):
                 raise InvalidArgument("page_token", "is not a token this service issued")
             after = token
         async with self._db.read() as conn:
+            # Unfiltered, one row of the org's kept count; filtered, a count of the matches.
             total = await store.count_badges(conn, who.org_id, flt)
             if after is not None:
                 rows = await store.list_badges(
@@ -241,8 +242,9 @@ class BadgeServicer(pb_grpc.BadgeServiceServicer):
     ) -> pb.Badge:
         """Returns one badge."""
         who = current_principal()
-        async with self._db.read() as conn:
-            return to_proto(await store.get_badge(conn, who.org_id, request.id))
+        async with self._db.read(snapshot=False) as conn:  # one SELECT
+            badge = await store.get_badge(conn, who.org_id, request.id)
+        return to_proto(badge)
 
     async def CreateBadge(
         self, request: pb.CreateBadgeRequest, context: grpc.aio.ServicerContext

@@ -19,14 +19,22 @@ M = TypeVar("M", bound=Message)
 # Earliest and latest instants google.protobuf.Timestamp allows.
 _TS_MIN = -62135596800
 _TS_MAX = 253402300799
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
     """A Timestamp for an aware datetime; None stays None (field left unset)."""
     if value is None:
         return None
+    if value.utcoffset() is not None:
+        # Plain arithmetic: Timestamp.FromDatetime goes through utctimetuple and
+        # calendar.timegm, the largest part of building a Badge message.
+        delta = value - _EPOCH
+        seconds = delta.days * 86_400 + delta.seconds
+        if _TS_MIN <= seconds <= _TS_MAX:
+            return timestamp_pb2.Timestamp(seconds=seconds, nanos=delta.microseconds * 1000)
     out = timestamp_pb2.Timestamp()
-    out.FromDatetime(value)
+    out.FromDatetime(value)  # naive (taken as UTC), or out of range (raises as before)
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,7 +25,7 @@ from badge_service.domain.badges import (
 from badge_service.domain.errors import NotFound
 from badge_service.store import awards as awards_store
 from badge_service.store.db import from_micros, opt_datetime, opt_micros, to_micros
-from badge_service.store.models import badge_tags
+from badge_service.store.models import badge_tags, org_badge_counts
 from badge_service.store.models import badges as t
 
 RESOURCE = "badge"
@@ -115,7 +116,21 @@ async def insert_badge(conn: AsyncConnection, b: Badge) -> int:
         raise duplicate_name(b.name) from None
     b.id = int(result.scalar_one())
     await _write_tags(conn, b)
+    await _bump_count(conn, b.org_id)
     return b.id
+
+
+async def _bump_count(conn: AsyncConnection, org_id: int) -> None:
+    # One atomic upsert: concurrent creates each add exactly one (PostgreSQL locks the row
+    # until the commit, SQLite has one writer), and a failed create rolls it back. Done last so
+    # the row lock is held as briefly as the transaction allows.
+    c = org_badge_counts
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    await conn.execute(
+        dialect.insert(c)
+        .values(org_id=org_id, badges=1)
+        .on_conflict_do_update(index_elements=[c.c.org_id], set_={"badges": c.c.badges + 1})
+    )
 
 
 async def get_badge(conn: AsyncConnection, org_id: int, badge_id: int) -> Badge:
@@ -153,6 +168,9 @@ async def delete_badge(conn: AsyncConnection, org_id: int, badge_id: int) -> Non
         raise badge_awarded(badge_id) from None
     if result.rowcount == 0:
         raise NotFound(RESOURCE, badge_id)
+    # The row exists: insert_badge (or the 0006 backfill) made it when this badge was stored.
+    c = org_badge_counts
+    await conn.execute(update(c).where(c.c.org_id == org_id).values(badges=c.c.badges - 1))
 
 
 def _conditions(org_id: int, flt: BadgeFilter) -> list[ColumnElement[bool]]:
@@ -178,9 +196,18 @@ def _conditions(org_id: int, flt: BadgeFilter) -> list[ColumnElement[bool]]:
 
 
 async def count_badges(conn: AsyncConnection, org_id: int, flt: BadgeFilter) -> int:
-    """How many of the org's badges match the filter."""
+    """How many of the org's badges match the filter. Without filters this reads the org's
+    maintained count (one row, whatever the org's size); with any filter it counts the
+    matching rows, which costs time in proportion to the org's badges."""
+    if flt == _NO_FILTER:
+        c = org_badge_counts
+        found = (await conn.execute(select(c.c.badges).where(c.c.org_id == org_id))).scalar()
+        return int(found or 0)
     stmt = select(func.count()).select_from(t).where(*_conditions(org_id, flt))
     return int((await conn.execute(stmt)).scalar_one())
+
+
+_NO_FILTER = BadgeFilter()
 
 
 async def list_badges(

@@ -413,3 +413,18 @@ award_counters = Table(
     Column("cap", Integer, nullable=False),
     CheckConstraint("count >= 0 AND count <= cap", name="count_within_cap"),
 )
+
+
+# --- Per-org badge counts (migration 0006) ------------------------------------------------------
+# How many badges each org holds, so an unfiltered ListBadges reads its total from one row
+# instead of counting the org's badges (a count grows with the org: 23 ms at 1M badges).
+# insert_badge and delete_badge move it with an atomic `badges = badges +/- 1` in the badge's
+# own transaction, so it is exact under concurrency and rolls back with a failed write. No row
+# means no badges; deleting the org cascades.
+org_badge_counts = Table(
+    "org_badge_counts",
+    metadata,
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    Column("badges", BigInteger, nullable=False),
+    CheckConstraint("badges >= 0", name="badges_not_negative"),
+)

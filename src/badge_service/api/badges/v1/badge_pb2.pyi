@@ -359,7 +359,10 @@ Global___Segment: _TypeAlias = Segment  # noqa: Y015
 @_typing.final
 class ListBadgesRequest(_message.Message):
     """Request for ListBadges. Either CrowdTwist page numbers (`page`, `page_size`) or keyset
-    paging (`page_token`); not both.
+    paging (`page_token`); not both. Without filters the total (paging.total, total_size) is
+    read from a count kept with every create and delete, so a page costs the same in any size
+    of org; with any filter the matching badges are counted on each call, which takes longer
+    the more badges the org has.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
