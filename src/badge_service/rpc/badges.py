@@ -53,10 +53,6 @@ MUTABLE = frozenset(
     }
 )
 
-# Output-only fields inside writable ones: merge_update checks only a path's first part, so
-# without this they would be accepted and silently ignored.
-_OUTPUT_ONLY_PATHS = frozenset({"frequency.freq_period_id", "frequency.freq_period_name"})
-
 _ELIGIBILITY = {
     pb.ELIGIBILITY_TYPE_INCLUSION: EligibilityType.INCLUSION,
     pb.ELIGIBILITY_TYPE_EXCLUSION: EligibilityType.EXCLUSION,
@@ -265,9 +261,6 @@ class BadgeServicer(pb_grpc.BadgeServiceServicer):
     ) -> pb.Badge:
         """Updates the masked fields; the result must pass every create rule."""
         who = current_principal()
-        for path in request.update_mask.paths:
-            if path in _OUTPUT_ONLY_PATHS:
-                raise InvalidArgument("update_mask", f"{path!r} is output only")
         now = dt.datetime.now(dt.UTC)
         async with self._db.write() as conn:
             existing = await store.get_badge(conn, who.org_id, request.badge.id)

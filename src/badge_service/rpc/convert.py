@@ -6,6 +6,7 @@ import datetime as dt
 import math
 from typing import Any, TypeVar
 
+from google.api import field_behavior_pb2
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
@@ -138,6 +139,9 @@ def merge_update(
     checked = FieldMask(paths=paths)
     if not checked.IsValidForDescriptor(existing.DESCRIPTOR):  # type: ignore[arg-type]
         raise InvalidArgument("update_mask", f"names a field {prefix} does not have: {paths}")
+    for path in paths:
+        if _output_only(existing.DESCRIPTOR, path):
+            raise InvalidArgument("update_mask", f"{path!r} is output only")
     merged = type(existing)()
     merged.CopyFrom(existing)
     for path in paths:
@@ -146,6 +150,22 @@ def merge_update(
         _clear_path(merged, path)
     checked.MergeMessage(patch, merged, replace_message_field=True, replace_repeated_field=True)
     return merged
+
+
+def _output_only(descriptor: Any, path: str) -> bool:
+    """Whether a field on ``path`` is annotated OUTPUT_ONLY (e.g. ``frequency.freq_period_id``
+    inside the writable ``frequency``): the contract says so, so no servicer lists them."""
+    for part in path.split("."):
+        field = descriptor.fields_by_name[part]
+        if (
+            field_behavior_pb2.OUTPUT_ONLY
+            in field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+        ):
+            return True
+        if field.message_type is None:
+            return False
+        descriptor = field.message_type
+    return False
 
 
 def _clear_path(msg: Message, path: str) -> None:

@@ -91,8 +91,9 @@ class CustomFieldServicer(pb_grpc.CustomFieldServiceServicer):
     ) -> pb.CustomField:
         """Returns one field."""
         who = current_principal()
-        async with self._db.read() as conn:
-            return to_proto(await store.get_field(conn, who.org_id, request.id))
+        async with self._db.read(snapshot=False) as conn:  # one SELECT
+            field = await store.get_field(conn, who.org_id, request.id)
+        return to_proto(field)
 
     async def ListCustomFields(
         self, request: pb.ListCustomFieldsRequest, context: grpc.aio.ServicerContext

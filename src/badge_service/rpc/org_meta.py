@@ -61,8 +61,9 @@ class OrgMetaServicer(pb_grpc.OrgMetaServiceServicer):
     ) -> pb.OrgMeta:
         """Returns the org meta."""
         who = current_principal()
-        async with self._db.read() as conn:
-            return to_proto(await store.get_org_meta(conn, who.org_id))
+        async with self._db.read(snapshot=False) as conn:  # one SELECT
+            meta = await store.get_org_meta(conn, who.org_id)
+        return to_proto(meta)
 
     async def UpdateOrgMeta(
         self, request: pb.UpdateOrgMetaRequest, context: grpc.aio.ServicerContext

@@ -66,6 +66,44 @@ def state_from_payload(payload: dict[str, Any]) -> RecipientBadgeState:
     )
 
 
+def _forward_upsert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> Any:
+    """Inserts states, or moves existing ones forward only (``WHERE stored < new``); returns
+    the (badge_id, recipient_key) of each row written. Rows must name distinct pairs."""
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    stmt = dialect.insert(t).values(rows)
+    new = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[t.c.org_id, t.c.badge_id, t.c.recipient_key],
+        set_={
+            "state": new.state,
+            "order": new.order,
+            "recipient": new.recipient,
+            "update_time": new.update_time,
+        },
+        where=t.c.state < new.state,
+    ).returning(t.c.badge_id, t.c.recipient_key)
+
+
+def _row(
+    org_id: int,
+    badge: Badge,
+    recipient_key: str,
+    recipient: Recipient,
+    state: BadgeStateType,
+    order: int,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    return {
+        "org_id": org_id,
+        "badge_id": badge.id,
+        "recipient_key": recipient_key,
+        "recipient": recipient_doc(recipient),
+        "state": int(state),
+        "order": order,
+        "update_time": to_micros(now),
+    }
+
+
 async def _advance(
     conn: AsyncConnection,
     org_id: int,
@@ -77,29 +115,9 @@ async def _advance(
     now: dt.datetime,
 ) -> RecipientBadgeState | None:
     """Moves the state forward to ``state``; the new state, or None if it did not move."""
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    stmt = dialect.insert(t).values(
-        org_id=org_id,
-        badge_id=badge.id,
-        recipient_key=recipient_key,
-        recipient=recipient_doc(recipient),
-        state=int(state),
-        order=order,
-        update_time=to_micros(now),
-    )
-    new = stmt.excluded
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[t.c.org_id, t.c.badge_id, t.c.recipient_key],
-        set_={
-            "state": new.state,
-            "order": new.order,
-            "recipient": new.recipient,
-            "update_time": new.update_time,
-        },
-        where=t.c.state < new.state,
-    ).returning(t.c.badge_id)
+    row = _row(org_id, badge, recipient_key, recipient, state, order, now)
     try:
-        moved = (await conn.execute(stmt)).first()
+        moved = (await conn.execute(_forward_upsert(conn, [row]))).first()
     except IntegrityError:
         # The badge was deleted after it was read (the foreign key refused the row).
         raise NotFound("badge", badge.id) from None
@@ -194,39 +212,16 @@ async def mark_earned_many(
     multi-row conditional upserts and one run of "progress" events, in ``items`` order, for the
     recipients whose state moved. A batch of thousands of awards would otherwise pay two round
     trips per recipient."""
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    micros = to_micros(now)
     moved: set[tuple[int, str]] = set()
     for start in range(0, len(items), _CHUNK):
-        chunk = items[start : start + _CHUNK]
         rows = []
-        for badge, key, recipient in chunk:
+        for badge, key, recipient in items[start : start + _CHUNK]:
             earned = earned_state(badge)
             assert earned.state is not None
-            rows.append(
-                {
-                    "org_id": org_id,
-                    "badge_id": badge.id,
-                    "recipient_key": key,
-                    "recipient": recipient_doc(recipient),
-                    "state": int(earned.state),
-                    "order": earned.order,
-                    "update_time": micros,
-                }
-            )
-        stmt = dialect.insert(t).values(rows)
-        new = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[t.c.org_id, t.c.badge_id, t.c.recipient_key],
-            set_={
-                "state": new.state,
-                "order": new.order,
-                "recipient": new.recipient,
-                "update_time": new.update_time,
-            },
-            where=t.c.state < new.state,
-        ).returning(t.c.badge_id, t.c.recipient_key)
-        moved |= {(r.badge_id, r.recipient_key) for r in await conn.execute(stmt)}
+            rows.append(_row(org_id, badge, key, recipient, earned.state, earned.order, now))
+        moved |= {
+            (r.badge_id, r.recipient_key) for r in await conn.execute(_forward_upsert(conn, rows))
+        }
     payloads = []
     for badge, key, recipient in items:
         if (badge.id, key) in moved:
