@@ -361,7 +361,7 @@ async def test_mark_earned_moves_to_earned_once_with_one_event(backend: Backend,
     who = Recipient(RecipientKind.MEMBER_ID, "m-1")
     await record(org, badge_id, member("m-1"), IN_PROGRESS)
     async with backend.db.read() as conn:
-        badge = await badge_store.get_badge(conn, org.id, badge_id)
+        badge = await conn.run_sync(badge_store.get_badge, org.id, badge_id)
     async with watching(org.admin) as watch:
         now = dt.datetime.now(dt.UTC)
         async with backend.db.write() as conn:

@@ -292,7 +292,7 @@ async def test_progress_on_a_badge_deleted_meanwhile_is_not_found(
     API) is NOT_FOUND, not an integrity error."""
     badge_id = await new_badge(org, "gone")
     async with backend.db.read() as conn:
-        badge = await badge_store.get_badge(conn, org.id, badge_id)
+        badge = await conn.run_sync(badge_store.get_badge, org.id, badge_id)
     await org.admin.badges.DeleteBadge(pb.DeleteBadgeRequest(id=badge_id))
     who = Recipient(RecipientKind.MEMBER_ID, "m-1")
     with pytest.raises(NotFound) as raised:

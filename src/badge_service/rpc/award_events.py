@@ -119,7 +119,7 @@ class AwardEventsMixin:
         state = _state_from_proto(request.state)
         now = dt.datetime.now(dt.UTC)
         async with self._db.write() as conn:
-            badge = await badge_store.get_badge(conn, who.org_id, request.badge_id)
+            badge = await conn.run_sync(badge_store.get_badge, who.org_id, request.badge_id)
             result, _ = await progress_store.record_progress(
                 conn, who.org_id, badge, recipient_key(recipient), recipient, state, now
             )
@@ -146,9 +146,9 @@ class AwardEventsMixin:
             after = token
         flt = BadgeFilter()
         async with self._db.read() as conn:
-            total = await badge_store.count_badges(conn, who.org_id, flt)
-            rows = await badge_store.list_badges(
-                conn, who.org_id, flt, limit=size + 1, after_id=after
+            total = await conn.run_sync(badge_store.count_badges, who.org_id, flt)
+            rows = await conn.run_sync(
+                badge_store.list_badges, who.org_id, flt, limit=size + 1, after_id=after
             )
             badges, next_token = paging.keyset_page(rows, size, fingerprint, lambda b: b.id)
             recorded = await progress_store.states_of(conn, who.org_id, rkey, badges)

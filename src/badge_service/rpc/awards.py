@@ -160,15 +160,15 @@ class _Definitions:
     async def fields(self) -> list[CustomField]:
         """The org's custom fields."""
         if self._fields is None:
-            self._fields = await fields_store.list_fields(self._conn, self._org_id)
+            self._fields = await self._conn.run_sync(fields_store.list_fields, self._org_id)
         return self._fields
 
     async def badge(self, badge_id: int) -> Badge:
         """A badge of the org, or its NOT_FOUND."""
         if badge_id not in self._badges:
             try:
-                self._badges[badge_id] = await badges_store.get_badge(
-                    self._conn, self._org_id, badge_id
+                self._badges[badge_id] = await self._conn.run_sync(
+                    badges_store.get_badge, self._org_id, badge_id
                 )
             except DomainError as err:
                 self._badges[badge_id] = err
@@ -461,7 +461,7 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
                 "one of badge_id, badge_template_id, badge_class_id or recipient is required",
             )
         if which == "badge_id":
-            await badges_store.get_badge(conn, org_id, request.badge_id)
+            await conn.run_sync(badges_store.get_badge, org_id, request.badge_id)
             return AwardFilter(badge_id=request.badge_id, revoked=revoked, expired=expired)
         if which == "badge_template_id":
             template_id = parse_template_id(request.badge_template_id, "badge_template_id")
@@ -521,7 +521,7 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
             if award.badge_template_id is not None:
                 await store.add_template_counts(conn, who.org_id, {award.badge_template_id: -1})
             if award.badge_id is not None:
-                badge = await badges_store.get_badge(conn, who.org_id, award.badge_id)
+                badge = await conn.run_sync(badges_store.get_badge, who.org_id, award.badge_id)
                 assert award.issued_at is not None
                 periods = [x.period for x in domain.badge_limits(badge, award.issued_at)]
                 await store.release_counters(conn, badge.id, award.recipient_key, periods)

@@ -111,7 +111,7 @@ class CustomFieldServicer(pb_grpc.CustomFieldServiceServicer):
             after = token
         async with self._db.read() as conn:
             total = await store.count_fields(conn, who.org_id)
-            fields = await store.list_fields(conn, who.org_id, after=after, limit=size + 1)
+            fields = await conn.run_sync(store.list_fields, who.org_id, after=after, limit=size + 1)
         fields, token = paging.keyset_page(fields, size, fingerprint, lambda r: r.id)
         return pb.ListCustomFieldsResponse(
             custom_fields=[to_proto(f) for f in fields], next_page_token=token, total_size=total

@@ -88,6 +88,18 @@ def _checked(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return parse
 
 
+def _passing_bytes(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """Wraps a reply serializer so that a servicer may answer with bytes it serialized (or
+    stored) itself; they are sent as they are."""
+    if serializer is None:
+        return None
+
+    def serialize(reply: Any) -> bytes:
+        return reply if reply.__class__ is bytes else serializer(reply)
+
+    return serialize
+
+
 def nul_field(msg: Message, prefix: str = "") -> str | None:
     """The path of the first string in ``msg`` (keys of Structs and maps included) that holds
     a NUL character, or None."""
@@ -224,7 +236,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 request_deserializer=_checked(handler.request_deserializer)
                 if handler.unary_unary
                 else handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=_passing_bytes(handler.response_serializer),
             )
 
         inner_stream = handler.unary_stream or handler.stream_stream

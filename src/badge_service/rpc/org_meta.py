@@ -62,7 +62,7 @@ class OrgMetaServicer(pb_grpc.OrgMetaServiceServicer):
         """Returns the org meta."""
         who = current_principal()
         async with self._db.read(snapshot=False) as conn:  # one SELECT
-            meta = await store.get_org_meta(conn, who.org_id)
+            meta = await conn.run_sync(store.get_org_meta, who.org_id)
         return to_proto(meta)
 
     async def UpdateOrgMeta(
@@ -71,7 +71,7 @@ class OrgMetaServicer(pb_grpc.OrgMetaServiceServicer):
         """Replaces the tags; keys unique, data types required."""
         who = current_principal()
         async with self._db.write() as conn:
-            existing = await store.get_org_meta(conn, who.org_id)
+            existing = await conn.run_sync(store.get_org_meta, who.org_id)
             merged = merge_update(
                 to_proto(existing),
                 request.org_meta,

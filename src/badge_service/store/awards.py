@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from badge_service.domain import awards as domain
@@ -384,10 +385,11 @@ async def class_entity_ids(conn: AsyncConnection, class_ids: Iterable[str]) -> d
 # --- Definition deletes -------------------------------------------------------------------------
 
 
-async def badge_has_awards(conn: AsyncConnection, org_id: int, badge_id: int) -> bool:
-    """Whether any award (live or revoked) is of the badge."""
+def badge_has_awards(conn: Connection, org_id: int, badge_id: int) -> bool:
+    """Whether any award (live or revoked) is of the badge (synchronous: called by the badge
+    store inside its transaction)."""
     stmt = select(exists().where(t.c.badge_id == badge_id, t.c.org_id == org_id))
-    return bool((await conn.execute(stmt)).scalar())
+    return bool(conn.execute(stmt).scalar())
 
 
 async def template_award_count(conn: AsyncConnection, org_id: int, template_id: str) -> int:

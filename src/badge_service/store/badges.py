@@ -1,13 +1,31 @@
-"""Badge queries: one row per badge, plus badge_tags for the tag filter."""
+"""Badge queries: one row per badge, plus badge_tags for the tag filter.
+
+Functions take a synchronous Connection: they run whole inside ``Database.run_read`` /
+``run_write`` (one thread trip on SQLite), or from async code through ``conn.run_sync``.
+Each row also keeps its serialized reply (``message``, see migration 0007), which the read
+paths return instead of the decoded row.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from badge_service.domain.badges import (
     Badge,
@@ -98,71 +116,115 @@ def _from_row(r: Any) -> Badge:
     )
 
 
-async def _write_tags(conn: AsyncConnection, b: Badge) -> None:
-    if b.tags:
-        await conn.execute(
-            insert(badge_tags),
-            [{"badge_id": b.id, "org_id": b.org_id, "tag_name": g.tag_name} for g in b.tags],
-        )
+# Write statements built once: SQLAlchemy computes a statement's cache key per statement
+# object, which for an insert built with .values(...) per call cost more than running it.
+_INSERT = insert(t).returning(t.c.id)
+_INSERT_TAG = insert(badge_tags)
 
 
-async def insert_badge(conn: AsyncConnection, b: Badge) -> int:
-    """Inserts a validated badge and returns its id; ALREADY_EXISTS on a taken name."""
-    assert b.create_time is not None
-    values = _values(b) | {"org_id": b.org_id, "create_time": to_micros(b.create_time)}
-    try:
-        result = await conn.execute(insert(t).values(**values).returning(t.c.id))
-    except IntegrityError:
-        raise duplicate_name(b.name) from None
-    b.id = int(result.scalar_one())
-    await _write_tags(conn, b)
-    await _bump_count(conn, b.org_id)
-    return b.id
-
-
-async def _bump_count(conn: AsyncConnection, org_id: int) -> None:
-    # One atomic upsert: concurrent creates each add exactly one (PostgreSQL locks the row
-    # until the commit, SQLite has one writer), and a failed create rolls it back. Done last so
-    # the row lock is held as briefly as the transaction allows.
+def _bump_statement(dialect: Any) -> Any:
     c = org_badge_counts
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    await conn.execute(
+    return (
         dialect.insert(c)
-        .values(org_id=org_id, badges=1)
+        .values(org_id=bindparam("org_id"), badges=1)
         .on_conflict_do_update(index_elements=[c.c.org_id], set_={"badges": c.c.badges + 1})
     )
 
 
-async def get_badge(conn: AsyncConnection, org_id: int, badge_id: int) -> Badge:
+_BUMP = {"sqlite": _bump_statement(sqlite), "postgresql": _bump_statement(postgresql)}
+
+
+def _write_tags(conn: Connection, b: Badge) -> None:
+    if b.tags:
+        conn.execute(
+            _INSERT_TAG,
+            [{"badge_id": b.id, "org_id": b.org_id, "tag_name": g.tag_name} for g in b.tags],
+        )
+
+
+def insert_badge(conn: Connection, b: Badge, message: bytes) -> int:
+    """Inserts a validated badge and returns its id; ALREADY_EXISTS on a taken name.
+    ``message`` is the badge's serialized reply without its id."""
+    assert b.create_time is not None
+    values = _values(b) | {
+        "org_id": b.org_id,
+        "create_time": to_micros(b.create_time),
+        "message": message,
+    }
+    try:
+        result = conn.execute(_INSERT, values)
+    except IntegrityError:
+        raise duplicate_name(b.name) from None
+    b.id = int(result.scalar_one())
+    _write_tags(conn, b)
+    # One atomic upsert: concurrent creates each add exactly one (PostgreSQL locks the row
+    # until the commit, SQLite has one writer), and a failed create rolls it back. Done last so
+    # the row lock is held as briefly as the transaction allows.
+    conn.execute(_BUMP[conn.dialect.name], {"org_id": b.org_id})
+    return b.id
+
+
+def get_badge(conn: Connection, org_id: int, badge_id: int) -> Badge:
     """One badge of the org, or NOT_FOUND."""
-    row = (await conn.execute(select(t).where(t.c.id == badge_id, t.c.org_id == org_id))).first()
+    row = (conn.execute(select(t).where(t.c.id == badge_id, t.c.org_id == org_id))).first()
     if row is None:
         raise NotFound(RESOURCE, badge_id)
     return _from_row(row)
 
 
-async def update_badge(conn: AsyncConnection, b: Badge) -> None:
-    """Writes a validated badge back; ALREADY_EXISTS when renamed onto a taken name."""
+# The hot reads, as statements built once for Database.fetch (which compiles each once, and on
+# SQLite runs it on a plain sqlite3 connection): plain columns and named parameters only.
+GET_MESSAGE = select(t.c.message).where(
+    t.c.id == bindparam("badge_id"), t.c.org_id == bindparam("org_id")
+)
+"""The badge's stored reply bytes (NULL before migration 0007): badge_id, org_id."""
+
+COUNT = select(org_badge_counts.c.badges).where(org_badge_counts.c.org_id == bindparam("org_id"))
+"""The org's kept badge count (no row before its first badge): org_id."""
+
+PAGE_AFTER = (
+    select(t.c.id, t.c.message)
+    .where(t.c.org_id == bindparam("org_id"), t.c.id > bindparam("after_id"))
+    .order_by(t.c.id)
+    .limit(bindparam("limit"))
+)
+"""Unfiltered ids and stored replies after a keyset position: org_id, after_id, limit."""
+
+PAGE_AT = (
+    select(t.c.id, t.c.message)
+    .where(t.c.org_id == bindparam("org_id"))
+    .order_by(t.c.id)
+    .limit(bindparam("limit"))
+    .offset(bindparam("offset"))
+)
+"""Unfiltered ids and stored replies of a numbered page: org_id, limit, offset."""
+
+
+def update_badge(conn: Connection, b: Badge, message: bytes) -> None:
+    """Writes a validated badge back, with its serialized reply without its id;
+    ALREADY_EXISTS when renamed onto a taken name."""
     try:
-        await conn.execute(
-            update(t).where(t.c.id == b.id, t.c.org_id == b.org_id).values(**_values(b))
+        conn.execute(
+            update(t)
+            .where(t.c.id == b.id, t.c.org_id == b.org_id)
+            .values(**_values(b), message=message)
         )
     except IntegrityError:
         raise duplicate_name(b.name) from None
-    await conn.execute(delete(badge_tags).where(badge_tags.c.badge_id == b.id))
-    await _write_tags(conn, b)
+    conn.execute(delete(badge_tags).where(badge_tags.c.badge_id == b.id))
+    _write_tags(conn, b)
 
 
-async def delete_badge(conn: AsyncConnection, org_id: int, badge_id: int) -> None:
+def delete_badge(conn: Connection, org_id: int, badge_id: int) -> None:
     """Deletes a badge (its tags cascade), or NOT_FOUND; FAILED_PRECONDITION once it has
     awards (the awards' foreign key keeps that true under concurrency)."""
-    if await awards_store.badge_has_awards(conn, org_id, badge_id):
+    if awards_store.badge_has_awards(conn, org_id, badge_id):
         raise badge_awarded(badge_id)
-    await conn.execute(
+    conn.execute(
         delete(badge_tags).where(badge_tags.c.badge_id == badge_id, badge_tags.c.org_id == org_id)
     )
     try:
-        result = await conn.execute(delete(t).where(t.c.id == badge_id, t.c.org_id == org_id))
+        result = conn.execute(delete(t).where(t.c.id == badge_id, t.c.org_id == org_id))
     except IntegrityError:
         # An award of it committed after the check above.
         raise badge_awarded(badge_id) from None
@@ -170,7 +232,7 @@ async def delete_badge(conn: AsyncConnection, org_id: int, badge_id: int) -> Non
         raise NotFound(RESOURCE, badge_id)
     # The row exists: insert_badge (or the 0006 backfill) made it when this badge was stored.
     c = org_badge_counts
-    await conn.execute(update(c).where(c.c.org_id == org_id).values(badges=c.c.badges - 1))
+    conn.execute(update(c).where(c.c.org_id == org_id).values(badges=c.c.badges - 1))
 
 
 def _conditions(org_id: int, flt: BadgeFilter) -> list[ColumnElement[bool]]:
@@ -195,23 +257,23 @@ def _conditions(org_id: int, flt: BadgeFilter) -> list[ColumnElement[bool]]:
     return cond
 
 
-async def count_badges(conn: AsyncConnection, org_id: int, flt: BadgeFilter) -> int:
+def count_badges(conn: Connection, org_id: int, flt: BadgeFilter) -> int:
     """How many of the org's badges match the filter. Without filters this reads the org's
     maintained count (one row, whatever the org's size); with any filter it counts the
     matching rows, which costs time in proportion to the org's badges."""
     if flt == _NO_FILTER:
         c = org_badge_counts
-        found = (await conn.execute(select(c.c.badges).where(c.c.org_id == org_id))).scalar()
+        found = (conn.execute(select(c.c.badges).where(c.c.org_id == org_id))).scalar()
         return int(found or 0)
     stmt = select(func.count()).select_from(t).where(*_conditions(org_id, flt))
-    return int((await conn.execute(stmt)).scalar_one())
+    return int((conn.execute(stmt)).scalar_one())
 
 
 _NO_FILTER = BadgeFilter()
 
 
-async def list_badges(
-    conn: AsyncConnection,
+def list_badges(
+    conn: Connection,
     org_id: int,
     flt: BadgeFilter,
     *,
@@ -220,9 +282,42 @@ async def list_badges(
     offset: int = 0,
 ) -> list[Badge]:
     """Badges in id order: after a keyset position, or at an offset (numbered pages)."""
-    stmt = select(t).where(*_conditions(org_id, flt)).order_by(t.c.id).limit(limit)
+    stmt = _page(select(t), org_id, flt, limit, after_id, offset)
+    return [_from_row(r) for r in conn.execute(stmt)]
+
+
+def _page(
+    stmt: Select[Any], org_id: int, flt: BadgeFilter, limit: int, after_id: int | None, offset: int
+) -> Select[Any]:
+    stmt = stmt.where(*_conditions(org_id, flt)).order_by(t.c.id).limit(limit)
     if after_id is not None:
         stmt = stmt.where(t.c.id > after_id)
     if offset:
         stmt = stmt.offset(offset)
-    return [_from_row(r) for r in await conn.execute(stmt)]
+    return stmt
+
+
+def list_badge_messages(
+    conn: Connection,
+    org_id: int,
+    flt: BadgeFilter,
+    *,
+    limit: int,
+    after_id: int | None = None,
+    offset: int = 0,
+) -> list[tuple[int, bytes | Badge]]:
+    """list_badges as (id, stored reply bytes without the id); a row without stored bytes
+    (from before migration 0007) comes as its decoded badge instead."""
+    rows = conn.execute(_page(select(t.c.id, t.c.message), org_id, flt, limit, after_id, offset))
+    out: list[tuple[int, bytes | Badge]] = [(int(r[0]), r[1]) for r in rows]
+    missing = [badge_id for badge_id, message in out if message is None]
+    if missing:
+        full = {
+            b.id: b
+            for b in (
+                _from_row(r)
+                for r in conn.execute(select(t).where(t.c.org_id == org_id, t.c.id.in_(missing)))
+            )
+        }
+        out = [(i, full[i] if m is None else m) for i, m in out]
+    return out

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -68,16 +69,23 @@ async def get_field(conn: AsyncConnection, org_id: int, field_id: str) -> Custom
     return _from_row(row)
 
 
-async def list_fields(
-    conn: AsyncConnection, org_id: int, *, after: str | None = None, limit: int | None = None
+def list_fields(
+    conn: Connection, org_id: int, *, after: str | None = None, limit: int | None = None
 ) -> list[CustomField]:
-    """The org's fields in id (creation) order, optionally after a keyset position."""
+    """The org's fields in id (creation) order, optionally after a keyset position
+    (synchronous: async callers use ``conn.run_sync``)."""
+    if after is None and limit is None:  # every create and update of a badge asks this
+        return [_from_row(r) for r in conn.execute(_ALL_OF_ORG, {"org_id": org_id})]
     stmt = select(t).where(t.c.org_id == org_id).order_by(t.c.id)
     if after is not None:
         stmt = stmt.where(t.c.id > after)
     if limit is not None:
         stmt = stmt.limit(limit)
-    return [_from_row(r) for r in await conn.execute(stmt)]
+    return [_from_row(r) for r in conn.execute(stmt)]
+
+
+# Built once, so its cache key is too.
+_ALL_OF_ORG = select(t).where(t.c.org_id == bindparam("org_id")).order_by(t.c.id)
 
 
 async def count_fields(conn: AsyncConnection, org_id: int) -> int:

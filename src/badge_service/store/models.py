@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -109,6 +110,9 @@ badges = Table(
     Column("extra_data", Json, nullable=False),
     Column("create_time", Micros, nullable=False),
     Column("update_time", Micros, nullable=False),
+    # The badge's serialized badges.v1.Badge without its id (reads prefix the id), written with
+    # the row; NULL for rows from before migration 0007, which reads build from the columns.
+    Column("message", LargeBinary, nullable=True),
     UniqueConstraint("org_id", "name"),
     # Keyset paging walks (org_id, id).
     Index(None, "org_id", "id"),

@@ -6,7 +6,8 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from badge_service.domain.auth import Principal, Role
@@ -109,9 +110,14 @@ def _tags_from_json(raw: list[dict[str, object]]) -> list[OrgMetaTag]:
     ]
 
 
-async def get_org_meta(conn: AsyncConnection, org_id: int) -> OrgMeta:
-    """The org meta of an organisation (every org has one)."""
-    row = (await conn.execute(select(org_meta).where(org_meta.c.org_id == org_id))).first()
+# Built once (every badge create and update reads it), so its cache key is too.
+_META_OF_ORG = select(org_meta).where(org_meta.c.org_id == bindparam("org_id"))
+
+
+def get_org_meta(conn: Connection, org_id: int) -> OrgMeta:
+    """The org meta of an organisation (every org has one); synchronous (async callers use
+    ``conn.run_sync``)."""
+    row = conn.execute(_META_OF_ORG, {"org_id": org_id}).first()
     if row is None:
         raise NotFound("org meta of organisation", org_id)
     return OrgMeta(
