@@ -5,7 +5,8 @@ gRPC on this machine, the yardstick every service row is compared with.
 Handlers take and return raw bytes (no (de)serializers), so a call costs only what gRPC itself
 costs. Replies are the serialized replies of the real service for the same requests, recorded by
 the harness, so both servers send the same bytes; a request the harness did not record (a
-CreateBadge with a fresh name) gets the method's default reply.
+CreateBadge with a fresh name, a CreateAward to a fresh recipient) gets the method's default
+reply. Any method of any service works, as long as the replies file names it.
 
 Run as ``python -m bench.baseline REPLIES.json``; prints ``{"port": N}`` once listening,
 ``{"calls": N}`` on SIGUSR1 (so the harness can work out CPU per call), stops on SIGTERM.

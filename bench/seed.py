@@ -1,17 +1,22 @@
-"""Seeds the benchmark's database: organisations with admin keys and many badges.
+"""Seeds the benchmark's database: organisations with admin keys, many badges and awards.
 
 Each org's first badge is created through the running service's CreateBadge (the exact stored
-shape of a badge the API made); the rest are copies of that row with their own id and name,
-bulk-inserted with SQLAlchemy Core ``executemany`` in large batches, so a million badges take
-seconds rather than hours. Ids are given explicitly, so the harness knows them; on PostgreSQL
-the id sequence is moved past them afterwards. Each batch adds its size to the org's row of
-``org_badge_counts`` in the batch's transaction, as CreateBadge adds one, so ListBadges totals
-stay exact.
+shape of a badge the API made); the rest are copies of that row with their own id and name (and
+their own serialized reply where rows keep one), bulk-inserted with SQLAlchemy Core
+``executemany`` in large batches, so a million badges take seconds rather than hours. Ids are
+given explicitly, so the harness knows them; on PostgreSQL the id sequence is moved past them
+afterwards. Each batch adds its size to the org's row of ``org_badge_counts`` in the batch's
+transaction, as CreateBadge adds one, so ListBadges totals stay exact.
+
+Awards (for ListAwards) go through the service's own BatchCreateAwards (``award_batches``), so
+they come with everything an award writes (the recipient's earned state, the AWARDED event):
+10,000 awards take a few seconds, and the benchmark needs thousands, not millions.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +24,7 @@ from sqlalchemy import event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from badge_service.api.badges.v1 import badge_pb2
+from badge_service.api.badges.v1 import award_pb2, badge_pb2
 from badge_service.domain.auth import Role, hash_api_key, new_api_key
 from badge_service.store import orgs
 from badge_service.store.db import Database
@@ -27,6 +32,8 @@ from badge_service.store.migrate import upgrade
 from badge_service.store.models import badge_tags, badges, org_badge_counts
 
 BATCH = 50_000
+# Awards per BatchCreateAwards call when seeding (the RPC takes at most 10,000).
+AWARD_BATCH = 5_000
 
 
 def sample_badge(name: str) -> badge_pb2.Badge:
@@ -59,6 +66,43 @@ def sample_badge(name: str) -> badge_pb2.Badge:
     )
 
 
+def uncapped_badge(name: str) -> badge_pb2.Badge:
+    """The sample badge without a frequency cap or maximum: any number of awards per recipient,
+    so award writes never meet FREQUENCY_CAP_REACHED."""
+    badge = sample_badge(name)
+    badge.ClearField("frequency")
+    return badge
+
+
+def sample_award(badge_id: int, member_id: str) -> award_pb2.CreateAwardRequest:
+    """The award every benchmark creates and seeds: a CrowdTwist badge to a member, with a
+    narrative (as in the README's example)."""
+    return award_pb2.CreateAwardRequest(
+        award=award_pb2.Award(
+            badge_id=badge_id,
+            recipient=award_pb2.Recipient(member_id=member_id),
+            narrative="Attended the home game",
+        )
+    )
+
+
+def award_member(i: int) -> str:
+    """The member id of the i-th seeded award of the ListAwards badge."""
+    return f"seed-{i:07d}"
+
+
+def award_batches(badge_id: int, count: int) -> Iterator[award_pb2.BatchCreateAwardsRequest]:
+    """BatchCreateAwards requests that award ``badge_id`` to ``count`` distinct members, in
+    order."""
+    for start in range(0, count, AWARD_BATCH):
+        yield award_pb2.BatchCreateAwardsRequest(
+            requests=[
+                sample_award(badge_id, award_member(i))
+                for i in range(start, min(count, start + AWARD_BATCH))
+            ]
+        )
+
+
 def seed_name(i: int) -> str:
     """The name of the i-th seeded badge of an org."""
     return f"seed-{i:07d}"
@@ -77,6 +121,25 @@ class SeededOrg:
     def middle_id(self) -> int:
         """A badge in the middle of the org's id range."""
         return self.first_id + self.count // 2
+
+    @property
+    def middle_name(self) -> str:
+        """The name of the badge ``middle_id``."""
+        return seed_name(self.count // 2)
+
+
+@dataclass(frozen=True)
+class SeededAwards:
+    """The awards the harness seeded: ``count`` awards of ``badge_id`` (an uncapped badge of
+    the org ``org_id``) to distinct members, the ids of the first page, and the uncapped badge
+    of the writes org that CreateAward awards."""
+
+    org_id: int
+    key: str
+    badge_id: int
+    count: int
+    first_ids: tuple[str, ...]
+    write_badge_id: int
 
 
 async def create_orgs(url: str, labels: list[str]) -> dict[str, tuple[int, str]]:
@@ -114,7 +177,8 @@ def _engine(url: str) -> AsyncEngine:
 
 async def copy_badges(url: str, template_id: int, count: int) -> None:
     """Adds copies of the newest badge ``template_id`` until its org has ``count`` badges, with
-    ids template_id, template_id + 1, ..."""
+    ids template_id, template_id + 1, ... On PostgreSQL the id sequence is then moved past
+    them, so that the next CreateBadge (the next org's template) gets a free id."""
     engine = _engine(url)
     try:
         async with engine.begin() as conn:
@@ -132,32 +196,37 @@ async def copy_badges(url: str, template_id: int, count: int) -> None:
         for start in range(1, count, BATCH):
             async with engine.begin() as conn:
                 await _insert_copies(conn, template, tags, start, min(count, start + BATCH))
+        if engine.dialect.name != "sqlite":
+            async with engine.begin() as conn:
+                await _move_badge_sequence(conn)
     finally:
         await engine.dispose()
 
 
+async def _move_badge_sequence(conn: AsyncConnection) -> None:
+    """PostgreSQL: the badges id sequence past the highest id (explicit ids do not move it).
+    SQLite needs nothing: its AUTOINCREMENT counter follows the highest id inserted."""
+    await conn.execute(
+        text("SELECT setval(pg_get_serial_sequence('badges', 'id'), (SELECT max(id) FROM badges))")
+    )
+
+
 async def settle(url: str) -> None:
-    """After bulk loading: SQLite's WAL checkpointed; PostgreSQL's id sequence moved past the
-    explicit ids, and statistics and visibility map up to date."""
+    """After loading: SQLite's WAL checkpointed; PostgreSQL's statistics and visibility map up
+    to date."""
     engine = _engine(url)
     try:
-        async with engine.begin() as conn:
-            if engine.dialect.name == "sqlite":
+        if engine.dialect.name == "sqlite":
+            async with engine.begin() as conn:
                 await conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
-            else:
-                await conn.execute(
-                    text(
-                        "SELECT setval(pg_get_serial_sequence('badges', 'id'), "
-                        "(SELECT max(id) FROM badges))"
-                    )
-                )
-        if engine.dialect.name != "sqlite":
+        else:
             # Autovacuum would analyze the new rows soon anyway; do it now so the planner and
             # the visibility map match a database in steady state.
             async with engine.connect() as conn:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
-                await conn.execute(text("VACUUM ANALYZE badges"))
-                await conn.execute(text("VACUUM ANALYZE badge_tags"))
+                # Every table: badges and their tags, and the awards, recipient states and
+                # events the seeding BatchCreateAwards calls wrote.
+                await conn.execute(text("VACUUM ANALYZE"))
     finally:
         await engine.dispose()
 
@@ -172,11 +241,18 @@ async def _insert_copies(
     rows = []
     tag_rows = []
     first_id = template["id"]
+    # A row may keep its serialized reply without the id (``message``, migration 0007): each
+    # copy gets its own, with its name, or GetBadge would answer with the template's name.
+    stored = template.get("message")
+    message = None if stored is None else badge_pb2.Badge.FromString(stored)
     for i in range(start, stop):
         badge_id = first_id + i
         row = dict(template)
         row["id"] = badge_id
         row["name"] = seed_name(i)
+        if message is not None:
+            message.name = row["name"]
+            row["message"] = message.SerializeToString()
         rows.append(row)
         for t in tags:
             tag_rows.append({**t, "badge_id": badge_id})

@@ -4,11 +4,14 @@ fail every call."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from badge_service.api.badges.v1 import award_pb2, award_pb2_grpc
 from badge_service.api.badges.v1 import badge_pb2 as pb
-from bench import frames, h2gen
-from bench.seed import sample_badge
+from bench import frames, h2gen, seed
+from bench.seed import sample_award, sample_badge, uncapped_badge
 from tests.support import Backend, Org
 
 
@@ -90,9 +93,15 @@ def test_workload_replaces_the_placeholder_with_a_fixed_width_counter() -> None:
         tiny.next()
 
 
-def _item(backend: Backend, org: Org, method: str, request: object) -> h2gen.Item:
+def _item(
+    backend: Backend,
+    org: Org,
+    method: str,
+    request: object,
+    service: str = "badges.v1.BadgeService",
+) -> h2gen.Item:
     headers = frames.grpc_request_headers(
-        f"/badges.v1.BadgeService/{method}",
+        f"/{service}/{method}",
         f"127.0.0.1:{backend.port}",
         [("authorization", f"Bearer {org.admin_key}")],
     )
@@ -122,9 +131,9 @@ async def test_h2gen_calls_the_real_server(backend: Backend, org: Org) -> None:
     assert result["failed"] > 5
 
 
-async def test_h2gen_sends_a_unique_name_per_create(backend: Backend, org: Org) -> None:
-    request = pb.CreateBadgeRequest(badge=sample_badge("gen-~~~~~~~~"))
-    base = _item(backend, org, "CreateBadge", request)
+async def _run_unique(backend: Backend, base: h2gen.Item) -> dict[str, Any]:
+    """Runs h2gen briefly with a fresh counter in place of "~~~~~~~~" per request; every call
+    must succeed, each with its own counter value."""
     item = h2gen.Item(base.header_block, base.body, placeholder=b"~~~~~~~~")
     result = await h2gen.run(
         "127.0.0.1", backend.port, [item], connections=2, streams=4, duration=0.3, warmup=0
@@ -132,6 +141,12 @@ async def test_h2gen_sends_a_unique_name_per_create(backend: Backend, org: Org) 
     assert result["failed"] == 0
     assert result["ok_total"] > 5
     assert result["unique_ok_total"] == result["ok_total"]
+    return result
+
+
+async def test_h2gen_sends_a_unique_name_per_create(backend: Backend, org: Org) -> None:
+    request = pb.CreateBadgeRequest(badge=sample_badge("gen-~~~~~~~~"))
+    result = await _run_unique(backend, _item(backend, org, "CreateBadge", request))
     names: list[str] = []
     token = ""
     while True:
@@ -145,3 +160,35 @@ async def test_h2gen_sends_a_unique_name_per_create(backend: Backend, org: Org) 
     # Every acknowledged create is stored, each under its own name (the counter's values).
     assert page.total_size == result["ok_total"]
     assert sorted(names) == [f"gen-{i:08d}" for i in range(result["ok_total"])]
+
+
+def test_award_batches_award_distinct_members_within_the_batch_limit() -> None:
+    batches = list(seed.award_batches(7, seed.AWARD_BATCH + 3))
+    assert [len(b.requests) for b in batches] == [seed.AWARD_BATCH, 3]
+    members = [r.award.recipient.member_id for b in batches for r in b.requests]
+    assert members == [seed.award_member(i) for i in range(seed.AWARD_BATCH + 3)]
+    assert {r.award.badge_id for b in batches for r in b.requests} == {7}
+    assert not uncapped_badge("x").HasField("frequency")
+
+
+async def test_h2gen_sends_a_unique_recipient_per_award(backend: Backend, org: Org) -> None:
+    badge = await org.admin.badges.CreateBadge(
+        pb.CreateBadgeRequest(badge=uncapped_badge("award-gen"))
+    )
+    request = sample_award(badge.id, "gen-~~~~~~~~")
+    base = _item(backend, org, "CreateAward", request, "badges.v1.AwardService")
+    result = await _run_unique(backend, base)
+    awards = org.reader.stub(award_pb2_grpc.AwardServiceStub)
+    members: list[str] = []
+    token = ""
+    while True:
+        page = await awards.ListAwards(
+            award_pb2.ListAwardsRequest(badge_id=badge.id, page_size=500, page_token=token)
+        )
+        members += [a.recipient.member_id for a in page.awards]
+        token = page.next_page_token
+        if not token:
+            break
+    # Every acknowledged award is stored, each to its own member (the counter's values).
+    assert page.total_size == result["ok_total"]
+    assert sorted(members) == [f"gen-{i:08d}" for i in range(result["ok_total"])]
