@@ -715,8 +715,11 @@ async def _count_written(url: str, table: str, org_id: int, prefix: str) -> int:
         await engine.dispose()
 
 
-def run(profile: Profile, pg: str | None, out: Path, keep: bool) -> int:
-    """The whole benchmark; returns the exit status."""
+def run(
+    profile: Profile, pg: str | None, out: Path, keep: bool, only: frozenset[str] = frozenset()
+) -> int:
+    """The whole benchmark; returns the exit status. ``only`` (scenario names) runs just those
+    scenarios and leaves out the scale and worker rows: for measuring one change quickly."""
     h2load = ensure_h2load()
     with workdir(keep) as work, database(pg, work, keep) as url:
         report = Report(profile, "PostgreSQL" if pg else "SQLite", awards=profile.awards)
@@ -740,6 +743,11 @@ def run(profile: Profile, pg: str | None, out: Path, keep: bool) -> int:
             token = pb.ListBadgesResponse.FromString(raw).next_page_token
             deep_after = main.first_id + deep_page * 25 - 1
             plan = scenarios(main, orgs["writes"], awarded, token, deep_after)
+            if only:
+                unknown = only - {sc.name for sc in plan}
+                if unknown:
+                    raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+                plan = [sc for sc in plan if sc.name in only]
             report.generators = {sc.name: sc.generator for sc in plan}
             replies: dict[str, dict[str, Any]] = {}
             recorded: dict[tuple[str, bytes], bytes] = {}
@@ -780,14 +788,16 @@ def run(profile: Profile, pg: str | None, out: Path, keep: bool) -> int:
                             flush=True,
                         )
             _check_writes(report, url, orgs)
-            _scale(report, loader, service, orgs)
+            if not only:
+                _scale(report, loader, service, orgs)
             report.memory["service"] = service.memory()
             report.memory["baseline"] = baseline.memory()
         finally:
             service.stop()
             if baseline is not None:
                 baseline.stop()
-        _workers(report, loader, url, orgs["main"], work)
+        if not only:
+            _workers(report, loader, url, orgs["main"], work)
         text = render(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -1191,14 +1201,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, help="measured seconds per run")
     p.add_argument("--out", type=Path)
     p.add_argument("--keep", action="store_true", help="keep the database and logs")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="SCENARIO",
+        help="run only this scenario (repeatable; no scale or worker rows)",
+    )
+    p.add_argument("--connections", type=int, help="connections per load run")
+    p.add_argument("--streams", type=int, help="concurrent streams per connection")
     args = p.parse_args(argv)
     profile = SMOKE if args.smoke else FULL
     if args.rounds:
         profile = Profile(**{**profile.__dict__, "rounds": args.rounds})
-    if args.duration:
-        profile = Profile(**{**profile.__dict__, "duration": args.duration})
-    out = args.out or RESULTS / ("smoke.md" if args.smoke else "latest.md")
-    sys.exit(run(profile, args.pg, out, args.keep))
+    for name in ("duration", "connections", "streams"):
+        if getattr(args, name):
+            profile = Profile(**{**profile.__dict__, name: getattr(args, name)})
+    default_out = "smoke.md" if args.smoke else "latest.md"
+    if args.only:
+        default_out = "partial.md"
+    out = args.out or RESULTS / default_out
+    sys.exit(run(profile, args.pg, out, args.keep, frozenset(args.only)))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """The service as the benchmark runs it: ``badge_service.server.start`` in this process, plus
-a way for the harness to read the interceptor's count of non-OK calls (h2load never sees gRPC
-trailers, so the server's count is the correctness check for a load run).
+a way for the harness to read the interceptor's count of calls by status (h2load never sees
+gRPC trailers, so the server's count is the correctness check for a load run).
 
 Prints ``{"port": N, "pid": P}`` once listening; on SIGUSR1 prints ``{"failures": N,
 "statuses": {...}}``; on SIGTERM/SIGINT stops and prints the final counts. ``failures`` is the
-interceptor's count of non-OK calls; ``statuses`` counts the access log's records by status, so
-the harness can tell the CANCELLED calls a timed h2load run leaves behind when it stops (at most
+interceptor's count of non-OK calls; ``statuses`` counts finished calls by status, so the
+harness can tell the CANCELLED calls a timed h2load run leaves behind when it stops (at most
 one per stream in flight) from real failures. Settings come from BADGE_SERVICE_* like the real
-command, so logging and pool sizes are the defaults.
+command, so logging (the access log included) and pool sizes are the defaults.
 """
 
 from __future__ import annotations
@@ -15,39 +15,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
-from collections import Counter
 
 from badge_service import logs
 from badge_service.config import Settings
 from badge_service.server import start
 
 
-class StatusCounter(logging.Handler):
-    """Counts access-log records by gRPC status."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[str] = Counter()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Counts one call."""
-        self.counts[str(getattr(record, "status", "UNKNOWN"))] += 1
-
-
 async def serve(settings: Settings) -> None:
     """Runs the service until SIGTERM/SIGINT, answering SIGUSR1 with the failure count."""
-    statuses = StatusCounter()
-    logging.getLogger("badge_service.access").addHandler(statuses)
     running = await start(settings)
     print(json.dumps({"port": running.port, "pid": os.getpid()}), flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
     def report() -> None:
-        counts = dict(statuses.counts)
+        counts = {code.name: n for code, n in running.interceptor.statuses.items()}
         print(
             json.dumps({"failures": running.interceptor.failures, "statuses": counts}), flush=True
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,10 +22,10 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from badge_service.domain.auth import Principal
 from badge_service.domain.errors import DomainError, InvalidArgument
+from badge_service.logs import AccessLog
 from badge_service.rpc.auth import Authenticator, set_principal
 from badge_service.rpc.errors import status_code, to_status
 
-access_log = logging.getLogger("badge_service.access")
 error_log = logging.getLogger("badge_service.error")
 
 # Infrastructure services answer without credentials (health checks, grpcurl list).
@@ -186,6 +187,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._writes = writes
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
         self.failures = 0  # non-OK calls, for the benchmark's correctness check
+        self.statuses: Counter[grpc.StatusCode] = Counter()  # calls finished, by status
+        self._access = AccessLog()
         # Calls picked up and calls not finished yet, so that shutdown can wait for quiet.
         self.started = 0
         self.in_flight = 0
@@ -315,17 +318,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, method: str, context: grpc.aio.ServicerContext, outcome: _Outcome, start: float
     ) -> None:
         self.in_flight -= 1
-        if not access_log.isEnabledFor(logging.INFO):
-            return
+        self.statuses[outcome.code] += 1
         principal = outcome.principal
-        access_log.info(
-            "rpc",
-            extra={
-                "method": method,
-                "org": principal.org_id if principal else None,
-                "key": principal.key_id if principal else None,
-                "status": outcome.code.name,
-                "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-                "peer": context.peer(),
-            },
+        self._access.write(
+            method,
+            principal.org_id if principal else None,
+            principal.key_id if principal else None,
+            outcome.code.name,
+            round((time.perf_counter() - start) * 1000, 3),
+            context.peer(),
         )

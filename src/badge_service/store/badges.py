@@ -42,7 +42,13 @@ from badge_service.domain.badges import (
 )
 from badge_service.domain.errors import NotFound
 from badge_service.store import awards as awards_store
-from badge_service.store.db import from_micros, opt_datetime, opt_micros, to_micros
+from badge_service.store.db import (
+    execute_prepared,
+    from_micros,
+    opt_datetime,
+    opt_micros,
+    to_micros,
+)
 from badge_service.store.models import badge_tags, org_badge_counts
 from badge_service.store.models import badges as t
 
@@ -136,7 +142,8 @@ _BUMP = {"sqlite": _bump_statement(sqlite), "postgresql": _bump_statement(postgr
 
 def _write_tags(conn: Connection, b: Badge) -> None:
     if b.tags:
-        conn.execute(
+        execute_prepared(
+            conn,
             _INSERT_TAG,
             [{"badge_id": b.id, "org_id": b.org_id, "tag_name": g.tag_name} for g in b.tags],
         )
@@ -152,15 +159,15 @@ def insert_badge(conn: Connection, b: Badge, message: bytes) -> int:
         "message": message,
     }
     try:
-        result = conn.execute(_INSERT, values)
+        ((new_id,),) = execute_prepared(conn, _INSERT, values)
     except IntegrityError:
         raise duplicate_name(b.name) from None
-    b.id = int(result.scalar_one())
+    b.id = int(new_id)
     _write_tags(conn, b)
     # One atomic upsert: concurrent creates each add exactly one (PostgreSQL locks the row
     # until the commit, SQLite has one writer), and a failed create rolls it back. Done last so
     # the row lock is held as briefly as the transaction allows.
-    conn.execute(_BUMP[conn.dialect.name], {"org_id": b.org_id})
+    execute_prepared(conn, _BUMP[conn.dialect.name], {"org_id": b.org_id})
     return b.id
 
 

@@ -40,7 +40,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolResetState
 from sqlalchemy.sql.expression import Executable
@@ -111,7 +111,6 @@ class Database:
         self._queue: list[_Job[Any]] = []
         self._committer: asyncio.Task[None] | None = None
         self._raw: sqlite3.Connection | None = None
-        self._compiled: dict[Executable, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
         if self.is_sqlite:
             _configure_sqlite(self.engine)
             # The same file through the stdlib driver, for run_read/run_write: a connection
@@ -123,6 +122,14 @@ class Database:
                 max_overflow=0,
             )
             _configure_sqlite_connections(self.sync_engine, raw_begin=True)
+
+            @event.listens_for(self.sync_engine, "reset")
+            def _on_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
+                # The pool skips its rollback when SQLAlchemy believes the transaction ended,
+                # which a failed COMMIT can leave open; asking SQLite costs nothing.
+                if not state.terminate_only and dbapi_conn.in_transaction:
+                    dbapi_conn.rollback()
+
             self._readers = ThreadPoolExecutor(_SQLITE_READERS, thread_name_prefix="sqlite-read")
             # One writer thread: SQLite has one writer anyway.
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
@@ -175,14 +182,8 @@ class Database:
     def _raw_rows(
         self, raw: sqlite3.Connection, stmt: Executable, params: Mapping[str, Any]
     ) -> list[Any]:
-        compiled = self._compiled.get(stmt)
-        if compiled is None:
-            assert self.sync_engine is not None
-            done = stmt.compile(dialect=self.sync_engine.dialect)  # type: ignore[attr-defined]
-            names = tuple(done.positiontup or ())
-            compiled = self._compiled[stmt] = (done.string, names, dict(done.params))
-        sql, names, defaults = compiled
-        values = [params[n] if n in params else defaults[n] for n in names]
+        assert self.sync_engine is not None
+        sql, values = _prepared(stmt, self.sync_engine.dialect, params).bind(params)
         return raw.execute(sql, values).fetchall()
 
     def _open_raw(self) -> sqlite3.Connection:
@@ -241,10 +242,13 @@ class Database:
                         for job in batch:
                             job.future.cancel()
                         raise
-                    except Exception as exc:  # BEGIN or COMMIT failed: nothing landed
+                    except BaseException as exc:  # BEGIN or COMMIT failed: nothing landed
+                        error = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
                         for job in batch:
                             if not job.future.done():
-                                job.future.set_exception(exc)
+                                job.future.set_exception(error)
+                        if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt
+                            raise
                         continue
                 for job, (ok, value) in zip(batch, outcomes, strict=True):
                     if job.future.done():
@@ -318,6 +322,85 @@ def _bind_kwargs(fn: Callable[..., T], kwargs: dict[str, Any]) -> Callable[..., 
     return call
 
 
+class _Prepared:
+    """A statement compiled once for a dialect with a positional paramstyle: its SQL, and for
+    each placeholder the parameter's name, default and bind processor (SQLAlchemy's own, so a
+    JSON column is serialised as SQLAlchemy would)."""
+
+    __slots__ = ("binds", "sql")
+
+    def __init__(self, stmt: Executable, dialect: Any, keys: tuple[str, ...] | None) -> None:
+        compiled = stmt.compile(  # type: ignore[attr-defined]
+            dialect=dialect, column_keys=list(keys) if keys is not None else None
+        )
+        self.sql: str = compiled.string
+        binds = []
+        for name in compiled.positiontup or ():
+            bind = compiled.binds[name]
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            default = _REQUIRED if bind.required else compiled.params.get(name)
+            binds.append((name, default, processor))
+        self.binds: list[tuple[str, Any, Callable[[Any], Any] | None]] = binds
+
+    def bind(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """The SQL and its positional values for ``params``; a parameter without a value is
+        an error, as SQLAlchemy makes it."""
+        values = []
+        for name, default, processor in self.binds:
+            value = params[name] if name in params else default
+            if value is _REQUIRED:
+                raise StatementError(
+                    f"A value is required for bind parameter {name!r}", self.sql, None, None
+                )
+            values.append(processor(value) if processor is not None else value)
+        return self.sql, values
+
+
+_REQUIRED = object()
+
+
+_PREPARED: dict[tuple[Executable, str, tuple[str, ...] | None], _Prepared] = {}
+
+
+def _prepared(stmt: Executable, dialect: Any, params: Mapping[str, Any]) -> _Prepared:
+    # An INSERT's columns are the parameters given, as when SQLAlchemy runs it.
+    keys = tuple(params) if getattr(stmt, "is_insert", False) else None
+    found = _PREPARED.get((stmt, dialect.name, keys))
+    if found is None:
+        found = _PREPARED[(stmt, dialect.name, keys)] = _Prepared(stmt, dialect, keys)
+    return found
+
+
+def execute_prepared(
+    conn: Connection, stmt: Executable, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+) -> list[Any]:
+    """Runs a statement built once (named ``bindparam``s; an INSERT with the parameters as its
+    columns) and returns its rows, [] when it returns none; a sequence of parameter dicts runs
+    it once per dict (no rows returned).
+
+    On SQLite it goes straight to the sqlite3 connection under ``conn``, in ``conn``'s
+    transaction: SQLAlchemy's execution of a cached statement costs several times what SQLite
+    spends running it, and the group-committed writes run a few per call. Driver errors are
+    raised as SQLAlchemy would raise them (IntegrityError, OperationalError, ...). Elsewhere it
+    is ``conn.execute``.
+    """
+    if conn.dialect.name != "sqlite":
+        result = conn.execute(stmt, params)
+        return list(result.all()) if result.returns_rows else []
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    try:
+        if isinstance(params, Mapping):
+            sql, values = _prepared(stmt, conn.dialect, params).bind(params)
+            return list(raw.execute(sql, values).fetchall())
+        if params:
+            prepared = _prepared(stmt, conn.dialect, params[0])
+            raw.executemany(prepared.sql, [prepared.bind(p)[1] for p in params])
+        return []
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance("", None, exc, sqlite3.Error) from exc
+
+
 _BATCH_CACHE = "badge_service.batch_cache"
 
 
@@ -367,6 +450,12 @@ def _commit_batch(db: Database, batch: list[_Job[Any]]) -> list[tuple[bool, Any]
         except BaseException:
             if tx.is_active:
                 tx.rollback()
+            else:
+                # A COMMIT that fails can leave SQLite's transaction open while SQLAlchemy
+                # counts it ended; the connection must not return to the pool inside it.
+                raw = conn.connection.dbapi_connection
+                if raw is not None and raw.in_transaction:
+                    raw.rollback()
             raise
         finally:
             del conn.info[_BATCH_CACHE]
