@@ -31,7 +31,7 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
 
     def report() -> None:
-        counts = {code.name: n for code, n in running.interceptor.statuses.items()}
+        counts = dict(running.interceptor.statuses)
         print(
             json.dumps({"failures": running.interceptor.failures, "statuses": counts}), flush=True
         )

@@ -146,12 +146,14 @@ class AccessLog:
         if not logger.isEnabledFor(logging.INFO):
             return
         direct = _direct
+        root_handlers = logging.root.handlers
         if (
             direct is None
             or logger.handlers
             or logger.filters
             or not logger.propagate
-            or logging.root.handlers != [direct]
+            or len(root_handlers) != 1
+            or root_handlers[0] is not direct
         ):
             fields: dict[str, Any] = {"method": method, "org": org, "key": key}
             fields |= {"status": status, "duration_ms": duration_ms, "peer": peer}
@@ -160,12 +162,13 @@ class AccessLog:
         direct.write_line(
             f'{{"ts": "{self._seconds.stamp(time.time())}", "level": "info", '
             f'"logger": "badge_service.access", "msg": "rpc", "method": {_dumps(method)}, '
-            f'"org": {_number(org)}, "key": {_number(key)}, "status": {_dumps(status)}, '
+            f'"org": {_number(org)}, "key": {_number(key)}, "status": "{status}", '
             f'"duration_ms": {duration_ms!r}, "peer": {_dumps(peer)}}}'
         )
 
 
-_dumps = json.dumps
+# json's own C string encoder (what json.dumps uses for a str), without dumps' set-up per call.
+_dumps = json.encoder.encode_basestring_ascii
 
 
 def _number(value: int | None) -> str:

@@ -38,6 +38,17 @@ class Authenticator:
         self._ttl = ttl
         self._max = max_entries
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        # Accepted credentials by their header values, so a repeat call skips parsing and
+        # hashing them; only successes, so bad keys cannot fill it.
+        self._accepted: dict[tuple[str | None, str | None], tuple[float, Principal]] = {}
+
+    def accepted(self, authorization: str | None, api_key: str | None) -> Principal | None:
+        """The principal these header values authenticated within the cache's lifetime, or
+        None (then call authenticate)."""
+        hit = self._accepted.get((authorization, api_key))
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
 
     async def authenticate(self, metadata: dict[str, str]) -> Principal:
         """The principal for the call's metadata, or UNAUTHENTICATED."""
@@ -45,16 +56,22 @@ class Authenticator:
         digest = hash_api_key(creds.key)
         now = time.monotonic()
         hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
-            principal = hit[1]
-        else:
+        if hit is None or hit[0] <= now:
             async with self._db.read() as conn:
-                principal = await orgs.find_principal(conn, digest)
+                found = await orgs.find_principal(conn, digest)
             if len(self._cache) >= self._max:
                 self._cache.clear()
-            self._cache[digest] = (now + self._ttl, principal)
+            hit = self._cache[digest] = (now + self._ttl, found)
+        expiry, principal = hit
         if principal is None:
             raise invalid_key()
         if creds.claimed_org is not None and creds.claimed_org != principal.org_id:
             raise invalid_key()
+        if len(self._accepted) >= self._max:
+            self._accepted.clear()
+        # No longer than the key lookup it rests on, so a revoked key still ends within ttl.
+        self._accepted[(metadata.get("authorization"), metadata.get("x-api-key"))] = (
+            expiry,
+            principal,
+        )
         return principal

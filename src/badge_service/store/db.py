@@ -327,9 +327,10 @@ class _Prepared:
     each placeholder the parameter's name, default and bind processor (SQLAlchemy's own, so a
     JSON column is serialised as SQLAlchemy would)."""
 
-    __slots__ = ("binds", "sql")
+    __slots__ = ("binds", "dialect_name", "sql")
 
     def __init__(self, stmt: Executable, dialect: Any, keys: tuple[str, ...] | None) -> None:
+        self.dialect_name: str = dialect.name
         compiled = stmt.compile(  # type: ignore[attr-defined]
             dialect=dialect, column_keys=list(keys) if keys is not None else None
         )
@@ -360,14 +361,20 @@ _REQUIRED = object()
 
 
 _PREPARED: dict[tuple[Executable, str, tuple[str, ...] | None], _Prepared] = {}
+_PREPARED_SELECTS: dict[Executable, _Prepared] = {}
 
 
 def _prepared(stmt: Executable, dialect: Any, params: Mapping[str, Any]) -> _Prepared:
+    found = _PREPARED_SELECTS.get(stmt)
+    if found is not None and found.dialect_name == dialect.name:
+        return found
     # An INSERT's columns are the parameters given, as when SQLAlchemy runs it.
     keys = tuple(params) if getattr(stmt, "is_insert", False) else None
     found = _PREPARED.get((stmt, dialect.name, keys))
     if found is None:
         found = _PREPARED[(stmt, dialect.name, keys)] = _Prepared(stmt, dialect, keys)
+        if keys is None:  # the hot reads: one lookup by the statement alone
+            _PREPARED_SELECTS[stmt] = found
     return found
 
 
