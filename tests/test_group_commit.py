@@ -13,6 +13,7 @@ parameters, one or several in a snapshot, and raises SQLAlchemy's DBAPIError sub
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -491,3 +492,42 @@ async def test_fetch_without_a_required_parameter_fails(scratch: Scratch) -> Non
     stmt = select(s.rows.c.k).where(s.rows.c.note.is_(None), s.rows.c.k != bindparam("k"))
     with pytest.raises(StatementError):
         await s.db.fetch((stmt, {}))
+
+
+async def test_fetch_waits_for_a_locked_sqlite_off_the_event_loop(tmp_path: Path) -> None:
+    """A database locked against readers (here another connection in exclusive locking mode,
+    as a crashed process's recovery would) makes fetch() wait in a reader thread: the event
+    loop keeps running meanwhile, and the read answers once the lock goes."""
+    path = tmp_path / "locked.db"
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("PRAGMA journal_mode=WAL")
+    blocker.execute("PRAGMA locking_mode=EXCLUSIVE")
+    blocker.execute("CREATE TABLE rows (k TEXT PRIMARY KEY)")
+    blocker.execute("BEGIN EXCLUSIVE")
+    blocker.execute("INSERT INTO rows (k) VALUES ('locked')")
+    meta = MetaData()
+    rows = Table("rows", meta, Column("k", String, primary_key=True))
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        read = asyncio.create_task(db.fetch((select(rows.c.k), {})))
+        await asyncio.sleep(0.3)
+        assert not read.done()  # waiting for the lock...
+        assert ticks >= 10  # ...without holding up the loop
+        blocker.execute("COMMIT")
+        blocker.close()  # exclusive locking mode keeps the lock until the connection closes
+        (found,) = await asyncio.wait_for(read, 10)
+        assert [r[0] for r in found] == ["locked"]
+        # And the loop's own connection reads again once the lock is gone.
+        assert [r[0] for r in (await db.fetch((select(rows.c.k), {})))[0]] == ["locked"]
+    finally:
+        ticker.cancel()
+        await db.close()

@@ -174,10 +174,17 @@ class Database:
             try:
                 return [self._raw_rows(raw, stmt, params) for stmt, params in queries]
             finally:
-                raw.execute("COMMIT")
+                if raw.in_transaction:  # not after an error that already ended it
+                    raw.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != _SQLITE_BUSY:
+                raise DBAPIError.instance("", None, exc, sqlite3.Error) from exc
         except sqlite3.Error as exc:
             # As SQLAlchemy would raise it, so the interceptor maps it the same way.
             raise DBAPIError.instance("", None, exc, sqlite3.Error) from exc
+        # SQLite is locked against readers (another process's recovery or exclusive lock):
+        # the loop's connection never waits (busy_timeout 0), a reader thread does.
+        return await self.run_read(_fetch_rows, queries)
 
     def _raw_rows(
         self, raw: sqlite3.Connection, stmt: Executable, params: Mapping[str, Any]
@@ -189,8 +196,8 @@ class Database:
     def _open_raw(self) -> sqlite3.Connection:
         path = self.url.database
         assert path
-        raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        raw.execute("PRAGMA busy_timeout=30000")
+        # timeout=0: on the event loop's thread a busy database must fail fast, not sleep.
+        raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
         raw.execute("PRAGMA query_only=1")  # this connection never writes
         self._raw = raw
         return raw
@@ -320,6 +327,16 @@ def _bind_kwargs(fn: Callable[..., T], kwargs: dict[str, Any]) -> Callable[..., 
         return fn(conn, *args, **kwargs)
 
     return call
+
+
+_SQLITE_BUSY = 5  # SQLITE_BUSY; extended codes (BUSY_RECOVERY, ...) share the low byte
+
+
+def _fetch_rows(
+    conn: Connection, queries: Sequence[tuple[Executable, Mapping[str, Any]]]
+) -> list[Sequence[Sequence[Any]]]:
+    """fetch()'s statements in a run_read transaction (its fallback when SQLite is busy)."""
+    return [execute_prepared(conn, stmt, params) for stmt, params in queries]
 
 
 class _Prepared:
