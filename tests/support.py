@@ -6,13 +6,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import pytest
+from alembic import command
 from google.rpc import error_details_pb2, status_pb2
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 
 from badge_service.api.badges.v1 import (
     badge_pb2_grpc,
@@ -23,6 +27,7 @@ from badge_service.domain.auth import Role, hash_api_key, new_api_key
 from badge_service.server import Running
 from badge_service.store import orgs
 from badge_service.store.db import Database
+from badge_service.store.migrate import alembic_config
 
 PG_ENV = "BADGE_SERVICE_TEST_PG_URL"
 S = TypeVar("S")
@@ -172,6 +177,33 @@ async def drop_pg_database(db_url: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def own_database_url(kind: str, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a database of its own: a SQLite file in ``tmp_path``, or a PostgreSQL
+    database created for the caller and dropped afterwards (skips without
+    BADGE_SERVICE_TEST_PG_URL)."""
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'own.db'}"
+        return
+    base = pg_url()
+    if base is None:
+        pytest.skip("PostgreSQL tests need BADGE_SERVICE_TEST_PG_URL")
+    url = await create_pg_database(base)
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
+
+
+def migrate(conn: Connection, direction: str, target: str) -> None:
+    """Runs Alembic on a sync connection (``await conn.run_sync(migrate, "down", "0005")``)."""
+    cfg = alembic_config(conn)
+    if direction == "down":
+        command.downgrade(cfg, target)
+    else:
+        command.upgrade(cfg, target)
 
 
 def _asyncpg_dsn(url: Any) -> str:

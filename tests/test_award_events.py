@@ -11,12 +11,17 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
+import pytest
+from sqlalchemy.engine import Connection
 
 from badge_service.api.badges.v1 import award_pb2 as apb
 from badge_service.config import Settings
 from badge_service.domain.awards import Recipient, RecipientKind
+from badge_service.domain.errors import InvalidArgument
+from badge_service.rpc import award_events as award_events_rpc
 from badge_service.server import start
 from badge_service.store import badges as badge_store
 from badge_service.store import events
@@ -364,10 +369,12 @@ async def test_mark_earned_moves_to_earned_once_with_one_event(backend: Backend,
         badge = await conn.run_sync(badge_store.get_badge, org.id, badge_id)
     async with watching(org.admin) as watch:
         now = dt.datetime.now(dt.UTC)
-        async with backend.db.write() as conn:
-            first = await progress_store.mark_earned(conn, org.id, badge, "member_id:m-1", who, now)
-        async with backend.db.write() as conn:
-            again = await progress_store.mark_earned(conn, org.id, badge, "member_id:m-1", who, now)
+        first = await backend.db.run_write(
+            progress_store.mark_earned, org.id, badge, "member_id:m-1", who, now
+        )
+        again = await backend.db.run_write(
+            progress_store.mark_earned, org.id, badge, "member_id:m-1", who, now
+        )
         await record(org, badge_id, member("after"), IN_PROGRESS)
         events = await watch.take(2)
     assert (first, again) == (watch.after + 1, None)
@@ -406,10 +413,102 @@ async def test_append_many_numbers_a_batch_in_order(backend: Backend, org: Org) 
         for i in range(1, 1202)  # more than one insert chunk
     ]
     async with watching(org.admin) as watch:
-        async with backend.db.write() as conn:
-            unchanged = await events.append_many(conn, org.id, "progress", [], now)
-            last = await events.append_many(conn, org.id, "progress", payloads, now)
+        unchanged, last = await backend.db.run_write(_append_twice, org.id, payloads, now)
         got = await watch.take(len(payloads))
     assert (unchanged, last) == (watch.after, watch.after + len(payloads))
     assert [e.sequence for e in got] == [watch.after + i for i in range(1, len(payloads) + 1)]
     assert [e.progress.order for e in got] == list(range(1, 1202))
+
+
+def _append_twice(
+    conn: Connection, org_id: int, payloads: list[dict[str, Any]], now: dt.datetime
+) -> tuple[int, int]:
+    """An empty append_many, then one of ``payloads``, in one transaction."""
+    unchanged = events.append_many(conn, org_id, "progress", [], now)
+    return unchanged, events.append_many(conn, org_id, "progress", payloads, now)
+
+
+# --- Wake-ups of group-committed writes ---------------------------------------------------------
+# On SQLite, run_write commits through a second engine in a worker thread, batching the writes
+# that queue meanwhile (group commit). These tests slow polling to 30 s, so an event arrives
+# within READ_TIMEOUT only if the commit rang the bell, and only if it rang after the COMMIT
+# (a ring before it would find nothing to read and leave the stream waiting).
+
+
+async def test_awards_wake_the_stream_without_polling(
+    monkeypatch: pytest.MonkeyPatch, org: Org
+) -> None:
+    monkeypatch.setattr(award_events_rpc, "POLL_SECONDS", 30.0)
+    badge = await new_badge(org, "woken")
+    stub = awards(org.admin)
+
+    def give(member_id: str) -> Any:
+        award = apb.Award(badge_id=badge, recipient=member(member_id))
+        return stub.CreateAward(apb.CreateAwardRequest(award=award))
+
+    async with watching(org.admin) as watch:
+        for i in range(5):
+            reply = await give(f"m-{i}")
+            progress, awarded = await watch.take(2)
+            assert (progress.type, progress.progress.recipient.member_id) == (PROGRESS, f"m-{i}")
+            assert (awarded.type, awarded.award.id) == (AWARDED, reply.id)
+            assert (progress.sequence, awarded.sequence) == (
+                watch.after + 2 * i + 1,
+                watch.after + 2 * i + 2,
+            )
+        # Concurrent awards share group commits; every one of them is delivered, in order.
+        replies = await asyncio.gather(*(give(f"c-{i}") for i in range(20)))
+        got = await watch.take(40)
+    assert [e.sequence for e in got] == [watch.after + 11 + i for i in range(40)]
+    assert sorted(e.award.id for e in got if e.type == AWARDED) == sorted(r.id for r in replies)
+
+
+def _append_progress(
+    conn: Connection, org_id: int, badge_id: int, member_id: str, now: dt.datetime, fail: bool
+) -> int:
+    """Appends one progress event; with ``fail``, raises after it (the write rolls back)."""
+    payload = {
+        "badge_id": badge_id,
+        "recipient": {"kind": "member_id", "value": member_id},
+        "state": 3,
+        "order": 3,
+        "update_time": 0,
+    }
+    sequence = events.append(conn, org_id, "progress", payload, now)
+    if fail:
+        raise InvalidArgument("member_id", "rolled back on purpose")
+    return sequence
+
+
+async def test_a_write_rolled_back_in_a_group_commit_does_not_hold_back_the_others(
+    monkeypatch: pytest.MonkeyPatch, backend: Backend, org: Org
+) -> None:
+    """Four writes in one group commit (on SQLite: they queue while db.write() holds the
+    write lock), the second failing after its append: it alone rolls back, its sequence is
+    reused, the others' events are delivered at once. On PostgreSQL the writes run
+    concurrently, each in its own transaction."""
+    monkeypatch.setattr(award_events_rpc, "POLL_SECONDS", 30.0)
+    badge = await new_badge(org, "grouped")
+    now = dt.datetime.now(dt.UTC)
+    db = backend.db
+    async with watching(org.admin) as watch:
+        async with db.write():
+            jobs = [
+                asyncio.ensure_future(
+                    db.run_write(_append_progress, org.id, badge, f"m-{i}", now, i == 1)
+                )
+                for i in range(4)
+            ]
+            await asyncio.sleep(0.05)
+            if backend.name == "sqlite":
+                assert not any(j.done() for j in jobs)
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        got = await watch.take(3)
+    assert isinstance(results[1], InvalidArgument)
+    sequences = [results[0], results[2], results[3]]
+    expected = [watch.after + i for i in (1, 2, 3)]
+    assert [e.sequence for e in got] == expected
+    by_member = {e.progress.recipient.member_id: e.sequence for e in got}
+    assert by_member == dict(zip(("m-0", "m-2", "m-3"), sequences, strict=True))
+    if backend.name == "sqlite":  # one transaction, in queue order
+        assert sequences == expected

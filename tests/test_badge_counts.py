@@ -15,16 +15,14 @@ from typing import Any
 
 import grpc
 import pytest
-from alembic import command
 from sqlalchemy import func, insert, select
-from sqlalchemy.engine import Connection
 
 from badge_service.api.badges.v1 import award_pb2 as apb
 from badge_service.api.badges.v1 import badge_pb2 as pb
 from badge_service.store.db import Database
-from badge_service.store.migrate import alembic_config, upgrade
+from badge_service.store.migrate import upgrade
 from badge_service.store.models import badges, org_badge_counts, orgs
-from tests.support import Backend, Org, create_pg_database, drop_pg_database, expect_error, pg_url
+from tests.support import Backend, Org, expect_error, migrate, own_database_url
 from tests.test_awards import awards, give, make_badge, member
 from tests.test_badges import create, valid_badge
 
@@ -169,29 +167,13 @@ async def test_award_recipient_states_total_uses_the_count(backend: Backend, org
 @pytest.fixture(params=["sqlite", "postgres"])
 async def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A migrated database of its own (the migration test downgrades it)."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
-    else:
-        base = pg_url()
-        if base is None:
-            pytest.skip("PostgreSQL tests need BADGE_SERVICE_TEST_PG_URL")
-        url = await create_pg_database(base)
-    db = Database(url)
-    try:
-        await upgrade(db)
-        yield db
-    finally:
-        await db.close()
-        if request.param == "postgres":
-            await drop_pg_database(url)
-
-
-def _migrate(conn: Connection, direction: str, target: str) -> None:
-    cfg = alembic_config(conn)
-    if direction == "down":
-        command.downgrade(cfg, target)
-    else:
-        command.upgrade(cfg, target)
+    async with own_database_url(request.param, tmp_path) as url:
+        db = Database(url)
+        try:
+            await upgrade(db)
+            yield db
+        finally:
+            await db.close()
 
 
 async def test_migration_backfills_counts(fresh_db: Database) -> None:
@@ -215,7 +197,7 @@ async def test_migration_backfills_counts(fresh_db: Database) -> None:
             for i in range(3)
         ]
     async with engine.begin() as conn:
-        await conn.run_sync(_migrate, "down", "0005")
+        await conn.run_sync(migrate, "down", "0005")
         tables = await conn.run_sync(lambda c: set(c.dialect.get_table_names(c)))
         assert "org_badge_counts" not in tables
         # Badges stored before 0006: 3 in the first org, 5 in the second, none in the third.
@@ -241,7 +223,7 @@ async def test_migration_backfills_counts(fresh_db: Database) -> None:
             ],
         )
     async with engine.begin() as conn:
-        await conn.run_sync(_migrate, "up", "head")
+        await conn.run_sync(migrate, "up", "head")
     async with engine.connect() as conn:
         rows = (
             await conn.execute(select(org_badge_counts.c.org_id, org_badge_counts.c.badges))

@@ -25,7 +25,7 @@ from badge_service.api.badges.v1 import custom_field_pb2 as cf
 from badge_service.config import Settings
 from badge_service.server import start
 from badge_service.store.db import Database
-from tests.support import Client, create_pg_database, drop_pg_database, expect_error, pg_url
+from tests.support import Client, expect_error, own_database_url
 
 BIN = Path(sys.executable).parent / "badge-service"
 
@@ -41,18 +41,9 @@ class Db:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Db]:
-    if request.param == "sqlite":
-        path = tmp_path / "cli.db"
-        yield Db("sqlite", f"sqlite+aiosqlite:///{path}", path)
-        return
-    base = pg_url()
-    if base is None:
-        pytest.skip("PostgreSQL tests need BADGE_SERVICE_TEST_PG_URL")
-    url = await create_pg_database(base)
-    try:
-        yield Db("postgres", url, None)
-    finally:
-        await drop_pg_database(url)
+    async with own_database_url(request.param, tmp_path) as url:
+        path = tmp_path / "own.db" if request.param == "sqlite" else None
+        yield Db(request.param, url, path)
 
 
 def cli(db: Db, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from badge_service.store.db import Database
 from badge_service.store.migrate import upgrade
 from badge_service.store.models import metadata
-from tests.support import create_pg_database, drop_pg_database, pg_url
+from tests.support import own_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 API = ROOT / "src" / "badge_service" / "api"
@@ -168,17 +168,8 @@ def test_rest_mapping_fields(mapping_tool: ModuleType) -> None:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
-        return
-    base = pg_url()
-    if base is None:
-        pytest.skip("PostgreSQL tests need BADGE_SERVICE_TEST_PG_URL")
-    url = await create_pg_database(base)
-    try:
+    async with own_database_url(request.param, tmp_path) as url:
         yield url
-    finally:
-        await drop_pg_database(url)
 
 
 def _diff(conn: Connection) -> list[Any]:

@@ -296,16 +296,15 @@ async def test_progress_on_a_badge_deleted_meanwhile_is_not_found(
     await org.admin.badges.DeleteBadge(pb.DeleteBadgeRequest(id=badge_id))
     who = Recipient(RecipientKind.MEMBER_ID, "m-1")
     with pytest.raises(NotFound) as raised:
-        async with backend.db.write() as conn:
-            await progress_store.record_progress(
-                conn,
-                org.id,
-                badge,
-                "member_id:m-1",
-                who,
-                BadgeStateType.EARNED,
-                dt.datetime.now(dt.UTC),
-            )
+        await backend.db.run_write(
+            progress_store.record_progress,
+            org.id,
+            badge,
+            "member_id:m-1",
+            who,
+            BadgeStateType.EARNED,
+            dt.datetime.now(dt.UTC),
+        )
     assert raised.value.metadata == {"resource": "badge", "id": str(badge_id)}
 
 

@@ -22,7 +22,7 @@ import grpc
 from badge_service.api.badges.v1 import award_pb2 as pb
 from badge_service.domain import paging
 from badge_service.domain.awards import Recipient, RecipientKind, check_recipient, recipient_key
-from badge_service.domain.badges import BadgeFilter, BadgeStateType
+from badge_service.domain.badges import Badge, BadgeFilter, BadgeStateType
 from badge_service.domain.errors import DomainError, InvalidArgument
 from badge_service.domain.progress import (
     LIST_DEFAULT_PAGE_SIZE,
@@ -32,6 +32,7 @@ from badge_service.domain.progress import (
 )
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import ts
+from badge_service.store import award_definitions as definitions
 from badge_service.store import awards as award_store
 from badge_service.store import badges as badge_store
 from badge_service.store import events
@@ -39,8 +40,9 @@ from badge_service.store import progress as progress_store
 from badge_service.store.events import StoredEvent
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    from sqlalchemy.engine import Connection
 
+    from badge_service.domain.awards import Award
     from badge_service.store.db import Database
 
 # Other processes' events are found by polling at this interval.
@@ -118,11 +120,9 @@ class AwardEventsMixin:
         recipient = recipient_from_proto(request.recipient, "recipient")
         state = _state_from_proto(request.state)
         now = dt.datetime.now(dt.UTC)
-        async with self._db.write() as conn:
-            badge = await conn.run_sync(badge_store.get_badge, who.org_id, request.badge_id)
-            result, _ = await progress_store.record_progress(
-                conn, who.org_id, badge, recipient_key(recipient), recipient, state, now
-            )
+        result = await self._db.run_write(
+            _record, who.org_id, request.badge_id, recipient, state, now
+        )
         return state_to_proto(result)
 
     async def ListRecipientBadgeStates(
@@ -144,14 +144,9 @@ class AwardEventsMixin:
             if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < 2**63:
                 raise InvalidArgument("page_token", "is not a token this service issued")
             after = token
-        flt = BadgeFilter()
-        async with self._db.read() as conn:
-            total = await conn.run_sync(badge_store.count_badges, who.org_id, flt)
-            rows = await conn.run_sync(
-                badge_store.list_badges, who.org_id, flt, limit=size + 1, after_id=after
-            )
-            badges, next_token = paging.keyset_page(rows, size, fingerprint, lambda b: b.id)
-            recorded = await progress_store.states_of(conn, who.org_id, rkey, badges)
+        total, badges, next_token, recorded = await self._db.run_read(
+            _states, who.org_id, rkey, size, after, fingerprint
+        )
         states = [recorded.get(b.id) or default_state(b, recipient) for b in badges]
         return pb.ListRecipientBadgeStatesResponse(
             states=[state_to_proto(s) for s in states],
@@ -166,8 +161,7 @@ class AwardEventsMixin:
         until the client cancels or the server shuts down."""
         who = current_principal()
         bell = events.bell(self._db.engine)
-        async with self._db.read() as conn:
-            current = await events.last_sequence(conn, who.org_id)
+        current = await self._db.run_read(events.last_sequence, who.org_id)
         if request.after_sequence < 0 or request.after_sequence > current:
             raise InvalidArgument(
                 "after_sequence", f"must be between 0 and the org's current sequence {current}"
@@ -178,9 +172,8 @@ class AwardEventsMixin:
             # Taken before the read: a ring between the read and the wait is not lost, and
             # after shutdown begins one last read sends what had committed by then.
             rung, closing = bell.generation, bell.closed
-            async with self._db.read() as conn:
-                batch = await events.read_after(conn, who.org_id, last, limit=BATCH)
-                messages = await self._event_messages(conn, who.org_id, batch)
+            batch, found, entity_ids = await self._db.run_read(_events_after, who.org_id, last)
+            messages = self._event_messages(batch, found, entity_ids)
             # Sent outside the transaction: a slow reader must not hold a connection.
             for msg in messages:
                 yield msg
@@ -191,18 +184,16 @@ class AwardEventsMixin:
                 raise ServerShuttingDown(last)
             await bell.wait(POLL_SECONDS, since=rung)
 
-    async def _event_messages(
-        self, conn: AsyncConnection, org_id: int, batch: Sequence[StoredEvent]
+    def _event_messages(
+        self,
+        batch: Sequence[StoredEvent],
+        found: dict[str, Award],
+        entity_ids: dict[str, str],
     ) -> list[pb.AwardEvent]:
-        """The messages of a batch of events; their awards are loaded with one query."""
+        """The messages of a batch of events and their awards (see _events_after)."""
         # Imported here: rpc.awards defines the servicer that mixes this class in.
         from badge_service.rpc.awards import award_to_proto
 
-        award_ids = [str(e.payload["award_id"]) for e in batch if e.kind != "progress"]
-        found = await award_store.get_awards(conn, org_id, award_ids)
-        entity_ids = await award_store.class_entity_ids(
-            conn, [a.badge_class_id for a in found.values() if a.badge_class_id is not None]
-        )
         out = []
         for e in batch:
             msg = pb.AwardEvent(sequence=e.sequence, type=_KIND[e.kind], time=ts(e.time))
@@ -226,3 +217,42 @@ class AwardEventsMixin:
             msg.award.CopyFrom(award_to_proto(award, self._base, entity_id, now=e.time))
             out.append(msg)
         return out
+
+
+def _record(
+    conn: Connection,
+    org_id: int,
+    badge_id: int,
+    recipient: Recipient,
+    state: BadgeStateType,
+    now: dt.datetime,
+) -> RecipientBadgeState:
+    badge = definitions.badge(conn, org_id, badge_id)
+    result, _ = progress_store.record_progress(
+        conn, org_id, badge, recipient_key(recipient), recipient, state, now
+    )
+    return result
+
+
+def _states(
+    conn: Connection, org_id: int, rkey: str, size: int, after: int | None, fingerprint: str
+) -> tuple[int, list[Badge], str, dict[int, RecipientBadgeState]]:
+    flt = BadgeFilter()
+    total = badge_store.count_badges(conn, org_id, flt)
+    rows = badge_store.list_badges(conn, org_id, flt, limit=size + 1, after_id=after)
+    badges, next_token = paging.keyset_page(rows, size, fingerprint, lambda b: b.id)
+    return total, badges, next_token, progress_store.states_of(conn, org_id, rkey, badges)
+
+
+def _events_after(
+    conn: Connection, org_id: int, after: int
+) -> tuple[Sequence[StoredEvent], dict[str, Award], dict[str, str]]:
+    """A batch of the org's events after a sequence, the awards they name (one query) and
+    those awards' class entity ids, in one snapshot."""
+    batch = events.read_after(conn, org_id, after, limit=BATCH)
+    award_ids = [str(e.payload["award_id"]) for e in batch if e.kind != "progress"]
+    found = award_store.get_awards(conn, org_id, award_ids)
+    entity_ids = award_store.class_entity_ids(
+        conn, [a.badge_class_id for a in found.values() if a.badge_class_id is not None]
+    )
+    return batch, found, entity_ids

@@ -120,7 +120,7 @@ class AwardOpenBadgesMixin:
     _base: str
 
     async def _get_award(self, conn: AsyncConnection, org_id: int, award_id: str) -> Award:
-        return await award_store.get_award(conn, org_id, award_id)
+        return await conn.run_sync(award_store.get_award, org_id, award_id)
 
     async def BakeAward(
         self, request: pb.BakeAwardRequest, context: grpc.aio.ServicerContext

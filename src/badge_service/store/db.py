@@ -405,14 +405,13 @@ def execute_prepared(
     On SQLite it goes straight to the sqlite3 connection under ``conn``, in ``conn``'s
     transaction: SQLAlchemy's execution of a cached statement costs several times what SQLite
     spends running it, and the group-committed writes run a few per call. Driver errors are
-    raised as SQLAlchemy would raise them (IntegrityError, OperationalError, ...). Elsewhere it
-    is ``conn.execute``.
+    raised as SQLAlchemy would raise them (IntegrityError, OperationalError, ...). Elsewhere
+    (PostgreSQL, or SQLite through aiosqlite inside ``db.write()``) it is ``conn.execute``.
     """
-    if conn.dialect.name != "sqlite":
+    raw = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
+    if not isinstance(raw, sqlite3.Connection):  # PostgreSQL, or aiosqlite under db.write()
         result = conn.execute(stmt, params)
         return list(result.all()) if result.returns_rows else []
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
     try:
         if isinstance(params, Mapping):
             sql, values = _prepared(stmt, conn.dialect, params).bind(params)

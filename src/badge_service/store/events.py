@@ -11,8 +11,13 @@ the lock is held only for the commit.
 
 Waking: a watcher in this process waits on the engine's :class:`EventBell`. ``append`` marks
 the pooled connection; when the connection goes back to the pool (after the commit or
-rollback) the pool's ``checkin`` event rings the bell. Watchers also poll, which covers events
+rollback) the pool's ``checkin`` event rings the bell. On SQLite, ``Database.run_write`` commits
+through a second engine (``Database.sync_engine``) in a worker thread; ``share_bell`` makes its
+checkins ring the same bell, handed to the event loop. Watchers also poll, which covers events
 written by other processes (``serve --workers``).
+
+The functions take a synchronous Connection: they run inside ``Database.run_write`` /
+``run_read``, or from async code through ``conn.run_sync``.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import event, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from badge_service.store.db import from_micros, to_micros
+from badge_service.store.db import execute_prepared, from_micros, to_micros
 from badge_service.store.models import award_events, org_event_sequences
 
 EventKind = Literal["awarded", "revoked", "progress"]
@@ -90,122 +95,167 @@ class EventBell:
             self._waiters.discard(fut)
 
 
-_bells: weakref.WeakKeyDictionary[Engine, EventBell] = weakref.WeakKeyDictionary()
+@dataclass(slots=True)
+class _Target:
+    """What a checkin of one engine's marked connection rings, and from which loop."""
+
+    bell: EventBell
+    # None: checkins come on the bell's own loop thread. Otherwise rings are handed to it.
+    loop: asyncio.AbstractEventLoop | None
+
+
+_targets: weakref.WeakKeyDictionary[Engine, _Target] = weakref.WeakKeyDictionary()
 
 
 def bell(engine: AsyncEngine) -> EventBell:
     """The bell of ``engine`` (one per engine, created with its pool listener on first use)."""
-    sync = engine.sync_engine
-    found = _bells.get(sync)
+    return _target_of(engine.sync_engine).bell
+
+
+def _target_of(sync: Engine) -> _Target:
+    found = _targets.get(sync)
     if found is None:
-        found = _bells[sync] = EventBell()
-        _listen(sync, found)
+        found = _targets[sync] = _Target(EventBell(), None)
+        _listen(sync)
     return found
 
 
-def _listen(sync: Engine, target: EventBell) -> None:
+def share_bell(engine: AsyncEngine, other: Engine) -> None:
+    """Makes appends committed through ``other`` (another engine on the same database, such as
+    ``Database.sync_engine``, whose connections run in worker threads) ring ``engine``'s bell.
+    Call it on the event loop the bell's watchers run on: a ring from another thread is handed
+    to that loop."""
+    target = _Target(bell(engine), asyncio.get_running_loop())
+    if other not in _targets:
+        _listen(other)
+    _targets[other] = target
+
+
+def _listen(sync: Engine) -> None:
     # The checkin event runs when a connection returns to the pool, which is after its
     # transaction committed (or rolled back: a spurious ring is harmless). Ringing from
     # append() itself would wake watchers before the commit, and they would find nothing.
-    ref = weakref.ref(target)
+    # The target is looked up at each checkin, so share_bell may change it at any time.
+    engine_ref = weakref.ref(sync)
 
     def on_checkin(_dbapi_conn: Any, record: Any) -> None:
-        if record is not None and record.info.pop(_RING_MARK, False):
-            found = ref()
-            if found is not None:
-                found.ring()
+        if record is None or not record.info.pop(_RING_MARK, False):
+            return
+        engine = engine_ref()
+        target = _targets.get(engine) if engine is not None else None
+        if target is None:
+            return
+        if target.loop is None:
+            target.bell.ring()
+            return
+        # A group commit's COMMIT (and this checkin) runs in a worker thread, and asyncio
+        # futures may only be resolved on their loop's thread.
+        try:
+            target.loop.call_soon_threadsafe(target.bell.ring)
+        except RuntimeError:  # the loop is closed: nobody is left to wake
+            pass
 
     event.listen(sync.pool, "checkin", on_checkin)
 
 
-async def append(
-    conn: AsyncConnection, org_id: int, kind: str, payload: dict[str, Any], now: dt.datetime
+def _mark(conn: Connection) -> None:
+    """Marks the pooled connection so that its return to the pool rings the bell. The mark
+    is set after the statements: a job of a group commit rolled back to its savepoint leaves
+    it set, which costs a spurious ring, never a missing one."""
+    _target_of(conn.engine)  # the pool listener must exist before the connection returns
+    conn.connection.info[_RING_MARK] = True
+
+
+def _sequence_statement(dialect: Any) -> Any:
+    # INSERT .. ON CONFLICT DO UPDATE .. RETURNING: the org's first event makes the row; the
+    # row lock (PostgreSQL) is held to the commit, which orders an org's commits by sequence.
+    t = org_event_sequences
+    ins = dialect.insert(t)
+    return ins.on_conflict_do_update(
+        index_elements=[t.c.org_id],
+        set_={"last_sequence": t.c.last_sequence + ins.excluded.last_sequence},
+    ).returning(t.c.last_sequence)
+
+
+# Statements built once (SQLAlchemy's per-call cost of a statement built per call exceeds what
+# the database spends on it); run with execute_prepared.
+_BUMP = {"sqlite": _sequence_statement(sqlite), "postgresql": _sequence_statement(postgresql)}
+_INSERT = award_events.insert()
+_LAST = select(org_event_sequences.c.last_sequence).where(
+    org_event_sequences.c.org_id == bindparam("org_id")
+)
+_AFTER = (
+    select(
+        award_events.c.sequence, award_events.c.type, award_events.c.payload, award_events.c.time
+    )
+    .where(
+        award_events.c.org_id == bindparam("org_id"), award_events.c.sequence > bindparam("after")
+    )
+    .order_by(award_events.c.sequence)
+    .limit(bindparam("limit"))
+)
+
+
+def append(
+    conn: Connection, org_id: int, kind: str, payload: dict[str, Any], now: dt.datetime
 ) -> int:
     """Appends an event to the org's log inside the caller's transaction; returns its
     sequence. ``kind`` is "awarded", "revoked" or "progress". Call it last in the transaction:
     it holds the org's sequence row lock until the commit."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown event kind {kind!r}")
-    bell(conn.engine)  # make sure the pool listener exists before the connection returns
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    t = org_event_sequences
-    stmt = (
-        dialect.insert(t)
-        .values(org_id=org_id, last_sequence=1)
-        .on_conflict_do_update(
-            index_elements=[t.c.org_id], set_={"last_sequence": t.c.last_sequence + 1}
-        )
-        .returning(t.c.last_sequence)
-    )
-    sequence = int((await conn.execute(stmt)).scalar_one())
-    await conn.execute(
-        award_events.insert().values(
-            org_id=org_id, sequence=sequence, type=kind, payload=payload, time=to_micros(now)
-        )
-    )
-    (await conn.get_raw_connection()).info[_RING_MARK] = True
-    return sequence
+    return append_events(conn, org_id, [(kind, payload)], now)
 
 
-async def last_sequence(conn: AsyncConnection, org_id: int) -> int:
-    """The org's last committed sequence (0 before its first event)."""
-    t = org_event_sequences
-    found = (await conn.execute(select(t.c.last_sequence).where(t.c.org_id == org_id))).scalar()
-    return int(found or 0)
-
-
-async def read_after(
-    conn: AsyncConnection, org_id: int, after: int, *, limit: int
-) -> Sequence[StoredEvent]:
-    """The org's events with sequence > ``after``, in sequence order, at most ``limit``."""
-    t = award_events
-    rows = await conn.execute(
-        select(t.c.sequence, t.c.type, t.c.payload, t.c.time)
-        .where(t.c.org_id == org_id, t.c.sequence > after)
-        .order_by(t.c.sequence)
-        .limit(limit)
-    )
-    return [
-        StoredEvent(org_id, int(r.sequence), r.type, dict(r.payload), from_micros(r.time))
-        for r in rows
-    ]
-
-
-async def append_many(
-    conn: AsyncConnection,
+def append_many(
+    conn: Connection,
     org_id: int,
     kind: str,
     payloads: Sequence[dict[str, Any]],
     now: dt.datetime,
 ) -> int:
-    """Appends one event per payload, in order, with one sequence bump and multi-row inserts
-    (a batch of thousands of awards would otherwise pay a round trip per event); returns the
-    last sequence (the org's current one when ``payloads`` is empty). Same ordering and
-    locking as append(): call it last in the transaction."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown event kind {kind!r}")
-    if not payloads:
-        return await last_sequence(conn, org_id)
-    bell(conn.engine)
-    n = len(payloads)
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    t = org_event_sequences
-    stmt = (
-        dialect.insert(t)
-        .values(org_id=org_id, last_sequence=n)
-        .on_conflict_do_update(
-            index_elements=[t.c.org_id], set_={"last_sequence": t.c.last_sequence + n}
-        )
-        .returning(t.c.last_sequence)
+    """Appends one event of ``kind`` per payload, in order (see append_events); returns the
+    last sequence (the org's current one when ``payloads`` is empty)."""
+    return append_events(conn, org_id, [(kind, p) for p in payloads], now)
+
+
+def append_events(
+    conn: Connection,
+    org_id: int,
+    items: Sequence[tuple[str, dict[str, Any]]],
+    now: dt.datetime,
+) -> int:
+    """Appends one event per (kind, payload), in order, with one sequence bump and one
+    executemany of the rows (a batch of thousands of awards would otherwise pay a round trip
+    per event); returns the last sequence (the org's current one when ``items`` is empty).
+    Call it last in the transaction: it holds the org's sequence row lock until the commit."""
+    for kind, _ in items:
+        if kind not in KINDS:
+            raise ValueError(f"unknown event kind {kind!r}")
+    if not items:
+        return last_sequence(conn, org_id)
+    n = len(items)
+    ((last,),) = execute_prepared(
+        conn, _BUMP[conn.dialect.name], {"org_id": org_id, "last_sequence": n}
     )
-    last = int((await conn.execute(stmt)).scalar_one())
-    first, micros = last - n + 1, to_micros(now)
+    first, micros = int(last) - n + 1, to_micros(now)
     rows = [
         {"org_id": org_id, "sequence": first + i, "type": kind, "payload": p, "time": micros}
-        for i, p in enumerate(payloads)
+        for i, (kind, p) in enumerate(items)
     ]
-    # Five columns a row: 500 rows stay under SQLite's and asyncpg's bound-parameter limits.
-    for start in range(0, n, 500):
-        await conn.execute(award_events.insert(), rows[start : start + 500])
-    (await conn.get_raw_connection()).info[_RING_MARK] = True
-    return last
+    execute_prepared(conn, _INSERT, rows[0] if n == 1 else rows)
+    _mark(conn)
+    return int(last)
+
+
+def last_sequence(conn: Connection, org_id: int) -> int:
+    """The org's last committed sequence (0 before its first event)."""
+    found = conn.execute(_LAST, {"org_id": org_id}).scalar()
+    return int(found or 0)
+
+
+def read_after(conn: Connection, org_id: int, after: int, *, limit: int) -> Sequence[StoredEvent]:
+    """The org's events with sequence > ``after``, in sequence order, at most ``limit``."""
+    rows = conn.execute(_AFTER, {"org_id": org_id, "after": after, "limit": limit})
+    return [
+        StoredEvent(org_id, int(r.sequence), r.type, dict(r.payload), from_micros(r.time))
+        for r in rows
+    ]

@@ -385,6 +385,10 @@ awards = Table(
     Column("dedupe_key", Text, nullable=True),
     Column("create_time", Micros, nullable=False),
     Column("created_by", BigInteger, nullable=False),
+    # The award's serialized badges.v1.Award without the fields that change or depend on the
+    # server (state, revocation_reason, revoke_time, open_badge_id, open_badge); NULL for
+    # awards from before migration 0008.
+    Column("message", LargeBinary, nullable=True),
     UniqueConstraint("org_id", "dedupe_key"),
     CheckConstraint(
         "(CASE WHEN badge_id IS NULL THEN 0 ELSE 1 END)"
@@ -431,4 +435,22 @@ org_badge_counts = Table(
     Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
     Column("badges", BigInteger, nullable=False),
     CheckConstraint("badges >= 0", name="badges_not_negative"),
+)
+
+
+# --- Per-definition award counts (migration 0008) -----------------------------------------------
+# How many awards (live or revoked) each definition has, so ListAwards of a definition reads its
+# total from one row instead of counting the definition's awards. `kind` is "badge", "template"
+# or "class" and `ref` the definition's id as text. Creating awards moves it with one atomic
+# `awards = awards + n` upsert in the awards' own transaction, so it is exact under concurrency
+# and rolls back with a failed write; deleting a badge class's awards deletes its row. No row
+# means no awards; deleting the org cascades.
+award_counts = Table(
+    "award_counts",
+    metadata,
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(8), primary_key=True),
+    Column("ref", String(36), primary_key=True),
+    Column("awards", BigInteger, nullable=False),
+    CheckConstraint("awards >= 0", name="awards_not_negative"),
 )

@@ -5,6 +5,9 @@ stored.state < new.state RETURNING``: of concurrent calls for one recipient and 
 either moves the state forward or changes nothing, and the row (locked by the upsert on
 PostgreSQL) is read back in the same transaction to tell "already there" from "backwards".
 Every move appends a "progress" event as the transaction's last statement.
+
+Functions take a synchronous Connection: they run inside ``Database.run_write`` /
+``run_read`` (the award's own transaction), or from async code through ``conn.run_sync``.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from badge_service.domain.awards import Recipient, RecipientKind
 from badge_service.domain.badges import Badge, BadgeStateType
@@ -29,7 +32,7 @@ from badge_service.domain.progress import (
     progress_backwards,
 )
 from badge_service.store import events
-from badge_service.store.db import from_micros, to_micros
+from badge_service.store.db import execute_prepared, from_micros, to_micros
 from badge_service.store.models import recipient_badge_states as t
 
 
@@ -66,13 +69,12 @@ def state_from_payload(payload: dict[str, Any]) -> RecipientBadgeState:
     )
 
 
-def _forward_upsert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> Any:
+def _forward_upsert(dialect: Any) -> Any:
     """Inserts states, or moves existing ones forward only (``WHERE stored < new``); returns
     the (badge_id, recipient_key) of each row written. Rows must name distinct pairs."""
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    stmt = dialect.insert(t).values(rows)
-    new = stmt.excluded
-    return stmt.on_conflict_do_update(
+    ins = dialect.insert(t)
+    new = ins.excluded
+    return ins.on_conflict_do_update(
         index_elements=[t.c.org_id, t.c.badge_id, t.c.recipient_key],
         set_={
             "state": new.state,
@@ -82,6 +84,27 @@ def _forward_upsert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> Any:
         },
         where=t.c.state < new.state,
     ).returning(t.c.badge_id, t.c.recipient_key)
+
+
+# Built once per dialect: a statement built per call costs SQLAlchemy a cache key computation
+# that exceeds the database's work. One row runs through execute_prepared; many through an
+# executemany with RETURNING (SQLAlchemy's "insertmanyvalues": multi-row statements).
+_UPSERT = {"sqlite": _forward_upsert(sqlite), "postgresql": _forward_upsert(postgresql)}
+_CURRENT = select(t).where(
+    t.c.org_id == bindparam("org_id"),
+    t.c.badge_id == bindparam("badge_id"),
+    t.c.recipient_key == bindparam("recipient_key"),
+)
+
+
+def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+    """Runs the forward upsert for rows naming distinct pairs; the pairs written."""
+    stmt = _UPSERT[conn.dialect.name]
+    if len(rows) == 1:
+        found = execute_prepared(conn, stmt, rows[0])
+    else:
+        found = list(conn.execute(stmt, rows))
+    return {(int(badge_id), str(key)) for badge_id, key in found}
 
 
 def _row(
@@ -104,8 +127,8 @@ def _row(
     }
 
 
-async def _advance(
-    conn: AsyncConnection,
+def _advance(
+    conn: Connection,
     org_id: int,
     badge: Badge,
     recipient_key: str,
@@ -117,25 +140,20 @@ async def _advance(
     """Moves the state forward to ``state``; the new state, or None if it did not move."""
     row = _row(org_id, badge, recipient_key, recipient, state, order, now)
     try:
-        moved = (await conn.execute(_forward_upsert(conn, [row]))).first()
+        moved = _upsert(conn, [row])
     except IntegrityError:
         # The badge was deleted after it was read (the foreign key refused the row).
         raise NotFound("badge", badge.id) from None
-    if moved is None:
+    if not moved:
         return None
     return RecipientBadgeState(badge.id, recipient, state, order, now)
 
 
-async def _current(
-    conn: AsyncConnection, org_id: int, badge: Badge, recipient_key: str
+def _current(
+    conn: Connection, org_id: int, badge: Badge, recipient_key: str
 ) -> RecipientBadgeState | None:
-    row = (
-        await conn.execute(
-            select(t).where(
-                t.c.org_id == org_id, t.c.badge_id == badge.id, t.c.recipient_key == recipient_key
-            )
-        )
-    ).first()
+    params = {"org_id": org_id, "badge_id": badge.id, "recipient_key": recipient_key}
+    row = conn.execute(_CURRENT, params).first()
     return None if row is None else _from_row(row, badge)
 
 
@@ -150,8 +168,8 @@ def _from_row(row: Any, badge: Badge) -> RecipientBadgeState:
     )
 
 
-async def record_progress(
-    conn: AsyncConnection,
+def record_progress(
+    conn: Connection,
     org_id: int,
     badge: Badge,
     recipient_key: str,
@@ -165,11 +183,11 @@ async def record_progress(
     current one is FAILED_PRECONDITION (PROGRESS_BACKWARDS); a state the badge lacks is
     INVALID_ARGUMENT."""
     target = badge_state(badge, state)
-    moved = await _advance(conn, org_id, badge, recipient_key, recipient, state, target.order, now)
+    moved = _advance(conn, org_id, badge, recipient_key, recipient, state, target.order, now)
     if moved is not None:
-        await events.append(conn, org_id, "progress", state_payload(moved), now)
+        events.append(conn, org_id, "progress", state_payload(moved), now)
         return moved, True
-    current = await _current(conn, org_id, badge, recipient_key)
+    current = _current(conn, org_id, badge, recipient_key)
     # The upsert changed nothing, so a row exists with a state at or past the one asked for.
     assert current is not None
     if current.state > state:
@@ -177,8 +195,8 @@ async def record_progress(
     return current, False
 
 
-async def mark_earned(
-    conn: AsyncConnection,
+def mark_earned(
+    conn: Connection,
     org_id: int,
     badge: Badge,
     recipient_key: str,
@@ -190,38 +208,38 @@ async def mark_earned(
     the recipient was already earned). Call it in the award's transaction."""
     earned = earned_state(badge)
     assert earned.state is not None
-    moved = await _advance(
-        conn, org_id, badge, recipient_key, recipient, earned.state, earned.order, now
-    )
+    moved = _advance(conn, org_id, badge, recipient_key, recipient, earned.state, earned.order, now)
     if moved is None:
         return None
-    return await events.append(conn, org_id, "progress", state_payload(moved), now)
+    return events.append(conn, org_id, "progress", state_payload(moved), now)
 
 
 # Rows per multi-row upsert: 7 parameters a row stays well under SQLite's variable limit.
 _CHUNK = 500
 
 
-async def mark_earned_many(
-    conn: AsyncConnection,
+def mark_earned_many(
+    conn: Connection,
     org_id: int,
     items: Sequence[tuple[Badge, str, Recipient]],
     now: dt.datetime,
-) -> None:
-    """mark_earned for many (badge, recipient key, recipient) pairs, each pair at most once:
-    multi-row conditional upserts and one run of "progress" events, in ``items`` order, for the
-    recipients whose state moved. A batch of thousands of awards would otherwise pay two round
-    trips per recipient."""
+) -> list[dict[str, Any]]:
+    """mark_earned for many (badge, recipient key, recipient) pairs, each pair at most once,
+    with multi-row conditional upserts; returns the payloads of the "progress" events due, in
+    ``items`` order, for the recipients whose state moved. The caller appends them (with its
+    own events, in one sequence bump) as the last statement of the transaction. A batch of
+    thousands of awards would otherwise pay two round trips per recipient."""
     moved: set[tuple[int, str]] = set()
-    for start in range(0, len(items), _CHUNK):
+    # Rows in (badge, recipient) order: a fixed lock order, so concurrent batches on
+    # PostgreSQL wait for each other rather than deadlock. Events keep ``items`` order.
+    ordered = sorted(items, key=lambda item: (item[0].id, item[1]))
+    for start in range(0, len(ordered), _CHUNK):
         rows = []
-        for badge, key, recipient in items[start : start + _CHUNK]:
+        for badge, key, recipient in ordered[start : start + _CHUNK]:
             earned = earned_state(badge)
             assert earned.state is not None
             rows.append(_row(org_id, badge, key, recipient, earned.state, earned.order, now))
-        moved |= {
-            (r.badge_id, r.recipient_key) for r in await conn.execute(_forward_upsert(conn, rows))
-        }
+        moved |= _upsert(conn, rows)
     payloads = []
     for badge, key, recipient in items:
         if (badge.id, key) in moved:
@@ -229,19 +247,18 @@ async def mark_earned_many(
             assert earned.state is not None
             state = RecipientBadgeState(badge.id, recipient, earned.state, earned.order, now)
             payloads.append(state_payload(state))
-    if payloads:
-        await events.append_many(conn, org_id, "progress", payloads, now)
+    return payloads
 
 
-async def states_of(
-    conn: AsyncConnection, org_id: int, recipient_key: str, badges: Sequence[Badge]
+def states_of(
+    conn: Connection, org_id: int, recipient_key: str, badges: Sequence[Badge]
 ) -> dict[int, RecipientBadgeState]:
     """The recorded states of a recipient on these badges, by badge id (absent: nothing
     recorded)."""
     if not badges:
         return {}
     by_id = {b.id: b for b in badges}
-    rows = await conn.execute(
+    rows = conn.execute(
         select(t).where(
             t.c.org_id == org_id,
             t.c.recipient_key == recipient_key,
