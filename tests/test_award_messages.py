@@ -290,7 +290,7 @@ async def test_hot_list_statements_are_bounded_by_an_index(backend: Backend) -> 
     statements = [
         (f"{kind} {name}", getattr(page, name))
         for kind, page in store.PAGES.items()
-        for name in ("exists", "count", "page")
+        for name in ("exists", "count", "first", "page")
     ] + [("class by entity id", store.CLASS_ID_OF_ENTITY_ID)]
     plans = {}
     async with backend.db.engine.connect() as conn:
@@ -310,6 +310,9 @@ async def test_hot_list_statements_are_bounded_by_an_index(backend: Backend) -> 
     ):
         assert plans[f"{kind} page"] == [
             f"SEARCH awards USING INDEX ix_awards_{column}_id ({column}=? AND id>?)"
+        ]
+        assert plans[f"{kind} first"] == [
+            f"SEARCH awards USING INDEX ix_awards_{column}_id ({column}>? AND {column}<?)"
         ]
 
 

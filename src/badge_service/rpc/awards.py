@@ -752,7 +752,9 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
         found, counted, rows = await self._db.fetch(
             exists,
             (statements.count, {"org_id": org_id, "ref_text": str(ref)}),
-            (statements.page, {"ref": ref, "after": after, "limit": size + 1}),
+            (statements.page, {"ref": ref, "after": after, "limit": size + 1})
+            if after
+            else (statements.first, {"ref": ref, "limit": size + 1}),
         )
         # Before any row is used: the page is not limited to the org (see store.PAGES).
         if not found:

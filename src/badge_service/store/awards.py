@@ -51,6 +51,7 @@ from badge_service.domain.badgr import CLAIM_CODE
 from badge_service.domain.errors import NotFound
 from badge_service.domain.ids import is_hex_id
 from badge_service.store.db import (
+    equal_in_order,
     execute_prepared,
     from_micros,
     opt_datetime,
@@ -541,11 +542,13 @@ PAGE_COLUMNS = (
 @dataclass(frozen=True, slots=True)
 class DefinitionPage:
     """The statements of one kind of definition's page: ``exists`` (org_id, ref), ``count``
-    (org_id, ref_text: the ref as text) and ``page`` (ref, after, limit; only to be used once
-    ``exists`` found the definition in the same snapshot)."""
+    (org_id, ref_text: the ref as text), ``first`` (ref, limit) and ``page`` (ref, after,
+    limit); the pages only to be used once ``exists`` found the definition in the same
+    snapshot."""
 
     exists: Select[Any]
     count: Select[Any]
+    first: Select[Any]
     page: Select[Any]
 
 
@@ -557,6 +560,14 @@ def _definition_page(kind: str, table: Any, column: Any) -> DefinitionPage:
         count=select(ac.c.awards).where(
             ac.c.org_id == org, ac.c.kind == literal(kind), ac.c.ref == bindparam("ref_text")
         ),
+        # The first page starts at the definition's first award: a range, not an equality,
+        # so PostgreSQL walks the (definition, id) index from there rather than the primary
+        # key from the oldest award of all (see db.equal_in_order). A later page starts at
+        # its token's award, where either index finds the next rows at once.
+        first=select(*PAGE_COLUMNS)
+        .where(equal_in_order(column, ref))
+        .order_by(column, t.c.id)
+        .limit(bindparam("limit")),
         page=select(*PAGE_COLUMNS)
         .where(column == ref, t.c.id > bindparam("after"))
         .order_by(t.c.id)

@@ -43,6 +43,7 @@ from badge_service.domain.badges import (
 from badge_service.domain.errors import NotFound
 from badge_service.store import awards as awards_store
 from badge_service.store.db import (
+    equal_in_order,
     execute_prepared,
     from_micros,
     opt_datetime,
@@ -189,6 +190,10 @@ GET_MESSAGE = select(t.c.message).where(
 COUNT = select(org_badge_counts.c.badges).where(org_badge_counts.c.org_id == bindparam("org_id"))
 """The org's kept badge count (no row before its first badge): org_id."""
 
+
+# A keyset page starts at its token's badge, where either index finds the next rows at once;
+# a numbered page counts from the org's first badge, so it walks the org's index in order
+# (db.equal_in_order), never the primary key from the oldest badge of all.
 PAGE_AFTER = (
     select(t.c.id, t.c.message)
     .where(t.c.org_id == bindparam("org_id"), t.c.id > bindparam("after_id"))
@@ -199,8 +204,8 @@ PAGE_AFTER = (
 
 PAGE_AT = (
     select(t.c.id, t.c.message)
-    .where(t.c.org_id == bindparam("org_id"))
-    .order_by(t.c.id)
+    .where(equal_in_order(t.c.org_id, bindparam("org_id")))
+    .order_by(t.c.org_id, t.c.id)
     .limit(bindparam("limit"))
     .offset(bindparam("offset"))
 )
@@ -242,8 +247,11 @@ def delete_badge(conn: Connection, org_id: int, badge_id: int) -> None:
     conn.execute(update(c).where(c.c.org_id == org_id).values(badges=c.c.badges - 1))
 
 
-def _conditions(org_id: int, flt: BadgeFilter) -> list[ColumnElement[bool]]:
-    cond: list[ColumnElement[bool]] = [t.c.org_id == org_id]
+def _conditions(
+    org_id: int, flt: BadgeFilter, *, ordered: bool = False
+) -> list[ColumnElement[bool]]:
+    org = equal_in_order(t.c.org_id, org_id) if ordered else t.c.org_id == org_id
+    cond: list[ColumnElement[bool]] = [org]
     if flt.is_enabled is not None:
         cond.append(t.c.is_enabled == flt.is_enabled)
     if flt.tag_name is not None:
@@ -296,7 +304,11 @@ def list_badges(
 def _page(
     stmt: Select[Any], org_id: int, flt: BadgeFilter, limit: int, after_id: int | None, offset: int
 ) -> Select[Any]:
-    stmt = stmt.where(*_conditions(org_id, flt)).order_by(t.c.id).limit(limit)
+    if after_id is None:  # from the org's first badge: its index, in order (PAGE_AT)
+        stmt = stmt.where(*_conditions(org_id, flt, ordered=True))
+        stmt = stmt.order_by(t.c.org_id, t.c.id).limit(limit)
+    else:
+        stmt = stmt.where(*_conditions(org_id, flt)).order_by(t.c.id).limit(limit)
     if after_id is not None:
         stmt = stmt.where(t.c.id > after_id)
     if offset:

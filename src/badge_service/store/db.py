@@ -38,7 +38,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import ColumnElement, and_, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -327,6 +327,19 @@ def _bind_kwargs(fn: Callable[..., T], kwargs: dict[str, Any]) -> Callable[..., 
         return fn(conn, *args, **kwargs)
 
     return call
+
+
+def equal_in_order(column: Any, org: Any) -> ColumnElement[bool]:
+    """``column = org`` written as a range, for queries ordered by (column, id).
+
+    With an equality PostgreSQL drops the column from the ORDER BY and may walk the primary
+    key in id order, filtering by org: cheap by its estimate when the org holds most rows, but
+    an org whose ids come after everyone else's means skipping all of theirs first (measured:
+    110,000 rows and 9-27 ms for a page of 25). A range keeps (column, id) the order to
+    produce, which only the (column, id) index gives without a sort. SQLite uses that index
+    either way.
+    """
+    return and_(column >= org, column <= org)
 
 
 _SQLITE_BUSY = 5  # SQLITE_BUSY; extended codes (BUSY_RECOVERY, ...) share the low byte
