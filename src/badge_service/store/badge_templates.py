@@ -163,7 +163,8 @@ def _values(b: BadgeTemplate) -> dict[str, Any]:
     }
 
 
-def _from_row(r: Any) -> BadgeTemplate:
+def from_row(r: Any) -> BadgeTemplate:
+    """The domain template of a badge_templates row."""
     doc: dict[str, Any] = r.doc
     scalars: dict[str, Any] = {}
     for name, kind in _DOC_SCALARS.items():
@@ -310,7 +311,7 @@ async def get_template(conn: AsyncConnection, org_id: int, template_id: str) -> 
     row = (await conn.execute(select(t).where(t.c.id == template_id, t.c.org_id == org_id))).first()
     if row is None:
         raise NotFound(RESOURCE, template_id)
-    return _from_row(row)
+    return from_row(row)
 
 
 async def update_template(conn: AsyncConnection, b: BadgeTemplate) -> None:
@@ -594,4 +595,4 @@ async def list_templates(
         stmt = stmt.where(_after(sort, after))
     if offset:
         stmt = stmt.offset(offset)
-    return [_from_row(r) for r in await conn.execute(stmt)]
+    return [from_row(r) for r in await conn.execute(stmt)]

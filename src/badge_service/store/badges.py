@@ -43,6 +43,7 @@ from badge_service.domain.badges import (
 from badge_service.domain.errors import NotFound
 from badge_service.store import awards as awards_store
 from badge_service.store.db import (
+    PreparedLookup,
     equal_in_order,
     execute_prepared,
     from_micros,
@@ -92,7 +93,8 @@ def _values(b: Badge) -> dict[str, Any]:
     }
 
 
-def _from_row(r: Any) -> Badge:
+def from_row(r: Any) -> Badge:
+    """The domain badge of a badges row."""
     return Badge(
         id=r.id,
         org_id=r.org_id,
@@ -172,12 +174,20 @@ def insert_badge(conn: Connection, b: Badge, message: bytes) -> int:
     return b.id
 
 
+# Built once (every award of a badge reads it); the stored reply bytes are not needed.
+_GET = PreparedLookup(
+    select(*(c for c in t.c if c.key != "message")).where(
+        t.c.id == bindparam("id"), t.c.org_id == bindparam("org_id")
+    )
+)
+
+
 def get_badge(conn: Connection, org_id: int, badge_id: int) -> Badge:
     """One badge of the org, or NOT_FOUND."""
-    row = (conn.execute(select(t).where(t.c.id == badge_id, t.c.org_id == org_id))).first()
+    row = _GET.first(conn, {"id": badge_id, "org_id": org_id})
     if row is None:
         raise NotFound(RESOURCE, badge_id)
-    return _from_row(row)
+    return from_row(row)
 
 
 # The hot reads, as statements built once for Database.fetch (which compiles each once, and on
@@ -298,7 +308,7 @@ def list_badges(
 ) -> list[Badge]:
     """Badges in id order: after a keyset position, or at an offset (numbered pages)."""
     stmt = _page(select(t), org_id, flt, limit, after_id, offset)
-    return [_from_row(r) for r in conn.execute(stmt)]
+    return [from_row(r) for r in conn.execute(stmt)]
 
 
 def _page(
@@ -334,7 +344,7 @@ def list_badge_messages(
         full = {
             b.id: b
             for b in (
-                _from_row(r)
+                from_row(r)
                 for r in conn.execute(select(t).where(t.c.org_id == org_id, t.c.id.in_(missing)))
             )
         }

@@ -340,7 +340,8 @@ def _class_values(b: BadgeClass) -> dict[str, Any]:
     }
 
 
-def _class_of(r: Any) -> BadgeClass:
+def class_from_row(r: Any) -> BadgeClass:
+    """The domain class of a badge class row joined with its issuer's entity id."""
     ob3, p = r.ob3_properties, r.preferences
     return BadgeClass(
         id=r.id,
@@ -433,7 +434,7 @@ async def get_badge_class(conn: AsyncConnection, org_id: int, key: Key) -> Badge
     row = (await conn.execute(_class_select().where(*_match(bct, org_id, key)))).first()
     if row is None:
         raise NotFound(BADGE_CLASS, key.value)
-    return _class_of(row)
+    return class_from_row(row)
 
 
 async def update_badge_class(conn: AsyncConnection, b: BadgeClass) -> None:
@@ -470,7 +471,7 @@ async def list_badge_classes(
     stmt = _class_select().where(*_class_conditions(org_id, flt)).order_by(bct.c.id).limit(limit)
     if after is not None:
         stmt = stmt.where(bct.c.id > after)
-    return [_class_of(r) for r in await conn.execute(stmt)]
+    return [class_from_row(r) for r in await conn.execute(stmt)]
 
 
 async def _delete_classes(conn: AsyncConnection, org_id: int, class_ids: Sequence[str]) -> None:

@@ -32,13 +32,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sqlite3
+from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
-from sqlalchemy import ColumnElement, and_, create_engine, event, text
+from sqlalchemy import ColumnElement, Select, and_, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -428,8 +429,8 @@ def execute_prepared(
     raised as SQLAlchemy would raise them (IntegrityError, OperationalError, ...). Elsewhere
     (PostgreSQL, or SQLite through aiosqlite inside ``db.write()``) it is ``conn.execute``.
     """
-    raw = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
-    if not isinstance(raw, sqlite3.Connection):  # PostgreSQL, or aiosqlite under db.write()
+    raw = _raw_sqlite(conn)
+    if raw is None:
         result = conn.execute(stmt, params)
         return list(result.all()) if result.returns_rows else []
     try:
@@ -442,6 +443,46 @@ def execute_prepared(
         return []
     except sqlite3.Error as exc:
         raise DBAPIError.instance("", None, exc, sqlite3.Error) from exc
+
+
+def _raw_sqlite(conn: Connection) -> sqlite3.Connection | None:
+    """The stdlib sqlite3 connection under ``conn``; None on PostgreSQL, or on SQLite through
+    aiosqlite (``db.write()``), where statements go through SQLAlchemy."""
+    raw = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
+    return raw if isinstance(raw, sqlite3.Connection) else None
+
+
+class PreparedLookup:
+    """A select built once that finds at most one row, run through execute_prepared, with
+    the row as ``conn.execute`` would give it (the columns' result processors applied, JSON
+    decoded, attribute access) whichever way it ran."""
+
+    def __init__(self, stmt: Select[Any]) -> None:
+        self.stmt = stmt
+        self._columns = list(stmt.selected_columns)
+        self._row = namedtuple("_Row", [c.key for c in self._columns])  # type: ignore[misc]
+        self._processors: list[Callable[[Any], Any] | None] | None = None
+
+    def first(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        """The row, or None."""
+        raw = _raw_sqlite(conn) is not None
+        rows = execute_prepared(conn, self.stmt, params)
+        if not rows:
+            return None
+        if not raw:  # SQLAlchemy ran it: already processed
+            return rows[0]
+        processors = self._processors
+        if processors is None:
+            dialect = conn.dialect
+            processors = self._processors = [
+                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in self._columns
+            ]
+        return self._row(
+            *(
+                v if p is None or v is None else p(v)
+                for p, v in zip(processors, rows[0], strict=True)
+            )
+        )
 
 
 _BATCH_CACHE = "badge_service.batch_cache"
