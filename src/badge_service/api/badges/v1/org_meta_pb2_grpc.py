@@ -5,7 +5,7 @@ import warnings
 
 from badge_service.api.badges.v1 import org_meta_pb2 as badges_dot_v1_dot_org__meta__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
