@@ -8,9 +8,10 @@ wrapped handlers are built once per method and cached.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -247,7 +248,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         inner_stream = handler.unary_stream or handler.stream_stream
 
-        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        # A coroutine that writes with context.write(), not an async generator: grpc.aio
+        # iterates a generator handler with a bare ``async for`` and never closes it, so after
+        # a client's cancel the generator is finalised later by the garbage collector, outside
+        # the call's task and after grpc has released the call (its pointer is NULL by then);
+        # a finally block that touches the context there (peer(), abort()) crashes the
+        # process. Here every step, the servicer's generator closed included, runs inside the
+        # call's task while the call is still alive. (grpc/grpc#42295 describes the same gap.)
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> None:
             outcome = _Outcome()
             start = time.perf_counter()
             try:
@@ -255,8 +263,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     await self._admit(method, is_write, context, outcome)
                 if isinstance(request, _Rejected):
                     raise request.error
-                async for item in inner_stream(request, context):
-                    yield item
+                async with contextlib.aclosing(inner_stream(request, context)) as items:
+                    async for item in items:
+                        await context.write(item)
             except BaseException as exc:
                 await self._fail(exc, context, outcome)
             finally:
@@ -318,6 +327,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             outcome.code = context.code() or grpc.StatusCode.UNKNOWN
             raise exc
         if isinstance(exc, asyncio.CancelledError):
+            # The client cancelled (or its deadline passed, or the server's grace period
+            # ended): grpc has already ended the call, so there is nothing to send.
+            outcome.code = grpc.StatusCode.CANCELLED
+            raise exc
+        if isinstance(exc, grpc.aio.BaseError):
+            # grpc refusing to go on with a call that is over: the client went away while we
+            # wrote (ExecuteBatchError), the call already has its status (UsageError), or the
+            # server stopped. Not a fault of ours, and the call must not be touched again.
             outcome.code = grpc.StatusCode.CANCELLED
             raise exc
         if isinstance(exc, DBAPIError) and _sqlstate(exc) in _RETRYABLE_SQLSTATES:
