@@ -306,7 +306,7 @@ async def test_events_written_through_another_server_arrive(backend: Backend, or
             # Committed just before the shutdown: still sent, before the stream ends.
             await record(org, badge, member("m-2"), IN_PROGRESS)
             began = time.monotonic()
-            await second.drain(5.0)
+            await second.shutdown(0, 5.0)
             assert time.monotonic() - began < 1.0
             (flushed,) = await watch.take(1)
             assert (flushed.sequence, progress_of([flushed])) == (

@@ -46,6 +46,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
     if settings.workers < 1:
         raise SystemExit("error: --workers must be at least 1")
+    if settings.grace_period < 0 or settings.drain_delay < 0:
+        raise SystemExit("error: --grace-period and --drain-delay must not be negative")
     logs.configure(settings.log_level)
     if settings.workers > 1:
         raise SystemExit(serve_workers(settings))
@@ -146,7 +148,14 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--address", help="host:port to listen on (default 127.0.0.1:50051)")
     serve.add_argument("--database-url", dest="sub_database_url", help=argparse.SUPPRESS)
     serve.add_argument("--log-level")
-    serve.add_argument("--grace-period", type=float, help="seconds to drain on shutdown")
+    serve.add_argument(
+        "--grace-period", type=float, help="seconds in-flight calls get to finish on shutdown"
+    )
+    serve.add_argument(
+        "--drain-delay",
+        type=float,
+        help="seconds to keep taking new calls after SIGTERM, health already NOT_SERVING",
+    )
     serve.add_argument("--workers", type=int, help="processes sharing the port")
     serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
     serve.add_argument(
@@ -187,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         address=getattr(args, "address", None),
         log_level=getattr(args, "log_level", None),
         grace_period=getattr(args, "grace_period", None),
+        drain_delay=getattr(args, "drain_delay", None),
         workers=getattr(args, "workers", None),
         public_base_url=getattr(args, "public_base_url", None),
         migrate_on_start=False if getattr(args, "no_migrate", False) else None,

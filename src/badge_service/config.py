@@ -17,8 +17,11 @@ class Settings:
     address: str = "127.0.0.1:50051"
     database_url: str = "sqlite+aiosqlite:///./badges.db"
     log_level: str = "INFO"
-    # Seconds in-flight calls get to finish after SIGTERM/SIGINT.
+    # Seconds in-flight calls get to finish once new calls are refused after SIGTERM/SIGINT.
     grace_period: float = 10.0
+    # Seconds to keep taking new calls after SIGTERM/SIGINT while health already says
+    # NOT_SERVING, so that load balancers stop sending before calls are refused.
+    drain_delay: float = 0.0
     max_message_bytes: int = 16 * 1024 * 1024
     auth_cache_seconds: float = 30.0
     migrate_on_start: bool = True

@@ -61,7 +61,47 @@ SERVICES = [
     award_pb2.DESCRIPTOR.services_by_name["AwardService"],
 ]
 HEALTH_INTERVAL = 5.0
+# Shutdown: how often to look for quiet, and how long no call must have been picked up.
 DRAIN_POLL = 0.05
+QUIET = 0.5
+
+
+class Health(health_aio.HealthServicer):  # type: ignore[misc]
+    """grpc.health.v1 with Watch streams that end when the server stops taking calls.
+
+    The stock Watch never returns, and gRPC's graceful stop waits for every open call, so one
+    client doing client-side health checking (a channel's healthCheckConfig keeps a Watch
+    open) would hold every shutdown for the whole grace period.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._closed = asyncio.Event()
+
+    def close_watches(self) -> None:
+        """Ends every Watch stream with UNAVAILABLE (they have already seen NOT_SERVING)."""
+        self._closed.set()
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Streams the service's status until the client leaves or the server stops."""
+        # The stock Watch runs in a task of its own so that it can be raced with the close;
+        # it is always finished before this call's task ends, so the call is never touched
+        # after gRPC has let go of it.
+        inner = asyncio.ensure_future(super().Watch(request, context))
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({inner, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if not inner.done():
+                inner.cancel()
+            await asyncio.gather(inner, closed, return_exceptions=True)
+        if not self._closed.is_set():
+            inner.result()  # the stock Watch's own error, if it had one
+            return
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
 
 
 @dataclass
@@ -71,35 +111,58 @@ class Running:
     server: grpc.aio.Server
     port: int
     db: Database
-    health: health_aio.HealthServicer
+    health: Health
     interceptor: ServiceInterceptor
     monitor: asyncio.Task[None]
 
-    async def drain(self, limit: float) -> None:
-        """Reports NOT_SERVING, then keeps serving until no call is running and none has
-        started for one poll interval (at most ``limit`` seconds).
+    async def shutdown(self, drain_delay: float, grace: float) -> None:
+        """SIGTERM's sequence: health NOT_SERVING at once; new calls still served for
+        ``drain_delay`` seconds (so load balancers see NOT_SERVING first); then new calls are
+        refused UNAVAILABLE without being started, watch streams end, and the calls already
+        admitted get ``grace`` seconds to finish before the server stops.
 
-        gRPC's core cancels, at shutdown, every call that has reached the server but that the
-        event loop has not picked up yet; a burst in flight at SIGTERM would end CANCELLED
-        instead of drained. Once the loop has been idle for an interval, none is left.
+        gRPC's core hands calls to the event loop one at a time, and its shutdown cuts off
+        (CANCELLED) every call still queued in it. So the server stops only once no admitted
+        call runs and none has been picked up for QUIET seconds: by then the queue is empty
+        and every call that arrived was either served or refused. A client that keeps
+        sending through the grace period has its queued calls cut off at the end; none of
+        those has started either.
         """
-        await self.health.enter_graceful_shutdown()
-        # Watch streams never finish on their own: end them now so the drain can see quiet.
+        interceptor = self.interceptor
+        if drain_delay > 0:
+            await self.health.enter_graceful_shutdown()
+            await asyncio.sleep(drain_delay)
+            interceptor.refuse_new_calls()
+        else:
+            # Refused first: a client that sees NOT_SERVING and calls again must be refused.
+            interceptor.refuse_new_calls()
+            await self.health.enter_graceful_shutdown()
+        # Watch streams never finish on their own: end them now (SERVER_SHUTTING_DOWN).
         events.bell(self.db.engine).close()
+        self.health.close_watches()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit
-        last = -1
-        while loop.time() < deadline:
-            started = self.interceptor.started
-            if self.interceptor.in_flight == 0 and started == last:
-                return
-            last = started
+        deadline = loop.time() + grace
+        seen, quiet_since = -1, loop.time()
+        while True:
+            now = loop.time()
+            if interceptor.in_flight or interceptor.started != seen:
+                seen, quiet_since = interceptor.started, now
+            elif now - quiet_since >= QUIET:
+                break
+            if now >= deadline:
+                log.warning(
+                    "grace period over; cutting off calls in flight",
+                    extra={"in_flight": interceptor.in_flight},
+                )
+                break
             await asyncio.sleep(DRAIN_POLL)
+        await self.stop(max(deadline - loop.time(), 0.0))
 
     async def stop(self, grace: float | None) -> None:
         """Stops accepting calls, lets in-flight calls finish within ``grace``, closes the DB."""
         await self.health.enter_graceful_shutdown()
         events.bell(self.db.engine).close()
+        self.health.close_watches()
         self.monitor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.monitor
@@ -147,7 +210,7 @@ async def start(settings: Settings, db: Database | None = None) -> Running:
     award_pb2_grpc.add_AwardServiceServicer_to_server(
         AwardServicer(db, settings.public_base_url), server
     )
-    health = health_aio.HealthServicer()
+    health = Health()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [s.full_name for s in SERVICES]
     for name in ["", *names]:
@@ -206,10 +269,11 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down", extra={"grace_seconds": settings.grace_period})
-    began = loop.time()
-    await running.drain(settings.grace_period / 2)
-    await running.stop(max(settings.grace_period - (loop.time() - began), 0.0))
+    log.info(
+        "shutting down",
+        extra={"drain_delay_seconds": settings.drain_delay, "grace_seconds": settings.grace_period},
+    )
+    await running.shutdown(settings.drain_delay, settings.grace_period)
     log.info("stopped")
 
 

@@ -100,3 +100,20 @@ class Unauthenticated(DomainError):
     """No credentials, or credentials that match no live key (UNAUTHENTICATED)."""
 
     code = "UNAUTHENTICATED"
+
+
+class Unavailable(DomainError):
+    """The service cannot take the call now; the same call may be retried (UNAVAILABLE)."""
+
+    code = "UNAVAILABLE"
+
+
+class ShuttingDown(Unavailable):
+    """The server is stopping and refuses new calls; they were not started, so a retry (on
+    another replica, or after the restart) is safe."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the server is shutting down; the call was not started, retry",
+            reason="SERVER_SHUTTING_DOWN",
+        )

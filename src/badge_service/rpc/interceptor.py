@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from badge_service.domain.auth import Principal
-from badge_service.domain.errors import DomainError, InvalidArgument
+from badge_service.domain.errors import DomainError, InvalidArgument, ShuttingDown
 from badge_service.logs import AccessLog
 from badge_service.rpc.auth import Authenticator, set_principal
 from badge_service.rpc.errors import status_code, to_status
@@ -175,11 +175,12 @@ _OK = grpc.StatusCode.OK
 
 
 class _Outcome:
-    __slots__ = ("code", "principal")
+    __slots__ = ("code", "counted", "principal")
 
     def __init__(self) -> None:
         self.code = grpc.StatusCode.OK
         self.principal: Principal | None = None
+        self.counted = False  # admitted, so counted in in_flight until it is logged
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -192,9 +193,16 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.failures = 0  # non-OK calls, for the benchmark's correctness check
         self.statuses: dict[str, int] = {}  # calls finished, by status name
         self._access = AccessLog()
-        # Calls picked up and calls not finished yet, so that shutdown can wait for quiet.
+        # Calls picked up (refused ones too) and calls admitted but not finished, so that
+        # shutdown can wait for quiet; once refusing, new calls are answered UNAVAILABLE.
         self.started = 0
         self.in_flight = 0
+        self.refusing = False
+
+    def refuse_new_calls(self) -> None:
+        """From now on, every new call to our services is answered UNAVAILABLE (reason
+        SERVER_SHUTTING_DOWN) before anything of it runs, so a client may retry it safely."""
+        self.refusing = True
 
     async def intercept_service(
         self,
@@ -290,7 +298,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         """Admits a caller whose credentials were accepted within the auth cache's lifetime,
         without a coroutine (the usual case); False when _admit must look them up."""
         self.started += 1
+        if self.refusing:
+            raise ShuttingDown()
         self.in_flight += 1  # _log, in the same call's finally, counts it out
+        outcome.counted = True
         authorization = api_key = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
@@ -358,7 +369,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _log(
         self, method: str, context: grpc.aio.ServicerContext, outcome: _Outcome, start: float
     ) -> None:
-        self.in_flight -= 1
+        if outcome.counted:
+            self.in_flight -= 1
         code = outcome.code
         # An enum's .name is a Python-level property; most calls are OK.
         name = "OK" if code is _OK else code.name
