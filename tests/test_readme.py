@@ -178,3 +178,16 @@ def test_readme_examples_match_the_served_services() -> None:
     served = {s.full_name for s in SERVICES}
     called = set(re.findall(r"(badges\.v1\.\w+)/\w+", README.read_text()))
     assert called and called <= served, called - served
+
+
+async def test_readme_retry_recipe(tmp_path: Path) -> None:
+    """The Errors section's request_id recipe, after the main example (which makes KEY and
+    badge 1): the retry answers with the same award, and the member has one."""
+    setup = block_starting("KEY=$(")
+    recipe = block_starting("RID=$(")
+    async with serving(tmp_path, sqlite_url(tmp_path)) as server:
+        outputs = run_block(setup + recipe, tmp_path, server.env, server.port)
+    first, retried, listed = (json.loads(out) for out in outputs[-3:])
+    assert first == retried
+    assert first["recipient"] == {"member_id": "1002"}
+    assert [a["id"] for a in listed["awards"]] == [first["id"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -36,6 +37,7 @@ from badge_service.api.badges.v1 import (
     org_meta_pb2_grpc,
 )
 from badge_service.config import Settings
+from badge_service.domain import requests
 from badge_service.rpc.auth import Authenticator
 from badge_service.rpc.awards import AwardServicer
 from badge_service.rpc.badge_classes import BadgeClassServicer
@@ -45,7 +47,7 @@ from badge_service.rpc.custom_fields import CustomFieldServicer
 from badge_service.rpc.interceptor import ServiceInterceptor, write_methods
 from badge_service.rpc.issuers import IssuerServicer
 from badge_service.rpc.org_meta import OrgMetaServicer
-from badge_service.store import events
+from badge_service.store import events, request_ids
 from badge_service.store.db import Database
 from badge_service.store.migrate import upgrade
 
@@ -61,6 +63,8 @@ SERVICES = [
     award_pb2.DESCRIPTOR.services_by_name["AwardService"],
 ]
 HEALTH_INTERVAL = 5.0
+# How often request ids past their retention are deleted.
+PURGE_INTERVAL = 600.0
 # Shutdown: how often to look for quiet, and how long no call must have been picked up.
 DRAIN_POLL = 0.05
 QUIET = 0.5
@@ -114,6 +118,7 @@ class Running:
     health: Health
     interceptor: ServiceInterceptor
     monitor: asyncio.Task[None]
+    housekeeping: asyncio.Task[None]
 
     async def shutdown(self, drain_delay: float, grace: float) -> None:
         """SIGTERM's sequence: health NOT_SERVING at once; new calls still served for
@@ -163,9 +168,10 @@ class Running:
         await self.health.enter_graceful_shutdown()
         events.bell(self.db.engine).close()
         self.health.close_watches()
-        self.monitor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.monitor
+        for task in (self.monitor, self.housekeeping):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.server.stop(grace)
         await self.db.close()
 
@@ -235,8 +241,21 @@ async def start(settings: Settings, db: Database | None = None) -> Running:
         )
     await server.start()
     monitor = asyncio.create_task(_watch_store(db, health, ["", *names]))
+    housekeeping = asyncio.create_task(_purge_request_ids(db))
     log.info("listening", extra={"address": settings.address, "port": port})
-    return Running(server, port, db, health, interceptor, monitor)
+    return Running(server, port, db, health, interceptor, monitor, housekeeping)
+
+
+async def _purge_request_ids(db: Database) -> None:
+    """Forgets request ids older than their retention, in small batches, every interval."""
+    while True:
+        await asyncio.sleep(PURGE_INTERVAL)
+        try:
+            cutoff = dt.datetime.now(dt.UTC) - requests.RETENTION
+            while await db.run_write(request_ids.purge, cutoff) == request_ids.PURGE_BATCH:
+                pass
+        except Exception:  # the store may be down; the next round tries again
+            log.warning("could not purge old request ids", exc_info=True)
 
 
 async def _watch_store(db: Database, health: health_aio.HealthServicer, names: list[str]) -> None:

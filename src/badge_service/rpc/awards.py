@@ -49,6 +49,7 @@ from badge_service.rpc.award_openbadges import AwardOpenBadgesMixin, open_badge_
 from badge_service.rpc.convert import dict_to_struct, from_ts, struct_to_dict, ts
 from badge_service.rpc.errors import to_status_proto
 from badge_service.rpc.issuers import after_hex_id, base_url_of
+from badge_service.rpc.request_ids import request_key, write_once
 from badge_service.store import award_definitions as definitions
 from badge_service.store import awards as store
 from badge_service.store import custom_fields as fields_store
@@ -564,6 +565,9 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
         award.create_time = now
         return award
 
+    def _reply_now(self, created: _Created) -> bytes:
+        return self._created_bytes(created, _now_micros())
+
     def _created_bytes(self, created: _Created, now: int) -> bytes:
         a = created.award
         return award_bytes(
@@ -575,12 +579,14 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
     ) -> bytes:
         """Awards a definition to a recipient, or says which rule refused it."""
         who = current_principal()
+        key = request_key(request, who.org_id)
         now = dt.datetime.now(dt.UTC)
         award = self._new_award(
             award_from_proto(request.award, "award"), who.org_id, who.key_id, now
         )
-        created = await self._db.run_write(_create_one, who.org_id, award, now)
-        return self._created_bytes(created, _now_micros())
+        return await write_once(
+            self._db, key, now, _create_one, (who.org_id, award, now), self._reply_now
+        )
 
     async def BatchCreateAwards(  # type: ignore[override]
         self, request: pb.BatchCreateAwardsRequest, context: grpc.aio.ServicerContext
@@ -588,6 +594,7 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
         """Awards every request that passes its rules, in one transaction; one result per
         request, in order."""
         who = current_principal()
+        key = request_key(request, who.org_id)
         if not request.requests:
             raise InvalidArgument("requests", "must have at least one request")
         if len(request.requests) > domain.BATCH_MAX:
@@ -596,6 +603,12 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
         items: list[Award | DomainError] = []
         prefixes: list[str] = []
         for i, req in enumerate(request.requests):
+            if req.request_id:
+                # One id for the whole batch: it is written in one transaction.
+                raise InvalidArgument(
+                    f"requests[{i}].request_id",
+                    "must be empty inside a batch; set the batch's own request_id",
+                )
             prefix = f"requests[{i}].award"
             prefixes.append(prefix)
             try:
@@ -606,7 +619,11 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
                 )
             except DomainError as err:
                 items.append(err)
-        results = await self._db.run_write(_create, who.org_id, items, prefixes, now)
+        return await write_once(
+            self._db, key, now, _create, (who.org_id, items, prefixes, now), self._batch_reply
+        )
+
+    def _batch_reply(self, results: list[_Created | DomainError]) -> bytes:
         # BatchCreateAwardsResponse.results (1) of BatchCreateAwardResult{award (1) | error (2)}.
         replied = _now_micros()
         return b"".join(
@@ -624,6 +641,7 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
     ) -> bytes:
         """Takes one use of a claim code and awards its badge class, both or neither."""
         who = current_principal()
+        request_id = request_key(request, who.org_id)
         now = dt.datetime.now(dt.UTC)
         key = badgr.key_of_id_or_entity_id(
             request.id_or_entity_id, "id_or_entity_id", badgr.BADGE_CLASS
@@ -641,8 +659,14 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
         self._new_award(award, who.org_id, who.key_id, now)
         # The recipient and details are checked before a use is taken.
         domain.check_details(award, now=now, prefix="")
-        created = await self._db.run_write(_redeem, who.org_id, key, code, award, now)
-        return self._created_bytes(created, _now_micros())
+        return await write_once(
+            self._db,
+            request_id,
+            now,
+            _redeem,
+            (who.org_id, key, code, award, now),
+            self._reply_now,
+        )
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -781,9 +805,16 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
         """Revokes an award with a reason; it stays readable, marked revoked. Its Credly
         template counts one badge fewer and its CrowdTwist caps give its slot back."""
         who = current_principal()
+        key = request_key(request, who.org_id)
         if not request.id:
             raise InvalidArgument("id", "is required")
         reason = domain.check_revocation_reason(request.reason)
         now = dt.datetime.now(dt.UTC)
-        stored, entity_ids = await self._db.run_write(_revoke, who.org_id, request.id, reason, now)
-        return _reply(stored, entity_ids, self._base, _now_micros())
+        return await write_once(
+            self._db,
+            key,
+            now,
+            _revoke,
+            (who.org_id, request.id, reason, now),
+            lambda revoked: _reply(*revoked, self._base, _now_micros()),
+        )

@@ -24,6 +24,7 @@ from badge_service.domain.badgr import (
 )
 from badge_service.domain.errors import InvalidArgument
 from badge_service.domain.ids import new_hex_id
+from badge_service.rpc import request_ids
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import dict_to_struct, from_ts, merge_update, ts
 from badge_service.rpc.issuers import (
@@ -283,12 +284,16 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
     ) -> pb.BadgeClass:
         """Creates a badge class of one of the caller's issuers."""
         who = current_principal()
+        request_id = request_ids.request_key(request, who.org_id)
         issuer_key = badgr.key_of_id_or_entity_id(
             request.badge_class.issuer, "badge_class.issuer", badgr.ISSUER
         )
         bc = from_proto(request.badge_class, "badge_class")
         now = dt.datetime.now(dt.UTC)
         async with self._db.write() as conn:
+            first = await request_ids.claim(conn, request_id, now)
+            if first is not None:
+                return pb.BadgeClass.FromString(first)
             issuer = await store.get_issuer(conn, who.org_id, issuer_key)
             bc = badgr.validate_badge_class(
                 bc, definitions=issuer.preferences.custom_property_definitions
@@ -299,7 +304,9 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
             bc.created_at = bc.updated_at = now
             badgr.apply_archival(bc, None, now)
             await store.insert_badge_class(conn, bc)
-        return to_proto(bc, self._base)
+            reply = to_proto(bc, self._base)
+            await request_ids.complete(conn, request_id, reply)
+        return reply
 
     async def UpdateBadgeClass(
         self, request: pb.UpdateBadgeClassRequest, context: grpc.aio.ServicerContext
@@ -346,6 +353,7 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
     ) -> pb.CreateClaimCodesResponse:
         """Creates one claim code, or a batch, for a badge class that is not archived."""
         who = current_principal()
+        request_id = request_ids.request_key(request, who.org_id)
         key = _class_key(request.id_or_entity_id)
         now = dt.datetime.now(dt.UTC)
         batch = badgr.validate_claim_code_batch(
@@ -356,6 +364,9 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
             now=now,
         )
         async with self._db.write() as conn:
+            first = await request_ids.claim(conn, request_id, now)
+            if first is not None:
+                return pb.CreateClaimCodesResponse.FromString(first)
             bc = await store.get_badge_class(conn, who.org_id, key)
             if bc.archived:
                 raise badgr.badge_class_archived()
@@ -373,9 +384,11 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
                 for _ in range(batch.count)
             ]
             await store.insert_claim_codes(conn, codes, badgr.new_claim_code)
-        return pb.CreateClaimCodesResponse(
-            claim_codes=[code_to_proto(c, bc.entity_id) for c in codes]
-        )
+            reply = pb.CreateClaimCodesResponse(
+                claim_codes=[code_to_proto(c, bc.entity_id) for c in codes]
+            )
+            await request_ids.complete(conn, request_id, reply)
+        return reply
 
     async def ListClaimCodes(
         self, request: pb.ListClaimCodesRequest, context: grpc.aio.ServicerContext

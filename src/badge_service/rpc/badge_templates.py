@@ -50,6 +50,7 @@ from badge_service.domain.credly_query import (
     sort_text,
 )
 from badge_service.domain.errors import InvalidArgument
+from badge_service.rpc import request_ids
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import merge_update, ts
 from badge_service.store import badge_templates as store
@@ -562,9 +563,13 @@ class BadgeTemplateServicer(pb_grpc.BadgeTemplateServiceServicer):
     ) -> pb.BadgeTemplate:
         """Creates a template (draft unless asked for active)."""
         who = current_principal()
+        key = request_ids.request_key(request, who.org_id)
         now = dt.datetime.now(dt.UTC)
         async with self._db.write() as conn:
             owner = await self._owner(conn, request.organization_id)
+            first = await request_ids.claim(conn, key, now)
+            if first is not None:
+                return pb.BadgeTemplate.FromString(first)
             b = from_proto(request.badge_template)
             b.id, b.org_id = new_uuid(), who.org_id
             b.created_at = b.updated_at = now
@@ -572,7 +577,9 @@ class BadgeTemplateServicer(pb_grpc.BadgeTemplateServiceServicer):
             apply_state_change(b, None, now)
             b = await self._validate(conn, b, creating=True)
             await store.insert_template(conn, b)
-            return await self._reply(conn, b, owner)
+            reply = await self._reply(conn, b, owner)
+            await request_ids.complete(conn, key, reply)
+            return reply
 
     async def UpdateBadgeTemplate(
         self, request: pb.UpdateBadgeTemplateRequest, context: grpc.aio.ServicerContext

@@ -30,6 +30,7 @@ from badge_service.domain.errors import InvalidArgument, NotFound
 from badge_service.rpc import wire
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import dict_to_struct, from_ts, merge_update, struct_to_dict, ts
+from badge_service.rpc.request_ids import request_key, write_once
 from badge_service.store import badges as store
 from badge_service.store import custom_fields as fields_store
 from badge_service.store import orgs as orgs_store
@@ -356,11 +357,12 @@ class BadgeServicer(pb_grpc.BadgeServiceServicer):
     ) -> bytes:
         """Creates a badge after checking it against custom fields and org meta tags."""
         who = current_principal()
+        key = request_key(request, who.org_id)
         badge = from_proto(request.badge, "badge")
         now = dt.datetime.now(dt.UTC)
         badge.org_id = who.org_id
         badge.create_time = badge.update_time = now
-        return await self._db.run_write(_create, badge, now)
+        return await write_once(self._db, key, now, _create, (badge, now), bytes)
 
     async def UpdateBadge(  # type: ignore[override]
         self, request: pb.UpdateBadgeRequest, context: grpc.aio.ServicerContext

@@ -17,6 +17,7 @@ from badge_service.domain.custom_fields import (
 )
 from badge_service.domain.errors import InvalidArgument
 from badge_service.domain.ids import is_hex_id, new_hex_id
+from badge_service.rpc import request_ids
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import data_type, data_type_proto, iso, merge_update, ts
 from badge_service.store import custom_fields as store
@@ -76,6 +77,7 @@ class CustomFieldServicer(pb_grpc.CustomFieldServiceServicer):
     ) -> pb.CustomField:
         """Creates a field; 740/741/742/744 as Capillary."""
         who = current_principal()
+        key = request_ids.request_key(request, who.org_id)
         field = validate_custom_field(from_proto(request.custom_field, "custom_field"))
         now = dt.datetime.now(dt.UTC)
         field.id = new_hex_id()
@@ -83,8 +85,13 @@ class CustomFieldServicer(pb_grpc.CustomFieldServiceServicer):
         field.created_on = field.last_updated_on = now
         field.created_by = field.last_updated_by = who.key_id
         async with self._db.write() as conn:
+            first = await request_ids.claim(conn, key, now)
+            if first is not None:
+                return pb.CustomField.FromString(first)
             await store.insert_field(conn, field)
-        return to_proto(field)
+            reply = to_proto(field)
+            await request_ids.complete(conn, key, reply)
+        return reply
 
     async def GetCustomField(
         self, request: pb.GetCustomFieldRequest, context: grpc.aio.ServicerContext

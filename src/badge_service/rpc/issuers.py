@@ -33,6 +33,7 @@ from badge_service.domain.badgr import (
 )
 from badge_service.domain.errors import InvalidArgument
 from badge_service.domain.ids import is_hex_id, new_hex_id
+from badge_service.rpc import request_ids
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import dict_to_struct, merge_update, struct_to_dict, ts
 from badge_service.store import badgr as store
@@ -354,14 +355,20 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
     ) -> pb.Issuer:
         """Creates an issuer."""
         who = current_principal()
+        key = request_ids.request_key(request, who.org_id)
         issuer = badgr.validate_issuer(from_proto(request.issuer, "issuer"))
         now = dt.datetime.now(dt.UTC)
         issuer.id, issuer.entity_id = new_hex_id(), badgr.new_entity_id()
         issuer.org_id, issuer.created_by = who.org_id, str(who.key_id)
         issuer.created_at = issuer.updated_at = now
         async with self._db.write() as conn:
+            first = await request_ids.claim(conn, key, now)
+            if first is not None:
+                return pb.Issuer.FromString(first)
             await store.insert_issuer(conn, issuer)
-        return to_proto(issuer, self._base)
+            reply = to_proto(issuer, self._base)
+            await request_ids.complete(conn, key, reply)
+        return reply
 
     async def UpdateIssuer(
         self, request: pb.UpdateIssuerRequest, context: grpc.aio.ServicerContext

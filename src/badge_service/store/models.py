@@ -454,3 +454,21 @@ award_counts = Table(
     Column("awards", BigInteger, nullable=False),
     CheckConstraint("awards >= 0", name="awards_not_negative"),
 )
+
+
+# --- Request ids (migration 0009) ---------------------------------------------------------------
+# A write that carried a client's request_id (AIP-155), kept so that a retry answers with the
+# first result: `request` names the request message type, `fingerprint` is the SHA-256 of the
+# request without its request_id, and `reply` the serialized reply. The row is written in the
+# write's own transaction, so it exists exactly when the write committed. Rows are kept for at
+# least 24 hours (request_ids.RETENTION), then purged; deleting the org cascades.
+request_ids = Table(
+    "request_ids",
+    metadata,
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    Column("request_id", String(36), primary_key=True),
+    Column("request", String(100), nullable=False),
+    Column("fingerprint", LargeBinary(32), nullable=False),
+    Column("reply", LargeBinary, nullable=True),
+    Column("created_at", Micros, nullable=False, index=True),
+)

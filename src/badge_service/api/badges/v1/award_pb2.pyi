@@ -330,6 +330,14 @@ class CreateAwardRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AWARD_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """A client-chosen UUID that makes a retry safe (AIP-155): the same request_id with the
+    same request answers with the first call's result, for at least 24 hours (a restart
+    included); with a different request it is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
+    Empty: no deduplication.
+    Inside BatchCreateAwardsRequest.requests it must be empty: set the batch's own.
+    """
     @_builtins.property
     def award(self) -> Global___Award:
         """The award: a definition, a recipient and optional details."""
@@ -338,10 +346,11 @@ class CreateAwardRequest(_message.Message):
         self,
         *,
         award: Global___Award | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["award", b"award"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["award", b"award"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["award", b"award", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -354,6 +363,13 @@ class BatchCreateAwardsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUESTS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """A client-chosen UUID that makes a retry safe (AIP-155): the same request_id with the
+    same request answers with the first call's result, for at least 24 hours (a restart
+    included); with a different request it is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
+    Empty: no deduplication.
+    """
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateAwardRequest]:
         """The awards to create, at most 10,000."""
@@ -362,10 +378,11 @@ class BatchCreateAwardsRequest(_message.Message):
         self,
         *,
         requests: _abc.Iterable[Global___CreateAwardRequest] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -438,12 +455,19 @@ class RedeemClaimCodeRequest(_message.Message):
     RECIPIENT_FIELD_NUMBER: _builtins.int
     NARRATIVE_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     id_or_entity_id: _builtins.str
     """The badge class, by id or entityId."""
     claim_code: _builtins.str
     """The claim code."""
     narrative: _builtins.str
     """Optional narrative."""
+    request_id: _builtins.str
+    """A client-chosen UUID that makes a retry safe (AIP-155): the same request_id with the
+    same request answers with the first call's result, for at least 24 hours (a restart
+    included); with a different request it is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
+    Empty: no deduplication.
+    """
     @_builtins.property
     def recipient(self) -> Global___Recipient:
         """Who claims it."""
@@ -460,10 +484,11 @@ class RedeemClaimCodeRequest(_message.Message):
         recipient: Global___Recipient | None = ...,
         narrative: _builtins.str = ...,
         evidence: _abc.Iterable[Global___Evidence] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["recipient", b"recipient"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_code", b"claim_code", "evidence", b"evidence", "id_or_entity_id", b"id_or_entity_id", "narrative", b"narrative", "recipient", b"recipient"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_code", b"claim_code", "evidence", b"evidence", "id_or_entity_id", b"id_or_entity_id", "narrative", b"narrative", "recipient", b"recipient", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -598,19 +623,27 @@ class RevokeAwardRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id of the award."""
     reason: _builtins.str
     """Why it is revoked; required."""
+    request_id: _builtins.str
+    """A client-chosen UUID that makes a retry safe (AIP-155): the same request_id with the
+    same request answers with the first call's result, for at least 24 hours (a restart
+    included); with a different request it is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
+    Empty: no deduplication.
+    """
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -571,6 +571,13 @@ class CreateBadgeClassRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BADGE_CLASS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """A client-chosen UUID that makes a retry safe (AIP-155): the same request_id with the
+    same request answers with the first call's result, for at least 24 hours (a restart
+    included); with a different request it is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
+    Empty: no deduplication.
+    """
     @_builtins.property
     def badge_class(self) -> Global___BadgeClass:
         """The badge class to create; `issuer` names one of the caller's issuers."""
@@ -579,10 +586,11 @@ class CreateBadgeClassRequest(_message.Message):
         self,
         *,
         badge_class: Global___BadgeClass | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["badge_class", b"badge_class"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["badge_class", b"badge_class"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["badge_class", b"badge_class", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -669,6 +677,7 @@ class CreateClaimCodesRequest(_message.Message):
     LABEL_FIELD_NUMBER: _builtins.int
     USE_LIMIT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     id_or_entity_id: _builtins.str
     """The badge class's 24-hex id or entity id."""
     count: _builtins.int
@@ -677,6 +686,12 @@ class CreateClaimCodesRequest(_message.Message):
     """Label of the codes, at most 255 characters."""
     use_limit: _builtins.int
     """How many times each code can be used: 1 (the default) to 1000000."""
+    request_id: _builtins.str
+    """A client-chosen UUID that makes a retry safe (AIP-155): the same request_id with the
+    same request answers with the first call's result, for at least 24 hours (a restart
+    included); with a different request it is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
+    Empty: no deduplication.
+    """
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """When the codes stop working; must be in the future. Unset means never."""
@@ -689,10 +704,11 @@ class CreateClaimCodesRequest(_message.Message):
         label: _builtins.str = ...,
         use_limit: _builtins.int | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_use_limit", b"_use_limit", "expires_at", b"expires_at", "use_limit", b"use_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_use_limit", b"_use_limit", "count", b"count", "expires_at", b"expires_at", "id_or_entity_id", b"id_or_entity_id", "label", b"label", "use_limit", b"use_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_use_limit", b"_use_limit", "count", b"count", "expires_at", b"expires_at", "id_or_entity_id", b"id_or_entity_id", "label", b"label", "request_id", b"request_id", "use_limit", b"use_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__use_limit: _TypeAlias = _typing.Literal["use_limit"]  # noqa: Y015
     _WhichOneofArgType__use_limit: _TypeAlias = _typing.Literal["_use_limit", b"_use_limit"]  # noqa: Y015

@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62\x61\x64ges/v1/badge.proto\x12\tbadges.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\x04\n\x05\x42\x61\x64ge\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05title\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12.\n\ndate_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64\x61te_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x64isplay_date_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x64isplay_date_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\nis_enabled\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\x31\n\x0c\x62\x61\x64ge_states\x18\t \x03(\x0b\x32\x15.badges.v1.BadgeStateB\x04\xe2\x41\x01\x02\x12\'\n\tfrequency\x18\n \x01(\x0b\x32\x14.badges.v1.Frequency\x12!\n\x04tags\x18\x0b \x03(\x0b\x32\x13.badges.v1.BadgeTag\x12#\n\x07segment\x18\x0c \x03(\x0b\x32\x12.badges.v1.Segment\x12\x31\n\x10\x62\x61\x64ge_extra_data\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\r\n\x0b_is_enabled\"y\n\nBadgeState\x12.\n\x05state\x18\x01 \x01(\x0e\x32\x19.badges.v1.BadgeStateTypeB\x04\xe2\x41\x01\x02\x12\x13\n\x05order\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\timage_url\x18\x04 \x01(\t\"\xc2\x01\n\tFrequency\x12\x15\n\x08\x66req_cap\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12/\n\x0b\x66req_period\x18\x02 \x01(\x0e\x32\x1a.badges.v1.FrequencyPeriod\x12\x1c\n\x0e\x66req_period_id\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1e\n\x10\x66req_period_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x08\x66req_max\x18\x05 \x01(\x05H\x01\x88\x01\x01\x42\x0b\n\t_freq_capB\x0b\n\t_freq_max\"2\n\x08\x42\x61\x64geTag\x12\x16\n\x08tag_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06tag_id\x18\x02 \x01(\x03\"l\n\x07Segment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\x03\x12:\n\x10\x65ligibility_type\x18\x03 \x01(\x0e\x32\x1a.badges.v1.EligibilityTypeB\x04\xe2\x41\x01\x02\"\xf5\x01\n\x11ListBadgesRequest\x12\x11\n\x04page\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x17\n\nis_enabled\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x10\n\x08tag_name\x18\x05 \x01(\t\x12/\n\x0b\x65\x61rnable_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x64isplayable_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05_pageB\r\n\x0b_is_enabled\"\xa0\x01\n\x06Paging\x12\r\n\x05total\x18\x01 \x01(\x05\x12\r\n\x05pages\x18\x02 \x01(\x05\x12\x16\n\tnext_page\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tprev_page\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x15\n\rnext_page_url\x18\x05 \x01(\t\x12\x15\n\rprev_page_url\x18\x06 \x01(\tB\x0c\n\n_next_pageB\x0c\n\n_prev_page\"\x86\x01\n\x12ListBadgesResponse\x12 \n\x06\x62\x61\x64ges\x18\x01 \x03(\x0b\x32\x10.badges.v1.Badge\x12!\n\x06paging\x18\x02 \x01(\x0b\x32\x11.badges.v1.Paging\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x12\n\ntotal_size\x18\x04 \x01(\x05\"#\n\x0fGetBadgeRequest\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02\";\n\x12\x43reateBadgeRequest\x12%\n\x05\x62\x61\x64ge\x18\x01 \x01(\x0b\x32\x10.badges.v1.BadgeB\x04\xe2\x41\x01\x02\"l\n\x12UpdateBadgeRequest\x12%\n\x05\x62\x61\x64ge\x18\x01 \x01(\x0b\x32\x10.badges.v1.BadgeB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"&\n\x12\x44\x65leteBadgeRequest\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02*\x90\x01\n\x0e\x42\x61\x64geStateType\x12 \n\x1c\x42\x41\x44GE_STATE_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x42\x41\x44GE_STATE_TYPE_UNEARNED\x10\x01\x12 \n\x1c\x42\x41\x44GE_STATE_TYPE_IN_PROGRESS\x10\x02\x12\x1b\n\x17\x42\x41\x44GE_STATE_TYPE_EARNED\x10\x03*\x9f\x01\n\x0f\x46requencyPeriod\x12 \n\x1c\x46REQUENCY_PERIOD_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46REQUENCY_PERIOD_WEEK\x10\x01\x12\x1a\n\x16\x46REQUENCY_PERIOD_MONTH\x10\x02\x12\x19\n\x15\x46REQUENCY_PERIOD_YEAR\x10\x03\x12\x18\n\x14\x46REQUENCY_PERIOD_DAY\x10\x04*s\n\x0f\x45ligibilityType\x12 \n\x1c\x45LIGIBILITY_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45LIGIBILITY_TYPE_INCLUSION\x10\x01\x12\x1e\n\x1a\x45LIGIBILITY_TYPE_EXCLUSION\x10\x02\x32\xea\x03\n\x0c\x42\x61\x64geService\x12_\n\nListBadges\x12\x1c.badges.v1.ListBadgesRequest\x1a\x1d.badges.v1.ListBadgesResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v2.1/badges\x12S\n\x08GetBadge\x12\x1a.badges.v1.GetBadgeRequest\x1a\x10.badges.v1.Badge\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v2.1/badges/{id}\x12[\n\x0b\x43reateBadge\x12\x1d.badges.v1.CreateBadgeRequest\x1a\x10.badges.v1.Badge\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x0c/v2.1/badges:\x05\x62\x61\x64ge\x12\x66\n\x0bUpdateBadge\x12\x1d.badges.v1.UpdateBadgeRequest\x1a\x10.badges.v1.Badge\"&\x82\xd3\xe4\x93\x02 2\x17/v2.1/badges/{badge.id}:\x05\x62\x61\x64ge\x12_\n\x0b\x44\x65leteBadge\x12\x1d.badges.v1.DeleteBadgeRequest\x1a\x16.google.protobuf.Empty\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v2.1/badges/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62\x61\x64ges/v1/badge.proto\x12\tbadges.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\x04\n\x05\x42\x61\x64ge\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05title\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12.\n\ndate_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64\x61te_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x64isplay_date_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x64isplay_date_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\nis_enabled\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\x31\n\x0c\x62\x61\x64ge_states\x18\t \x03(\x0b\x32\x15.badges.v1.BadgeStateB\x04\xe2\x41\x01\x02\x12\'\n\tfrequency\x18\n \x01(\x0b\x32\x14.badges.v1.Frequency\x12!\n\x04tags\x18\x0b \x03(\x0b\x32\x13.badges.v1.BadgeTag\x12#\n\x07segment\x18\x0c \x03(\x0b\x32\x12.badges.v1.Segment\x12\x31\n\x10\x62\x61\x64ge_extra_data\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\r\n\x0b_is_enabled\"y\n\nBadgeState\x12.\n\x05state\x18\x01 \x01(\x0e\x32\x19.badges.v1.BadgeStateTypeB\x04\xe2\x41\x01\x02\x12\x13\n\x05order\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\timage_url\x18\x04 \x01(\t\"\xc2\x01\n\tFrequency\x12\x15\n\x08\x66req_cap\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12/\n\x0b\x66req_period\x18\x02 \x01(\x0e\x32\x1a.badges.v1.FrequencyPeriod\x12\x1c\n\x0e\x66req_period_id\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1e\n\x10\x66req_period_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x08\x66req_max\x18\x05 \x01(\x05H\x01\x88\x01\x01\x42\x0b\n\t_freq_capB\x0b\n\t_freq_max\"2\n\x08\x42\x61\x64geTag\x12\x16\n\x08tag_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06tag_id\x18\x02 \x01(\x03\"l\n\x07Segment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\x03\x12:\n\x10\x65ligibility_type\x18\x03 \x01(\x0e\x32\x1a.badges.v1.EligibilityTypeB\x04\xe2\x41\x01\x02\"\xf5\x01\n\x11ListBadgesRequest\x12\x11\n\x04page\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x17\n\nis_enabled\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x10\n\x08tag_name\x18\x05 \x01(\t\x12/\n\x0b\x65\x61rnable_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x64isplayable_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05_pageB\r\n\x0b_is_enabled\"\xa0\x01\n\x06Paging\x12\r\n\x05total\x18\x01 \x01(\x05\x12\r\n\x05pages\x18\x02 \x01(\x05\x12\x16\n\tnext_page\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tprev_page\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x15\n\rnext_page_url\x18\x05 \x01(\t\x12\x15\n\rprev_page_url\x18\x06 \x01(\tB\x0c\n\n_next_pageB\x0c\n\n_prev_page\"\x86\x01\n\x12ListBadgesResponse\x12 \n\x06\x62\x61\x64ges\x18\x01 \x03(\x0b\x32\x10.badges.v1.Badge\x12!\n\x06paging\x18\x02 \x01(\x0b\x32\x11.badges.v1.Paging\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x12\n\ntotal_size\x18\x04 \x01(\x05\"#\n\x0fGetBadgeRequest\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02\"Y\n\x12\x43reateBadgeRequest\x12%\n\x05\x62\x61\x64ge\x18\x01 \x01(\x0b\x32\x10.badges.v1.BadgeB\x04\xe2\x41\x01\x02\x12\x1c\n\nrequest_id\x18\x02 \x01(\tB\x08\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"l\n\x12UpdateBadgeRequest\x12%\n\x05\x62\x61\x64ge\x18\x01 \x01(\x0b\x32\x10.badges.v1.BadgeB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"&\n\x12\x44\x65leteBadgeRequest\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02*\x90\x01\n\x0e\x42\x61\x64geStateType\x12 \n\x1c\x42\x41\x44GE_STATE_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x42\x41\x44GE_STATE_TYPE_UNEARNED\x10\x01\x12 \n\x1c\x42\x41\x44GE_STATE_TYPE_IN_PROGRESS\x10\x02\x12\x1b\n\x17\x42\x41\x44GE_STATE_TYPE_EARNED\x10\x03*\x9f\x01\n\x0f\x46requencyPeriod\x12 \n\x1c\x46REQUENCY_PERIOD_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46REQUENCY_PERIOD_WEEK\x10\x01\x12\x1a\n\x16\x46REQUENCY_PERIOD_MONTH\x10\x02\x12\x19\n\x15\x46REQUENCY_PERIOD_YEAR\x10\x03\x12\x18\n\x14\x46REQUENCY_PERIOD_DAY\x10\x04*s\n\x0f\x45ligibilityType\x12 \n\x1c\x45LIGIBILITY_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45LIGIBILITY_TYPE_INCLUSION\x10\x01\x12\x1e\n\x1a\x45LIGIBILITY_TYPE_EXCLUSION\x10\x02\x32\xea\x03\n\x0c\x42\x61\x64geService\x12_\n\nListBadges\x12\x1c.badges.v1.ListBadgesRequest\x1a\x1d.badges.v1.ListBadgesResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v2.1/badges\x12S\n\x08GetBadge\x12\x1a.badges.v1.GetBadgeRequest\x1a\x10.badges.v1.Badge\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v2.1/badges/{id}\x12[\n\x0b\x43reateBadge\x12\x1d.badges.v1.CreateBadgeRequest\x1a\x10.badges.v1.Badge\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x0c/v2.1/badges:\x05\x62\x61\x64ge\x12\x66\n\x0bUpdateBadge\x12\x1d.badges.v1.UpdateBadgeRequest\x1a\x10.badges.v1.Badge\"&\x82\xd3\xe4\x93\x02 2\x17/v2.1/badges/{badge.id}:\x05\x62\x61\x64ge\x12_\n\x0b\x44\x65leteBadge\x12\x1d.badges.v1.DeleteBadgeRequest\x1a\x16.google.protobuf.Empty\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v2.1/badges/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -65,6 +66,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETBADGEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_CREATEBADGEREQUEST'].fields_by_name['badge']._loaded_options = None
   _globals['_CREATEBADGEREQUEST'].fields_by_name['badge']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEBADGEREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_CREATEBADGEREQUEST'].fields_by_name['request_id']._serialized_options = b'\342\214\317\327\010\002\010\001'
   _globals['_UPDATEBADGEREQUEST'].fields_by_name['badge']._loaded_options = None
   _globals['_UPDATEBADGEREQUEST'].fields_by_name['badge']._serialized_options = b'\342A\001\002'
   _globals['_DELETEBADGEREQUEST'].fields_by_name['id']._loaded_options = None
@@ -79,36 +82,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BADGESERVICE'].methods_by_name['UpdateBadge']._serialized_options = b'\202\323\344\223\002 2\027/v2.1/badges/{badge.id}:\005badge'
   _globals['_BADGESERVICE'].methods_by_name['DeleteBadge']._loaded_options = None
   _globals['_BADGESERVICE'].methods_by_name['DeleteBadge']._serialized_options = b'\202\323\344\223\002\023*\021/v2.1/badges/{id}'
-  _globals['_BADGESTATETYPE']._serialized_start=2142
-  _globals['_BADGESTATETYPE']._serialized_end=2286
-  _globals['_FREQUENCYPERIOD']._serialized_start=2289
-  _globals['_FREQUENCYPERIOD']._serialized_end=2448
-  _globals['_ELIGIBILITYTYPE']._serialized_start=2450
-  _globals['_ELIGIBILITYTYPE']._serialized_end=2565
-  _globals['_BADGE']._serialized_start=226
-  _globals['_BADGE']._serialized_end=861
-  _globals['_BADGESTATE']._serialized_start=863
-  _globals['_BADGESTATE']._serialized_end=984
-  _globals['_FREQUENCY']._serialized_start=987
-  _globals['_FREQUENCY']._serialized_end=1181
-  _globals['_BADGETAG']._serialized_start=1183
-  _globals['_BADGETAG']._serialized_end=1233
-  _globals['_SEGMENT']._serialized_start=1235
-  _globals['_SEGMENT']._serialized_end=1343
-  _globals['_LISTBADGESREQUEST']._serialized_start=1346
-  _globals['_LISTBADGESREQUEST']._serialized_end=1591
-  _globals['_PAGING']._serialized_start=1594
-  _globals['_PAGING']._serialized_end=1754
-  _globals['_LISTBADGESRESPONSE']._serialized_start=1757
-  _globals['_LISTBADGESRESPONSE']._serialized_end=1891
-  _globals['_GETBADGEREQUEST']._serialized_start=1893
-  _globals['_GETBADGEREQUEST']._serialized_end=1928
-  _globals['_CREATEBADGEREQUEST']._serialized_start=1930
-  _globals['_CREATEBADGEREQUEST']._serialized_end=1989
-  _globals['_UPDATEBADGEREQUEST']._serialized_start=1991
-  _globals['_UPDATEBADGEREQUEST']._serialized_end=2099
-  _globals['_DELETEBADGEREQUEST']._serialized_start=2101
-  _globals['_DELETEBADGEREQUEST']._serialized_end=2139
-  _globals['_BADGESERVICE']._serialized_start=2568
-  _globals['_BADGESERVICE']._serialized_end=3058
+  _globals['_BADGESTATETYPE']._serialized_start=2201
+  _globals['_BADGESTATETYPE']._serialized_end=2345
+  _globals['_FREQUENCYPERIOD']._serialized_start=2348
+  _globals['_FREQUENCYPERIOD']._serialized_end=2507
+  _globals['_ELIGIBILITYTYPE']._serialized_start=2509
+  _globals['_ELIGIBILITYTYPE']._serialized_end=2624
+  _globals['_BADGE']._serialized_start=255
+  _globals['_BADGE']._serialized_end=890
+  _globals['_BADGESTATE']._serialized_start=892
+  _globals['_BADGESTATE']._serialized_end=1013
+  _globals['_FREQUENCY']._serialized_start=1016
+  _globals['_FREQUENCY']._serialized_end=1210
+  _globals['_BADGETAG']._serialized_start=1212
+  _globals['_BADGETAG']._serialized_end=1262
+  _globals['_SEGMENT']._serialized_start=1264
+  _globals['_SEGMENT']._serialized_end=1372
+  _globals['_LISTBADGESREQUEST']._serialized_start=1375
+  _globals['_LISTBADGESREQUEST']._serialized_end=1620
+  _globals['_PAGING']._serialized_start=1623
+  _globals['_PAGING']._serialized_end=1783
+  _globals['_LISTBADGESRESPONSE']._serialized_start=1786
+  _globals['_LISTBADGESRESPONSE']._serialized_end=1920
+  _globals['_GETBADGEREQUEST']._serialized_start=1922
+  _globals['_GETBADGEREQUEST']._serialized_end=1957
+  _globals['_CREATEBADGEREQUEST']._serialized_start=1959
+  _globals['_CREATEBADGEREQUEST']._serialized_end=2048
+  _globals['_UPDATEBADGEREQUEST']._serialized_start=2050
+  _globals['_UPDATEBADGEREQUEST']._serialized_end=2158
+  _globals['_DELETEBADGEREQUEST']._serialized_start=2160
+  _globals['_DELETEBADGEREQUEST']._serialized_end=2198
+  _globals['_BADGESERVICE']._serialized_start=2627
+  _globals['_BADGESERVICE']._serialized_end=3117
 # @@protoc_insertion_point(module_scope)

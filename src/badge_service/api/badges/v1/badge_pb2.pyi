@@ -536,6 +536,13 @@ class CreateBadgeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BADGE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """A client-chosen UUID that makes a retry safe (AIP-155): the same request_id with the
+    same request answers with the first call's result, for at least 24 hours (a restart
+    included); with a different request it is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
+    Empty: no deduplication.
+    """
     @_builtins.property
     def badge(self) -> Global___Badge:
         """The badge to create."""
@@ -544,10 +551,11 @@ class CreateBadgeRequest(_message.Message):
         self,
         *,
         badge: Global___Badge | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["badge", b"badge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["badge", b"badge"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["badge", b"badge", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1061,8 +1061,15 @@ class CreateBadgeTemplateRequest(_message.Message):
 
     ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
     BADGE_TEMPLATE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     """The caller's organisation UUID."""
+    request_id: _builtins.str
+    """A client-chosen UUID that makes a retry safe (AIP-155): the same request_id with the
+    same request answers with the first call's result, for at least 24 hours (a restart
+    included); with a different request it is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
+    Empty: no deduplication.
+    """
     @_builtins.property
     def badge_template(self) -> Global___BadgeTemplate:
         """The template to create. Output-only fields are ignored."""
@@ -1072,10 +1079,11 @@ class CreateBadgeTemplateRequest(_message.Message):
         *,
         organization_id: _builtins.str = ...,
         badge_template: Global___BadgeTemplate | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["badge_template", b"badge_template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["badge_template", b"badge_template", "organization_id", b"organization_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["badge_template", b"badge_template", "organization_id", b"organization_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,12 +25,13 @@ _sym_db = _symbol_database.Default()
 from badge_service.api.badges.v1 import common_pb2 as badges_dot_v1_dot_common__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x61\x64ges/v1/custom_field.proto\x12\tbadges.v1\x1a\x16\x62\x61\x64ges/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x03\n\x0b\x43ustomField\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06org_id\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0cis_mandatory\x18\x04 \x01(\x08\x12\x1a\n\rdefault_value\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tis_active\x18\x06 \x01(\x08H\x01\x88\x01\x01\x12,\n\tdata_type\x18\x07 \x01(\x0e\x32\x13.badges.v1.DataTypeB\x04\xe2\x41\x01\x02\x12\x34\n\ncreated_on\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63reated_on_iso\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_by\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x39\n\x0flast_updated_on\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12!\n\x13last_updated_on_iso\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0flast_updated_by\x18\r \x01(\x03\x42\x04\xe2\x41\x01\x03\x42\x10\n\x0e_default_valueB\x0c\n\n_is_active\"N\n\x18\x43reateCustomFieldRequest\x12\x32\n\x0c\x63ustom_field\x18\x01 \x01(\x0b\x32\x16.badges.v1.CustomFieldB\x04\xe2\x41\x01\x02\")\n\x15GetCustomFieldRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x17ListCustomFieldsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"v\n\x18ListCustomFieldsResponse\x12-\n\rcustom_fields\x18\x01 \x03(\x0b\x32\x16.badges.v1.CustomField\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\x7f\n\x18UpdateCustomFieldRequest\x12\x32\n\x0c\x63ustom_field\x18\x01 \x01(\x0b\x32\x16.badges.v1.CustomFieldB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\",\n\x18\x44\x65leteCustomFieldRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\xcb\x05\n\x12\x43ustomFieldService\x12\x8a\x01\n\x11\x43reateCustomField\x12#.badges.v1.CreateCustomFieldRequest\x1a\x16.badges.v1.CustomField\"8\x82\xd3\xe4\x93\x02\x32\"\"/api_gateway/v1/badges/customField:\x0c\x63ustom_field\x12{\n\x0eGetCustomField\x12 .badges.v1.GetCustomFieldRequest\x1a\x16.badges.v1.CustomField\"/\x82\xd3\xe4\x93\x02)\x12\'/api_gateway/v1/badges/customField/{id}\x12\x87\x01\n\x10ListCustomFields\x12\".badges.v1.ListCustomFieldsRequest\x1a#.badges.v1.ListCustomFieldsResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/api_gateway/v1/badges/customField\x12\x9c\x01\n\x11UpdateCustomField\x12#.badges.v1.UpdateCustomFieldRequest\x1a\x16.badges.v1.CustomField\"J\x82\xd3\xe4\x93\x02\x44\x32\x34/api_gateway/v1/badges/customField/{custom_field.id}:\x0c\x63ustom_field\x12\x81\x01\n\x11\x44\x65leteCustomField\x12#.badges.v1.DeleteCustomFieldRequest\x1a\x16.google.protobuf.Empty\"/\x82\xd3\xe4\x93\x02)*\'/api_gateway/v1/badges/customField/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x61\x64ges/v1/custom_field.proto\x12\tbadges.v1\x1a\x16\x62\x61\x64ges/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x03\n\x0b\x43ustomField\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06org_id\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0cis_mandatory\x18\x04 \x01(\x08\x12\x1a\n\rdefault_value\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tis_active\x18\x06 \x01(\x08H\x01\x88\x01\x01\x12,\n\tdata_type\x18\x07 \x01(\x0e\x32\x13.badges.v1.DataTypeB\x04\xe2\x41\x01\x02\x12\x34\n\ncreated_on\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63reated_on_iso\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_by\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x39\n\x0flast_updated_on\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12!\n\x13last_updated_on_iso\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0flast_updated_by\x18\r \x01(\x03\x42\x04\xe2\x41\x01\x03\x42\x10\n\x0e_default_valueB\x0c\n\n_is_active\"l\n\x18\x43reateCustomFieldRequest\x12\x32\n\x0c\x63ustom_field\x18\x01 \x01(\x0b\x32\x16.badges.v1.CustomFieldB\x04\xe2\x41\x01\x02\x12\x1c\n\nrequest_id\x18\x02 \x01(\tB\x08\xe2\x8c\xcf\xd7\x08\x02\x08\x01\")\n\x15GetCustomFieldRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x17ListCustomFieldsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"v\n\x18ListCustomFieldsResponse\x12-\n\rcustom_fields\x18\x01 \x03(\x0b\x32\x16.badges.v1.CustomField\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\x7f\n\x18UpdateCustomFieldRequest\x12\x32\n\x0c\x63ustom_field\x18\x01 \x01(\x0b\x32\x16.badges.v1.CustomFieldB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\",\n\x18\x44\x65leteCustomFieldRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\xcb\x05\n\x12\x43ustomFieldService\x12\x8a\x01\n\x11\x43reateCustomField\x12#.badges.v1.CreateCustomFieldRequest\x1a\x16.badges.v1.CustomField\"8\x82\xd3\xe4\x93\x02\x32\"\"/api_gateway/v1/badges/customField:\x0c\x63ustom_field\x12{\n\x0eGetCustomField\x12 .badges.v1.GetCustomFieldRequest\x1a\x16.badges.v1.CustomField\"/\x82\xd3\xe4\x93\x02)\x12\'/api_gateway/v1/badges/customField/{id}\x12\x87\x01\n\x10ListCustomFields\x12\".badges.v1.ListCustomFieldsRequest\x1a#.badges.v1.ListCustomFieldsResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/api_gateway/v1/badges/customField\x12\x9c\x01\n\x11UpdateCustomField\x12#.badges.v1.UpdateCustomFieldRequest\x1a\x16.badges.v1.CustomField\"J\x82\xd3\xe4\x93\x02\x44\x32\x34/api_gateway/v1/badges/customField/{custom_field.id}:\x0c\x63ustom_field\x12\x81\x01\n\x11\x44\x65leteCustomField\x12#.badges.v1.DeleteCustomFieldRequest\x1a\x16.google.protobuf.Empty\"/\x82\xd3\xe4\x93\x02)*\'/api_gateway/v1/badges/customField/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -59,6 +60,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMFIELD'].fields_by_name['last_updated_by']._serialized_options = b'\342A\001\003'
   _globals['_CREATECUSTOMFIELDREQUEST'].fields_by_name['custom_field']._loaded_options = None
   _globals['_CREATECUSTOMFIELDREQUEST'].fields_by_name['custom_field']._serialized_options = b'\342A\001\002'
+  _globals['_CREATECUSTOMFIELDREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_CREATECUSTOMFIELDREQUEST'].fields_by_name['request_id']._serialized_options = b'\342\214\317\327\010\002\010\001'
   _globals['_GETCUSTOMFIELDREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETCUSTOMFIELDREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_UPDATECUSTOMFIELDREQUEST'].fields_by_name['custom_field']._loaded_options = None
@@ -75,20 +78,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMFIELDSERVICE'].methods_by_name['UpdateCustomField']._serialized_options = b'\202\323\344\223\002D24/api_gateway/v1/badges/customField/{custom_field.id}:\014custom_field'
   _globals['_CUSTOMFIELDSERVICE'].methods_by_name['DeleteCustomField']._loaded_options = None
   _globals['_CUSTOMFIELDSERVICE'].methods_by_name['DeleteCustomField']._serialized_options = b'\202\323\344\223\002)*\'/api_gateway/v1/badges/customField/{id}'
-  _globals['_CUSTOMFIELD']._serialized_start=227
-  _globals['_CUSTOMFIELD']._serialized_end=687
-  _globals['_CREATECUSTOMFIELDREQUEST']._serialized_start=689
-  _globals['_CREATECUSTOMFIELDREQUEST']._serialized_end=767
-  _globals['_GETCUSTOMFIELDREQUEST']._serialized_start=769
-  _globals['_GETCUSTOMFIELDREQUEST']._serialized_end=810
-  _globals['_LISTCUSTOMFIELDSREQUEST']._serialized_start=812
-  _globals['_LISTCUSTOMFIELDSREQUEST']._serialized_end=876
-  _globals['_LISTCUSTOMFIELDSRESPONSE']._serialized_start=878
-  _globals['_LISTCUSTOMFIELDSRESPONSE']._serialized_end=996
-  _globals['_UPDATECUSTOMFIELDREQUEST']._serialized_start=998
-  _globals['_UPDATECUSTOMFIELDREQUEST']._serialized_end=1125
-  _globals['_DELETECUSTOMFIELDREQUEST']._serialized_start=1127
-  _globals['_DELETECUSTOMFIELDREQUEST']._serialized_end=1171
-  _globals['_CUSTOMFIELDSERVICE']._serialized_start=1174
-  _globals['_CUSTOMFIELDSERVICE']._serialized_end=1889
+  _globals['_CUSTOMFIELD']._serialized_start=256
+  _globals['_CUSTOMFIELD']._serialized_end=716
+  _globals['_CREATECUSTOMFIELDREQUEST']._serialized_start=718
+  _globals['_CREATECUSTOMFIELDREQUEST']._serialized_end=826
+  _globals['_GETCUSTOMFIELDREQUEST']._serialized_start=828
+  _globals['_GETCUSTOMFIELDREQUEST']._serialized_end=869
+  _globals['_LISTCUSTOMFIELDSREQUEST']._serialized_start=871
+  _globals['_LISTCUSTOMFIELDSREQUEST']._serialized_end=935
+  _globals['_LISTCUSTOMFIELDSRESPONSE']._serialized_start=937
+  _globals['_LISTCUSTOMFIELDSRESPONSE']._serialized_end=1055
+  _globals['_UPDATECUSTOMFIELDREQUEST']._serialized_start=1057
+  _globals['_UPDATECUSTOMFIELDREQUEST']._serialized_end=1184
+  _globals['_DELETECUSTOMFIELDREQUEST']._serialized_start=1186
+  _globals['_DELETECUSTOMFIELDREQUEST']._serialized_end=1230
+  _globals['_CUSTOMFIELDSERVICE']._serialized_start=1233
+  _globals['_CUSTOMFIELDSERVICE']._serialized_end=1948
 # @@protoc_insertion_point(module_scope)

@@ -111,6 +111,13 @@ class CreateCustomFieldRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOM_FIELD_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """A client-chosen UUID that makes a retry safe (AIP-155): the same request_id with the
+    same request answers with the first call's result, for at least 24 hours (a restart
+    included); with a different request it is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
+    Empty: no deduplication.
+    """
     @_builtins.property
     def custom_field(self) -> Global___CustomField:
         """The field to create."""
@@ -119,10 +126,11 @@ class CreateCustomFieldRequest(_message.Message):
         self,
         *,
         custom_field: Global___CustomField | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["custom_field", b"custom_field"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_field", b"custom_field"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_field", b"custom_field", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

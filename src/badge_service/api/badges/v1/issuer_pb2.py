@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62\x61\x64ges/v1/issuer.proto\x12\tbadges.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x05\n\x06Issuer\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x65ntity_type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tentity_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\ropen_badge_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x06 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05image\x18\x07 \x01(\t\x12\x13\n\x05\x65mail\x18\x08 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x12\x11\n\x03url\x18\n \x01(\tB\x04\xe2\x41\x01\x02\x12%\n\x05staff\x18\x0b \x03(\x0b\x32\x16.badges.v1.IssuerStaff\x12\x14\n\x0c\x62\x61\x64gr_domain\x18\x0c \x01(\t\x12\x18\n\ncreated_by\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0forganization_id\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\nextensions\x18\x0f \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06source\x18\x10 \x01(\t\x12\x12\n\nsource_url\x18\x11 \x01(\t\x12\x12\n\nimage_path\x18\x12 \x01(\t\x12\x15\n\roriginal_json\x18\x13 \x01(\t\x12P\n\x1f\x62\x61\x64ge_skill_linking_preferences\x18\x14 \x01(\x0b\x32\'.badges.v1.BadgeSkillLinkingPreferences\x12\x31\n\x0bpreferences\x18\x15 \x01(\x0b\x32\x1c.badges.v1.IssuerPreferences\x12\x34\n\nupdated_at\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x31\n\nopen_badge\x18\x17 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\"\x84\x01\n\x0bIssuerStaff\x12.\n\x04role\x18\x01 \x01(\x0e\x32\x1a.badges.v1.IssuerStaffRoleB\x04\xe2\x41\x01\x02\x12\x12\n\x04user\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x0cuser_profile\x18\x03 \x01(\x0b\x32\x1b.badges.v1.BadgeUserProfile\"\x95\x02\n\x10\x42\x61\x64geUserProfile\x12\x19\n\x0b\x65ntity_type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\tentity_id\x18\x02 \x01(\t\x12\x12\n\nfirst_name\x18\x03 \x01(\t\x12\x11\n\tlast_name\x18\x04 \x01(\t\x12$\n\x06\x65mails\x18\x05 \x03(\x0b\x32\x14.badges.v1.UserEmail\x12\x0b\n\x03url\x18\x06 \x03(\t\x12\x11\n\ttelephone\x18\x07 \x03(\t\x12\x14\n\x0c\x62\x61\x64gr_domain\x18\x08 \x01(\t\x12\x1c\n\x14\x61greed_terms_version\x18\t \x01(\x05\x12\x18\n\x10marketing_opt_in\x18\n \x01(\x08\x12\x18\n\x10has_password_set\x18\x0b \x01(\x08\"C\n\tUserEmail\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08verified\x18\x02 \x01(\x08\x12\x0f\n\x07primary\x18\x03 \x01(\x08\"W\n\x1c\x42\x61\x64geSkillLinkingPreferences\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x12\n\nserver_uri\x18\x02 \x01(\t\x12\x15\n\rindeed_region\x18\x03 \x01(\t\"\xae\x01\n\x11IssuerPreferences\x12H\n\x1b\x63ustom_property_definitions\x18\x01 \x03(\x0b\x32#.badges.v1.CustomPropertyDefinition\x12&\n\x1e\x64\x65\x66\x61ult_print_cert_template_id\x18\x02 \x01(\t\x12\'\n\x1f\x65nabled_print_cert_template_ids\x18\x03 \x03(\t\"\xb0\x02\n\x18\x43ustomPropertyDefinition\x12:\n\rproperty_type\x18\x01 \x01(\x0e\x32\x1d.badges.v1.CustomPropertyTypeB\x04\xe2\x41\x01\x02\x12\x41\n\x12target_entity_type\x18\x02 \x01(\x0e\x32\x1f.badges.v1.CustomPropertyTargetB\x04\xe2\x41\x01\x02\x12\x13\n\x0bproperty_id\x18\x03 \x01(\t\x12\x13\n\x05label\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tsub_label\x18\x05 \x01(\t\x12\x0e\n\x06public\x18\x06 \x01(\x08\x12\x10\n\x08required\x18\x07 \x01(\x08\x12\x36\n\rchoice_values\x18\x08 \x03(\x0b\x32\x1f.badges.v1.CustomPropertyChoice\"7\n\x14\x43ustomPropertyChoice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x05label\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x12ListIssuersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x13ListIssuersResponse\x12\"\n\x07issuers\x18\x01 \x03(\x0b\x32\x11.badges.v1.Issuer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\x91\x01\n\x10GetIssuerRequest\x12\x19\n\x0fid_or_entity_id\x18\x01 \x01(\tH\x00\x12%\n\x1bissuer_open_badge_id_base64\x18\x02 \x01(\tH\x00\x12\r\n\x03ref\x18\x03 \x01(\tH\x00\x12\"\n\x04view\x18\x04 \x01(\x0e\x32\x14.badges.v1.BadgrViewB\x08\n\x06lookup\">\n\x13\x43reateIssuerRequest\x12\'\n\x06issuer\x18\x01 \x01(\x0b\x32\x11.badges.v1.IssuerB\x04\xe2\x41\x01\x02\"o\n\x13UpdateIssuerRequest\x12\'\n\x06issuer\x18\x01 \x01(\x0b\x32\x11.badges.v1.IssuerB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x81\x01\n\x13\x44\x65leteIssuerRequest\x12\x19\n\x0fid_or_entity_id\x18\x01 \x01(\tH\x00\x12%\n\x1bissuer_open_badge_id_base64\x18\x02 \x01(\tH\x00\x12\r\n\x03ref\x18\x03 \x01(\tH\x00\x12\x0f\n\x07\x63\x61scade\x18\x04 \x01(\x08\x42\x08\n\x06lookup*\\\n\tBadgrView\x12\x1a\n\x16\x42\x41\x44GR_VIEW_UNSPECIFIED\x10\x00\x12\x14\n\x10\x42\x41\x44GR_VIEW_BADGR\x10\x01\x12\x1d\n\x19\x42\x41\x44GR_VIEW_OPEN_BADGES_V2\x10\x02*\x8c\x01\n\x0fIssuerStaffRole\x12!\n\x1dISSUER_STAFF_ROLE_UNSPECIFIED\x10\x00\x12\x1b\n\x17ISSUER_STAFF_ROLE_OWNER\x10\x01\x12\x1c\n\x18ISSUER_STAFF_ROLE_EDITOR\x10\x02\x12\x1b\n\x17ISSUER_STAFF_ROLE_STAFF\x10\x03*\xd2\x01\n\x12\x43ustomPropertyType\x12$\n CUSTOM_PROPERTY_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43USTOM_PROPERTY_TYPE_STRING\x10\x01\x12&\n\"CUSTOM_PROPERTY_TYPE_STRING_CHOICE\x10\x02\x12,\n(CUSTOM_PROPERTY_TYPE_STRING_MULTI_CHOICE\x10\x03\x12\x1f\n\x1b\x43USTOM_PROPERTY_TYPE_DOUBLE\x10\x04*\x8c\x01\n\x14\x43ustomPropertyTarget\x12&\n\"CUSTOM_PROPERTY_TARGET_UNSPECIFIED\x10\x00\x12&\n\"CUSTOM_PROPERTY_TARGET_BADGE_CLASS\x10\x01\x12$\n CUSTOM_PROPERTY_TARGET_ASSERTION\x10\x02\x32\xb7\x05\n\rIssuerService\x12\x61\n\x0bListIssuers\x12\x1d.badges.v1.ListIssuersRequest\x1a\x1e.badges.v1.ListIssuersResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v2/issuers\x12\xb4\x01\n\tGetIssuer\x12\x1b.badges.v1.GetIssuerRequest\x1a\x11.badges.v1.Issuer\"w\x82\xd3\xe4\x93\x02q\x12\x1d/v2/issuers/{id_or_entity_id}Z7\x12\x35/v2/issuers/openBadgeId/{issuer_open_badge_id_base64}Z\x17\x12\x15/v2/issuers/ref/{ref}\x12^\n\x0c\x43reateIssuer\x12\x1e.badges.v1.CreateIssuerRequest\x1a\x11.badges.v1.Issuer\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x0b/v2/issuers:\x06issuer\x12j\n\x0cUpdateIssuer\x12\x1e.badges.v1.UpdateIssuerRequest\x1a\x11.badges.v1.Issuer\"\'\x82\xd3\xe4\x93\x02!2\x17/v2/issuers/{issuer.id}:\x06issuer\x12\xbf\x01\n\x0c\x44\x65leteIssuer\x12\x1e.badges.v1.DeleteIssuerRequest\x1a\x16.google.protobuf.Empty\"w\x82\xd3\xe4\x93\x02q*\x1d/v2/issuers/{id_or_entity_id}Z7*5/v2/issuers/openBadgeId/{issuer_open_badge_id_base64}Z\x17*\x15/v2/issuers/ref/{ref}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62\x61\x64ges/v1/issuer.proto\x12\tbadges.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x05\n\x06Issuer\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x65ntity_type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tentity_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\ropen_badge_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x06 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05image\x18\x07 \x01(\t\x12\x13\n\x05\x65mail\x18\x08 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x12\x11\n\x03url\x18\n \x01(\tB\x04\xe2\x41\x01\x02\x12%\n\x05staff\x18\x0b \x03(\x0b\x32\x16.badges.v1.IssuerStaff\x12\x14\n\x0c\x62\x61\x64gr_domain\x18\x0c \x01(\t\x12\x18\n\ncreated_by\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0forganization_id\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\nextensions\x18\x0f \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06source\x18\x10 \x01(\t\x12\x12\n\nsource_url\x18\x11 \x01(\t\x12\x12\n\nimage_path\x18\x12 \x01(\t\x12\x15\n\roriginal_json\x18\x13 \x01(\t\x12P\n\x1f\x62\x61\x64ge_skill_linking_preferences\x18\x14 \x01(\x0b\x32\'.badges.v1.BadgeSkillLinkingPreferences\x12\x31\n\x0bpreferences\x18\x15 \x01(\x0b\x32\x1c.badges.v1.IssuerPreferences\x12\x34\n\nupdated_at\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x31\n\nopen_badge\x18\x17 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\"\x84\x01\n\x0bIssuerStaff\x12.\n\x04role\x18\x01 \x01(\x0e\x32\x1a.badges.v1.IssuerStaffRoleB\x04\xe2\x41\x01\x02\x12\x12\n\x04user\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x0cuser_profile\x18\x03 \x01(\x0b\x32\x1b.badges.v1.BadgeUserProfile\"\x95\x02\n\x10\x42\x61\x64geUserProfile\x12\x19\n\x0b\x65ntity_type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\tentity_id\x18\x02 \x01(\t\x12\x12\n\nfirst_name\x18\x03 \x01(\t\x12\x11\n\tlast_name\x18\x04 \x01(\t\x12$\n\x06\x65mails\x18\x05 \x03(\x0b\x32\x14.badges.v1.UserEmail\x12\x0b\n\x03url\x18\x06 \x03(\t\x12\x11\n\ttelephone\x18\x07 \x03(\t\x12\x14\n\x0c\x62\x61\x64gr_domain\x18\x08 \x01(\t\x12\x1c\n\x14\x61greed_terms_version\x18\t \x01(\x05\x12\x18\n\x10marketing_opt_in\x18\n \x01(\x08\x12\x18\n\x10has_password_set\x18\x0b \x01(\x08\"C\n\tUserEmail\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08verified\x18\x02 \x01(\x08\x12\x0f\n\x07primary\x18\x03 \x01(\x08\"W\n\x1c\x42\x61\x64geSkillLinkingPreferences\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x12\n\nserver_uri\x18\x02 \x01(\t\x12\x15\n\rindeed_region\x18\x03 \x01(\t\"\xae\x01\n\x11IssuerPreferences\x12H\n\x1b\x63ustom_property_definitions\x18\x01 \x03(\x0b\x32#.badges.v1.CustomPropertyDefinition\x12&\n\x1e\x64\x65\x66\x61ult_print_cert_template_id\x18\x02 \x01(\t\x12\'\n\x1f\x65nabled_print_cert_template_ids\x18\x03 \x03(\t\"\xb0\x02\n\x18\x43ustomPropertyDefinition\x12:\n\rproperty_type\x18\x01 \x01(\x0e\x32\x1d.badges.v1.CustomPropertyTypeB\x04\xe2\x41\x01\x02\x12\x41\n\x12target_entity_type\x18\x02 \x01(\x0e\x32\x1f.badges.v1.CustomPropertyTargetB\x04\xe2\x41\x01\x02\x12\x13\n\x0bproperty_id\x18\x03 \x01(\t\x12\x13\n\x05label\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tsub_label\x18\x05 \x01(\t\x12\x0e\n\x06public\x18\x06 \x01(\x08\x12\x10\n\x08required\x18\x07 \x01(\x08\x12\x36\n\rchoice_values\x18\x08 \x03(\x0b\x32\x1f.badges.v1.CustomPropertyChoice\"7\n\x14\x43ustomPropertyChoice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x05label\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x12ListIssuersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x13ListIssuersResponse\x12\"\n\x07issuers\x18\x01 \x03(\x0b\x32\x11.badges.v1.Issuer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\x91\x01\n\x10GetIssuerRequest\x12\x19\n\x0fid_or_entity_id\x18\x01 \x01(\tH\x00\x12%\n\x1bissuer_open_badge_id_base64\x18\x02 \x01(\tH\x00\x12\r\n\x03ref\x18\x03 \x01(\tH\x00\x12\"\n\x04view\x18\x04 \x01(\x0e\x32\x14.badges.v1.BadgrViewB\x08\n\x06lookup\"\\\n\x13\x43reateIssuerRequest\x12\'\n\x06issuer\x18\x01 \x01(\x0b\x32\x11.badges.v1.IssuerB\x04\xe2\x41\x01\x02\x12\x1c\n\nrequest_id\x18\x02 \x01(\tB\x08\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"o\n\x13UpdateIssuerRequest\x12\'\n\x06issuer\x18\x01 \x01(\x0b\x32\x11.badges.v1.IssuerB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x81\x01\n\x13\x44\x65leteIssuerRequest\x12\x19\n\x0fid_or_entity_id\x18\x01 \x01(\tH\x00\x12%\n\x1bissuer_open_badge_id_base64\x18\x02 \x01(\tH\x00\x12\r\n\x03ref\x18\x03 \x01(\tH\x00\x12\x0f\n\x07\x63\x61scade\x18\x04 \x01(\x08\x42\x08\n\x06lookup*\\\n\tBadgrView\x12\x1a\n\x16\x42\x41\x44GR_VIEW_UNSPECIFIED\x10\x00\x12\x14\n\x10\x42\x41\x44GR_VIEW_BADGR\x10\x01\x12\x1d\n\x19\x42\x41\x44GR_VIEW_OPEN_BADGES_V2\x10\x02*\x8c\x01\n\x0fIssuerStaffRole\x12!\n\x1dISSUER_STAFF_ROLE_UNSPECIFIED\x10\x00\x12\x1b\n\x17ISSUER_STAFF_ROLE_OWNER\x10\x01\x12\x1c\n\x18ISSUER_STAFF_ROLE_EDITOR\x10\x02\x12\x1b\n\x17ISSUER_STAFF_ROLE_STAFF\x10\x03*\xd2\x01\n\x12\x43ustomPropertyType\x12$\n CUSTOM_PROPERTY_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43USTOM_PROPERTY_TYPE_STRING\x10\x01\x12&\n\"CUSTOM_PROPERTY_TYPE_STRING_CHOICE\x10\x02\x12,\n(CUSTOM_PROPERTY_TYPE_STRING_MULTI_CHOICE\x10\x03\x12\x1f\n\x1b\x43USTOM_PROPERTY_TYPE_DOUBLE\x10\x04*\x8c\x01\n\x14\x43ustomPropertyTarget\x12&\n\"CUSTOM_PROPERTY_TARGET_UNSPECIFIED\x10\x00\x12&\n\"CUSTOM_PROPERTY_TARGET_BADGE_CLASS\x10\x01\x12$\n CUSTOM_PROPERTY_TARGET_ASSERTION\x10\x02\x32\xb7\x05\n\rIssuerService\x12\x61\n\x0bListIssuers\x12\x1d.badges.v1.ListIssuersRequest\x1a\x1e.badges.v1.ListIssuersResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v2/issuers\x12\xb4\x01\n\tGetIssuer\x12\x1b.badges.v1.GetIssuerRequest\x1a\x11.badges.v1.Issuer\"w\x82\xd3\xe4\x93\x02q\x12\x1d/v2/issuers/{id_or_entity_id}Z7\x12\x35/v2/issuers/openBadgeId/{issuer_open_badge_id_base64}Z\x17\x12\x15/v2/issuers/ref/{ref}\x12^\n\x0c\x43reateIssuer\x12\x1e.badges.v1.CreateIssuerRequest\x1a\x11.badges.v1.Issuer\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x0b/v2/issuers:\x06issuer\x12j\n\x0cUpdateIssuer\x12\x1e.badges.v1.UpdateIssuerRequest\x1a\x11.badges.v1.Issuer\"\'\x82\xd3\xe4\x93\x02!2\x17/v2/issuers/{issuer.id}:\x06issuer\x12\xbf\x01\n\x0c\x44\x65leteIssuer\x12\x1e.badges.v1.DeleteIssuerRequest\x1a\x16.google.protobuf.Empty\"w\x82\xd3\xe4\x93\x02q*\x1d/v2/issuers/{id_or_entity_id}Z7*5/v2/issuers/openBadgeId/{issuer_open_badge_id_base64}Z\x17*\x15/v2/issuers/ref/{ref}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -79,6 +80,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMPROPERTYCHOICE'].fields_by_name['label']._serialized_options = b'\342A\001\002'
   _globals['_CREATEISSUERREQUEST'].fields_by_name['issuer']._loaded_options = None
   _globals['_CREATEISSUERREQUEST'].fields_by_name['issuer']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEISSUERREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_CREATEISSUERREQUEST'].fields_by_name['request_id']._serialized_options = b'\342\214\317\327\010\002\010\001'
   _globals['_UPDATEISSUERREQUEST'].fields_by_name['issuer']._loaded_options = None
   _globals['_UPDATEISSUERREQUEST'].fields_by_name['issuer']._serialized_options = b'\342A\001\002'
   _globals['_ISSUERSERVICE'].methods_by_name['ListIssuers']._loaded_options = None
@@ -91,42 +94,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ISSUERSERVICE'].methods_by_name['UpdateIssuer']._serialized_options = b'\202\323\344\223\002!2\027/v2/issuers/{issuer.id}:\006issuer'
   _globals['_ISSUERSERVICE'].methods_by_name['DeleteIssuer']._loaded_options = None
   _globals['_ISSUERSERVICE'].methods_by_name['DeleteIssuer']._serialized_options = b'\202\323\344\223\002q*\035/v2/issuers/{id_or_entity_id}Z7*5/v2/issuers/openBadgeId/{issuer_open_badge_id_base64}Z\027*\025/v2/issuers/ref/{ref}'
-  _globals['_BADGRVIEW']._serialized_start=2702
-  _globals['_BADGRVIEW']._serialized_end=2794
-  _globals['_ISSUERSTAFFROLE']._serialized_start=2797
-  _globals['_ISSUERSTAFFROLE']._serialized_end=2937
-  _globals['_CUSTOMPROPERTYTYPE']._serialized_start=2940
-  _globals['_CUSTOMPROPERTYTYPE']._serialized_end=3150
-  _globals['_CUSTOMPROPERTYTARGET']._serialized_start=3153
-  _globals['_CUSTOMPROPERTYTARGET']._serialized_end=3293
-  _globals['_ISSUER']._serialized_start=227
-  _globals['_ISSUER']._serialized_end=964
-  _globals['_ISSUERSTAFF']._serialized_start=967
-  _globals['_ISSUERSTAFF']._serialized_end=1099
-  _globals['_BADGEUSERPROFILE']._serialized_start=1102
-  _globals['_BADGEUSERPROFILE']._serialized_end=1379
-  _globals['_USEREMAIL']._serialized_start=1381
-  _globals['_USEREMAIL']._serialized_end=1448
-  _globals['_BADGESKILLLINKINGPREFERENCES']._serialized_start=1450
-  _globals['_BADGESKILLLINKINGPREFERENCES']._serialized_end=1537
-  _globals['_ISSUERPREFERENCES']._serialized_start=1540
-  _globals['_ISSUERPREFERENCES']._serialized_end=1714
-  _globals['_CUSTOMPROPERTYDEFINITION']._serialized_start=1717
-  _globals['_CUSTOMPROPERTYDEFINITION']._serialized_end=2021
-  _globals['_CUSTOMPROPERTYCHOICE']._serialized_start=2023
-  _globals['_CUSTOMPROPERTYCHOICE']._serialized_end=2078
-  _globals['_LISTISSUERSREQUEST']._serialized_start=2080
-  _globals['_LISTISSUERSREQUEST']._serialized_end=2139
-  _globals['_LISTISSUERSRESPONSE']._serialized_start=2141
-  _globals['_LISTISSUERSRESPONSE']._serialized_end=2243
-  _globals['_GETISSUERREQUEST']._serialized_start=2246
-  _globals['_GETISSUERREQUEST']._serialized_end=2391
-  _globals['_CREATEISSUERREQUEST']._serialized_start=2393
-  _globals['_CREATEISSUERREQUEST']._serialized_end=2455
-  _globals['_UPDATEISSUERREQUEST']._serialized_start=2457
-  _globals['_UPDATEISSUERREQUEST']._serialized_end=2568
-  _globals['_DELETEISSUERREQUEST']._serialized_start=2571
-  _globals['_DELETEISSUERREQUEST']._serialized_end=2700
-  _globals['_ISSUERSERVICE']._serialized_start=3296
-  _globals['_ISSUERSERVICE']._serialized_end=3991
+  _globals['_BADGRVIEW']._serialized_start=2761
+  _globals['_BADGRVIEW']._serialized_end=2853
+  _globals['_ISSUERSTAFFROLE']._serialized_start=2856
+  _globals['_ISSUERSTAFFROLE']._serialized_end=2996
+  _globals['_CUSTOMPROPERTYTYPE']._serialized_start=2999
+  _globals['_CUSTOMPROPERTYTYPE']._serialized_end=3209
+  _globals['_CUSTOMPROPERTYTARGET']._serialized_start=3212
+  _globals['_CUSTOMPROPERTYTARGET']._serialized_end=3352
+  _globals['_ISSUER']._serialized_start=256
+  _globals['_ISSUER']._serialized_end=993
+  _globals['_ISSUERSTAFF']._serialized_start=996
+  _globals['_ISSUERSTAFF']._serialized_end=1128
+  _globals['_BADGEUSERPROFILE']._serialized_start=1131
+  _globals['_BADGEUSERPROFILE']._serialized_end=1408
+  _globals['_USEREMAIL']._serialized_start=1410
+  _globals['_USEREMAIL']._serialized_end=1477
+  _globals['_BADGESKILLLINKINGPREFERENCES']._serialized_start=1479
+  _globals['_BADGESKILLLINKINGPREFERENCES']._serialized_end=1566
+  _globals['_ISSUERPREFERENCES']._serialized_start=1569
+  _globals['_ISSUERPREFERENCES']._serialized_end=1743
+  _globals['_CUSTOMPROPERTYDEFINITION']._serialized_start=1746
+  _globals['_CUSTOMPROPERTYDEFINITION']._serialized_end=2050
+  _globals['_CUSTOMPROPERTYCHOICE']._serialized_start=2052
+  _globals['_CUSTOMPROPERTYCHOICE']._serialized_end=2107
+  _globals['_LISTISSUERSREQUEST']._serialized_start=2109
+  _globals['_LISTISSUERSREQUEST']._serialized_end=2168
+  _globals['_LISTISSUERSRESPONSE']._serialized_start=2170
+  _globals['_LISTISSUERSRESPONSE']._serialized_end=2272
+  _globals['_GETISSUERREQUEST']._serialized_start=2275
+  _globals['_GETISSUERREQUEST']._serialized_end=2420
+  _globals['_CREATEISSUERREQUEST']._serialized_start=2422
+  _globals['_CREATEISSUERREQUEST']._serialized_end=2514
+  _globals['_UPDATEISSUERREQUEST']._serialized_start=2516
+  _globals['_UPDATEISSUERREQUEST']._serialized_end=2627
+  _globals['_DELETEISSUERREQUEST']._serialized_start=2630
+  _globals['_DELETEISSUERREQUEST']._serialized_end=2759
+  _globals['_ISSUERSERVICE']._serialized_start=3355
+  _globals['_ISSUERSERVICE']._serialized_end=4050
 # @@protoc_insertion_point(module_scope)

@@ -638,6 +638,13 @@ class CreateIssuerRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ISSUER_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """A client-chosen UUID that makes a retry safe (AIP-155): the same request_id with the
+    same request answers with the first call's result, for at least 24 hours (a restart
+    included); with a different request it is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
+    Empty: no deduplication.
+    """
     @_builtins.property
     def issuer(self) -> Global___Issuer:
         """The issuer to create."""
@@ -646,10 +653,11 @@ class CreateIssuerRequest(_message.Message):
         self,
         *,
         issuer: Global___Issuer | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issuer", b"issuer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["issuer", b"issuer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issuer", b"issuer", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
