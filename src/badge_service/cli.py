@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -157,6 +158,11 @@ def parser() -> argparse.ArgumentParser:
         help="seconds to keep taking new calls after SIGTERM, health already NOT_SERVING",
     )
     serve.add_argument("--workers", type=int, help="processes sharing the port")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--tls-client-ca", help="PEM CA bundle: require client certificates from it (mTLS)"
+    )
     serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
     serve.add_argument(
         "--public-base-url", help="base URL of Badgr openBadgeIds (default http://localhost:50051)"
@@ -190,6 +196,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``badge-service`` command."""
+    # gRPC's core writes its own (non-JSON) log lines to stderr, at INFO for every failed TLS
+    # handshake: a misconfigured or hostile client would fill the log. Errors only, unless
+    # the operator asks otherwise; set before gRPC is first imported.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     args = parser().parse_args(argv)
     settings = Settings.from_env(
         database_url=getattr(args, "sub_database_url", None) or args.database_url,
@@ -197,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         log_level=getattr(args, "log_level", None),
         grace_period=getattr(args, "grace_period", None),
         drain_delay=getattr(args, "drain_delay", None),
+        tls_cert=getattr(args, "tls_cert", None),
+        tls_key=getattr(args, "tls_key", None),
+        tls_client_ca=getattr(args, "tls_client_ca", None),
         workers=getattr(args, "workers", None),
         public_base_url=getattr(args, "public_base_url", None),
         migrate_on_start=False if getattr(args, "no_migrate", False) else None,

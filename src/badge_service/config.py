@@ -28,6 +28,11 @@ class Settings:
     reflection: bool = True
     workers: int = 1
     db_pool_size: int = 10
+    # TLS: the server's PEM certificate chain and key; with a client CA, mTLS (clients must
+    # present a certificate that chains to it). Empty: plaintext.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     # Where openBadgeIds of Badgr issuers and badge classes point: {base}/public/issuers/{id}.
     public_base_url: str = "http://localhost:50051"
 

@@ -50,6 +50,7 @@ from badge_service.rpc.org_meta import OrgMetaServicer
 from badge_service.store import events, request_ids
 from badge_service.store.db import Database
 from badge_service.store.migrate import upgrade
+from badge_service.tls import CertificateReloader, TlsError, TlsFiles, is_loopback
 
 log = logging.getLogger("badge_service.server")
 
@@ -119,6 +120,7 @@ class Running:
     interceptor: ServiceInterceptor
     monitor: asyncio.Task[None]
     housekeeping: asyncio.Task[None]
+    tls: CertificateReloader | None = None
 
     async def shutdown(self, drain_delay: float, grace: float) -> None:
         """SIGTERM's sequence: health NOT_SERVING at once; new calls still served for
@@ -162,6 +164,14 @@ class Running:
                 break
             await asyncio.sleep(DRAIN_POLL)
         await self.stop(max(deadline - loop.time(), 0.0))
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the TLS certificate, key and client CA at the next handshake."""
+        if self.tls is None:
+            log.info("SIGHUP: nothing to reload (no TLS)")
+            return
+        self.tls.request_reload()
+        log.info("SIGHUP: TLS files are re-read at the next connection")
 
     async def stop(self, grace: float | None) -> None:
         """Stops accepting calls, lets in-flight calls finish within ``grace``, closes the DB."""
@@ -231,7 +241,15 @@ async def start(settings: Settings, db: Database | None = None) -> Running:
             server,
         )
     try:
-        port = server.add_insecure_port(settings.address)
+        tls = _tls(settings)
+    except TlsError as exc:
+        await db.close()
+        raise SystemExit(f"error: {exc}") from None
+    try:
+        if tls is None:
+            port = server.add_insecure_port(settings.address)
+        else:
+            port = server.add_secure_port(settings.address, tls.credentials())
     except RuntimeError:  # grpcio >= 1.60 raises where older versions returned 0
         port = 0
     if port == 0:
@@ -242,8 +260,36 @@ async def start(settings: Settings, db: Database | None = None) -> Running:
     await server.start()
     monitor = asyncio.create_task(_watch_store(db, health, ["", *names]))
     housekeeping = asyncio.create_task(_purge_request_ids(db))
-    log.info("listening", extra={"address": settings.address, "port": port})
-    return Running(server, port, db, health, interceptor, monitor, housekeeping)
+    log.info(
+        "listening",
+        extra={"address": settings.address, "port": port, "tls": _tls_mode(settings)},
+    )
+    if tls is None and not is_loopback(settings.address):
+        log.warning(
+            "serving plaintext on a non-loopback address: credentials and data cross the "
+            "network unencrypted; use --tls-cert and --tls-key",
+            extra={"address": settings.address},
+        )
+    return Running(server, port, db, health, interceptor, monitor, housekeeping, tls)
+
+
+def _tls(settings: Settings) -> CertificateReloader | None:
+    """The TLS credentials the settings ask for, or None for plaintext."""
+    if not settings.tls_cert and not settings.tls_key:
+        if settings.tls_client_ca:
+            raise TlsError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if not (settings.tls_cert and settings.tls_key):
+        raise TlsError("--tls-cert and --tls-key go together")
+    return CertificateReloader(
+        TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    )
+
+
+def _tls_mode(settings: Settings) -> str:
+    if settings.tls_client_ca:
+        return "mtls"
+    return "tls" if settings.tls_cert else "plaintext"
 
 
 async def _purge_request_ids(db: Database) -> None:
@@ -287,6 +333,9 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP re-reads the TLS files (new connections get the renewed certificate; open ones
+    # keep theirs). Handled even without TLS: its default action would end the process.
+    loop.add_signal_handler(signal.SIGHUP, running.reload)
     await stop.wait()
     log.info(
         "shutting down",
@@ -306,6 +355,10 @@ def serve_workers(settings: Settings) -> int:
     forwards SIGTERM/SIGINT to every worker and waits for them to drain. If a worker dies on
     its own, the parent stops the rest and fails, so a supervisor can restart the service.
     """
+    try:
+        _tls(settings)  # a bad file stops here with one line, not once per worker
+    except TlsError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if settings.migrate_on_start:
         asyncio.run(_migrate_once(settings))
     # A port of 0 would give every worker its own ephemeral port; pick one for all of them and
@@ -327,7 +380,14 @@ def serve_workers(settings: Settings) -> int:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(w.pid, signal.SIGTERM)
 
+    def reload_all(signum: int, frame: FrameType | None) -> None:
+        for w in workers:
+            if w.pid is not None and w.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, signal.SIGHUP)
+
     previous = {sig: signal.signal(sig, stop_all) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload_all)
     failed = False
     try:
         for w in workers:
