@@ -17,6 +17,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
 from sqlalchemy.engine import Connection
 
 from badge_service.store.db import Database
@@ -54,7 +55,7 @@ def _generated_files(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.suffix in (".py", ".pyi")
+        if p.is_file() and p.suffix in (".py", ".pyi", ".binpb")
     }
 
 
@@ -107,6 +108,78 @@ def test_buf_lint_passes() -> None:
         [str(BUF), "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, f"buf lint failed:\n{result.stdout}{result.stderr}"
+
+
+def test_buf_builds_from_protos_and_third_party_alone(tmp_path: Path) -> None:
+    if not BUF.exists():
+        pytest.skip(f"{BUF} is missing: run make dev")
+    out = tmp_path / "image.binpb"
+    result = subprocess.run(
+        [str(BUF), "build", "-o", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"buf build failed:\n{result.stdout}{result.stderr}"
+    image = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+    names = {f.name for f in image.file}
+    assert {"badges/v1/award.proto", "google/rpc/error_details.proto"} <= names
+    assert "grpc/health/v1/health.proto" in names
+
+
+def test_a_client_generates_from_protos_and_third_party_alone(tmp_path: Path) -> None:
+    """What a client in another language does: protoc with protos/ and third_party/ as its
+    only include paths (plus the well-known types every protoc has) over the contract, the
+    error details and the health protocol."""
+    from grpc_tools import protoc
+
+    wkt = Path(protoc.__file__).parent / "_proto"
+    files = sorted(str(p.relative_to(ROOT / "protos")) for p in (ROOT / "protos").rglob("*.proto"))
+    out = tmp_path / "set.binpb"
+    args = [
+        "protoc",
+        f"-I{ROOT / 'protos'}",
+        f"-I{ROOT / 'third_party' / 'googleapis'}",
+        f"-I{ROOT / 'third_party' / 'grpc'}",
+        f"-I{wkt}",
+        f"--descriptor_set_out={out}",
+        "--include_imports",
+        *files,
+        "google/rpc/error_details.proto",
+        "grpc/health/v1/health.proto",
+    ]
+    assert protoc.main(args) == 0
+    assert out.read_bytes() == (API / "descriptor_set.binpb").read_bytes()
+
+
+def test_vendored_health_proto_is_the_served_protocol(tmp_path: Path) -> None:
+    from grpc_health.v1 import health_pb2
+
+    committed = descriptor_pb2.FileDescriptorSet.FromString(
+        (API / "descriptor_set.binpb").read_bytes()
+    )
+    (ours,) = [f for f in committed.file if f.name == "grpc/health/v1/health.proto"]
+    served = descriptor_pb2.FileDescriptorProto()
+    health_pb2.DESCRIPTOR.CopyToProto(served)
+    served.name = ours.name  # the package files it under grpc_health/
+    # protoc fills in json_name in a descriptor set; a module's descriptor leaves it out.
+    stack = list(ours.message_type)
+    while stack:
+        message = stack.pop()
+        for field in message.field:
+            field.ClearField("json_name")
+        stack.extend(message.nested_type)
+    assert ours == served
+
+
+def test_the_descriptor_set_serves_grpcurl_without_reflection() -> None:
+    grpcurl = Path(sys.executable).parent / "grpcurl"
+    result = subprocess.run(
+        [str(grpcurl), "-protoset", str(API / "descriptor_set.binpb"), "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    listed = set(result.stdout.split())
+    assert {"badges.v1.AwardService", "grpc.health.v1.Health"} <= listed
 
 
 def test_every_rpc_has_an_http_annotation(mapping_tool: ModuleType) -> None:
@@ -190,3 +263,24 @@ async def test_migrations_match_models(fresh_url: str) -> None:
         await db.close()
     assert set(metadata.tables) <= tables
     assert diff == [], f"migrations differ from store/models.py: {diff}"
+
+
+def test_readme_protoc_line_builds_the_committed_set(tmp_path: Path) -> None:
+    """README's client protoc command, run as written (grpc_tools' protoc stands in for
+    protoc, with the well-known types every protoc has), gives the committed descriptor set."""
+    from grpc_tools import protoc
+
+    from tests.test_readme import block_starting
+
+    (line,) = [x for x in block_starting("protoc ").splitlines() if x.startswith("protoc ")]
+    argv = line.split()
+    wkt = Path(protoc.__file__).parent / "_proto"
+    out = tmp_path / "badges.binpb"
+    args = [a.replace("=badges.binpb", f"={out}") for a in argv[1:]]
+    cwd = Path.cwd()
+    os.chdir(ROOT)
+    try:
+        assert protoc.main(["protoc", *args, f"-I{wkt}"]) == 0
+    finally:
+        os.chdir(cwd)
+    assert out.read_bytes() == (API / "descriptor_set.binpb").read_bytes()

@@ -16,11 +16,15 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-import google.api  # googleapis-common-protos ships google/api/*.proto beside the modules
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
+THIRD_PARTY = [ROOT / "third_party" / "googleapis", ROOT / "third_party" / "grpc"]
+# What a client needs beside the contract: the error details every failure carries and the
+# health protocol. The descriptor set holds them too, with every import.
+CLIENT_EXTRAS = ["google/rpc/error_details.proto", "grpc/health/v1/health.proto"]
+DESCRIPTOR_SET = "descriptor_set.binpb"
 OUT_DEFAULT = ROOT / "src" / "badge_service" / "api"
 PACKAGE_PREFIX = "badge_service.api."
 
@@ -34,10 +38,11 @@ def proto_files() -> list[Path]:
 
 
 def include_paths() -> list[str]:
-    """protoc include paths: our protos, the well-known types and googleapis protos."""
+    """protoc include paths: our protos, the vendored third_party protos (only those, so that
+    generation proves protos/ and third_party/ are complete) and the well-known types, which
+    every protoc carries."""
     wkt = resources.files("grpc_tools") / "_proto"
-    googleapis = Path(google.api.__path__[0]).parent.parent
-    return [str(PROTO_ROOT), str(wkt), str(googleapis)]
+    return [str(PROTO_ROOT), *(str(p) for p in THIRD_PARTY), str(wkt)]
 
 
 def generate(out: Path) -> None:
@@ -59,6 +64,18 @@ def generate(out: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    # A FileDescriptorSet with every import, for clients and proxies (grpcurl -protoset, Envoy's
+    # transcoder) that work without reflection.
+    descriptor_args = [
+        "protoc",
+        *(f"-I{p}" for p in include_paths()),
+        f"--descriptor_set_out={out / DESCRIPTOR_SET}",
+        "--include_imports",
+        *files,
+        *CLIENT_EXTRAS,
+    ]
+    if protoc.main(descriptor_args) != 0:
+        raise SystemExit("protoc failed (descriptor set)")
     for path in sorted(out.rglob("*")):
         if path.suffix not in (".py", ".pyi"):
             continue
@@ -93,7 +110,7 @@ def main() -> None:
         for old in OUT_DEFAULT.rglob("*"):
             if (
                 old.is_file()
-                and old.suffix in (".py", ".pyi")
+                and old.suffix in (".py", ".pyi", ".binpb")
                 and old.relative_to(OUT_DEFAULT) not in fresh
             ):
                 old.unlink()
