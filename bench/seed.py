@@ -25,8 +25,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from badge_service.api.badges.v1 import award_pb2, badge_pb2
-from badge_service.domain.auth import Role, hash_api_key, new_api_key
-from badge_service.store import orgs
+from badge_service.domain.auth import Role
+from badge_service.store import keys, orgs
 from badge_service.store.db import Database
 from badge_service.store.migrate import upgrade
 from badge_service.store.models import badge_tags, badges, org_badge_counts
@@ -151,9 +151,8 @@ async def create_orgs(url: str, labels: list[str]) -> dict[str, tuple[int, str]]
         now = dt.datetime.now(dt.UTC)
         async with db.write() as conn:
             for label in labels:
-                key = new_api_key()
                 org = await orgs.create_org(conn, f"bench {label}", now)
-                await orgs.create_key(conn, org.id, Role.ADMIN, hash_api_key(key), key[:12], now)
+                _, key = await conn.run_sync(keys.create_key, org.id, Role.ADMIN, now)
                 out[label] = (org.id, key)
         return out
     finally:

@@ -23,9 +23,9 @@ from badge_service.api.badges.v1 import (
     custom_field_pb2_grpc,
     org_meta_pb2_grpc,
 )
-from badge_service.domain.auth import Role, hash_api_key, new_api_key
+from badge_service.domain.auth import Role
 from badge_service.server import Running
-from badge_service.store import orgs
+from badge_service.store import keys, orgs
 from badge_service.store.db import Database
 from badge_service.store.migrate import alembic_config
 
@@ -132,12 +132,11 @@ class Backend:
 
     async def new_org(self, name: str | None = None) -> Org:
         """Creates an organisation with fresh keys, as ``badge-service orgs create`` does."""
-        admin_key, reader_key = new_api_key(), new_api_key()
         now = dt.datetime.now(dt.UTC)
         async with self.db.write() as conn:
             org = await orgs.create_org(conn, name or f"org-{uuid.uuid4().hex[:8]}", now)
-            for key, role in ((admin_key, Role.ADMIN), (reader_key, Role.READER)):
-                await orgs.create_key(conn, org.id, role, hash_api_key(key), key[:12], now)
+            _, admin_key = await conn.run_sync(keys.create_key, org.id, Role.ADMIN, now)
+            _, reader_key = await conn.run_sync(keys.create_key, org.id, Role.READER, now)
         return Org(
             org.id,
             org.uuid,

@@ -16,8 +16,8 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from badge_service.api.badges.v1 import common_pb2
 from badge_service.api.badges.v1 import custom_field_pb2 as cf
-from badge_service.domain.auth import Role, hash_api_key, new_api_key
-from badge_service.store import orgs
+from badge_service.domain.auth import Role, key_id_of
+from badge_service.store import keys
 from tests.support import Backend, Client, Org, details_of, expect_error
 
 INTEGER = common_pb2.DATA_TYPE_INTEGER
@@ -31,19 +31,18 @@ UNKNOWN_ID = "0" * 24
 
 async def key_id(backend: Backend, key: str) -> int:
     """The id of an API key, as the audit fields (created_by, last_updated_by) carry it."""
-    async with backend.db.read() as conn:
-        principal = await orgs.find_principal(conn, hash_api_key(key))
-    assert principal is not None
-    return principal.key_id
+    found = key_id_of(key)
+    assert found is not None
+    return found
 
 
 async def second_admin(backend: Backend, org: Org) -> tuple[Client, int]:
     """Another admin key of ``org``, so an update's author differs from the creator."""
-    key = new_api_key()
     async with backend.db.write() as conn:
-        kid = await orgs.create_key(
-            conn, org.id, Role.ADMIN, hash_api_key(key), key[:12], dt.datetime.now(dt.UTC)
+        made, key = await conn.run_sync(
+            keys.create_key, org.id, Role.ADMIN, dt.datetime.now(dt.UTC)
         )
+    kid = made.id
     return backend.client([("authorization", f"Bearer {key}")]), kid
 
 

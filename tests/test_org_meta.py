@@ -13,8 +13,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from badge_service.api.badges.v1 import common_pb2
 from badge_service.api.badges.v1 import org_meta_pb2 as om
-from badge_service.domain.auth import hash_api_key
-from badge_service.store import orgs
+from badge_service.domain.auth import key_id_of
 from tests.support import Backend, Client, Org, expect_error
 
 INTEGER = common_pb2.DATA_TYPE_INTEGER
@@ -27,10 +26,9 @@ HEX24 = re.compile(r"^[0-9a-f]{24}$")
 
 async def key_id(backend: Backend, key: str) -> int:
     """The id of an API key, as last_updated_by carries it."""
-    async with backend.db.read() as conn:
-        principal = await orgs.find_principal(conn, hash_api_key(key))
-    assert principal is not None
-    return principal.key_id
+    found = key_id_of(key)
+    assert found is not None
+    return found
 
 
 def when(ts: object) -> dt.datetime:

@@ -170,7 +170,7 @@ def test_readme_cli_examples(tmp_path: Path) -> None:
     assert re.search(r"^api_key:\s+bsk_\S+", text_out, re.MULTILINE), text_out
     created = json.loads(json_out)
     assert (created["org_id"], created["name"], created["role"]) == (2, "Acme", "admin")
-    assert re.search(r"^api_key: bsk_\S+\s+\(role reader;", key_out, re.MULTILINE), key_out
+    assert re.search(r"^api_key: bsk_\S+\s+\(key \d+, role reader;", key_out, re.MULTILINE), key_out
 
 
 def test_readme_examples_match_the_served_services() -> None:
@@ -191,3 +191,23 @@ async def test_readme_retry_recipe(tmp_path: Path) -> None:
     assert first == retried
     assert first["recipient"] == {"member_id": "1002"}
     assert [a["id"] for a in listed["awards"]] == [first["id"]]
+
+
+def test_readme_key_lifecycle(tmp_path: Path) -> None:
+    """README's keys create/list/rotate/revoke lines, after the orgs create block (which makes
+    org 1's admin key 1, org 2's key 2 and org 1's reader key 3, the ids the README uses)."""
+    setup = block_starting(".venv/bin/badge-service orgs create")
+    block = block_starting(".venv/bin/badge-service keys create --org 1 --role reader --exp")
+    env = {**os.environ, "BADGE_SERVICE_DATABASE_URL": sqlite_url(tmp_path)}
+    outputs = run_block(setup + block, tmp_path, env, None)
+    created, listed, rotated, revoked = outputs[-4:]
+    assert re.search(r"key \d+, role reader, expires 20\d\d-", created), created
+    header, *rows = listed.splitlines()
+    assert header.split()[:3] == ["key_id", "role", "prefix"]
+    assert [r.split()[:3] for r in rows] == [
+        ["1", "admin", "bsk_1_"],
+        ["3", "reader", "bsk_3_"],
+        ["4", "reader", "bsk_4_"],
+    ]
+    assert "key 1 keeps working until" in rotated
+    assert revoked.startswith("revoked key 3 (bsk_3_, organisation 1)")

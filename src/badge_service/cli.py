@@ -8,12 +8,13 @@ import datetime as dt
 import json
 import os
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from badge_service import logs
 from badge_service.config import Settings
-from badge_service.domain.auth import Role, hash_api_key, new_api_key
-from badge_service.store import orgs
+from badge_service.domain.auth import ApiKey, Role, parse_duration
+from badge_service.domain.errors import DomainError
+from badge_service.store import keys, orgs
 from badge_service.store.db import Database
 from badge_service.store.migrate import upgrade
 
@@ -36,9 +37,39 @@ async def _with_db(settings: Settings, work: Any) -> Any:
         await db.close()
 
 
-def _issue_key(role: Role) -> tuple[str, str, str]:
-    key = new_api_key()
-    return key, hash_api_key(key), key[:12]
+def _in_db(settings: Settings, work: Any) -> Any:
+    """Runs ``work(conn)`` in one write transaction; a domain error (an unknown org or key, a
+    key in the wrong state) ends the command with its one-line message."""
+    try:
+        return _run(_with_db(settings, work))
+    except DomainError as exc:
+        raise SystemExit(f"error: {exc.message}") from None
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _key_json(key: ApiKey, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "key_id": key.id,
+        "org_id": key.org_id,
+        "role": key.role.value,
+        "prefix": key.prefix,
+        "created": _iso(key.created_at),
+        "last_used": _iso(key.last_used_at),
+        "expires": _iso(key.expires_at),
+        "revoked": _iso(key.revoked_at),
+        "rotated_to": key.rotated_to,
+        "state": key.state(now).value,
+    }
+
+
+def _duration(text: str) -> dt.timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
@@ -71,15 +102,14 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_orgs_create(settings: Settings, args: argparse.Namespace) -> None:
     """Creates an organisation and its first admin key."""
-    key, digest, prefix = _issue_key(Role.ADMIN)
 
-    async def work(conn: Any) -> tuple[orgs.Org, int]:
+    async def work(conn: Any) -> tuple[orgs.Org, ApiKey, str]:
         now = dt.datetime.now(dt.UTC)
         org = await orgs.create_org(conn, args.name, now)
-        key_id = await orgs.create_key(conn, org.id, Role.ADMIN, digest, prefix, now)
-        return org, key_id
+        key, secret = await conn.run_sync(keys.create_key, org.id, Role.ADMIN, now)
+        return org, key, secret
 
-    org, key_id = _run(_with_db(settings, work))
+    org, key, secret = _in_db(settings, work)
     if args.json:
         print(
             json.dumps(
@@ -87,15 +117,15 @@ def cmd_orgs_create(settings: Settings, args: argparse.Namespace) -> None:
                     "org_id": org.id,
                     "org_uuid": org.uuid,
                     "name": org.name,
-                    "key_id": key_id,
+                    "key_id": key.id,
                     "role": "admin",
-                    "api_key": key,
+                    "api_key": secret,
                 }
             )
         )
     else:
         print(f"org_id:   {org.id}\norg_uuid: {org.uuid}\nname:     {org.name}")
-        print(f"api_key:  {key}   (role admin; shown once, store it now)")
+        print(f"api_key:  {secret}   (role admin; shown once, store it now)")
 
 
 def cmd_orgs_list(settings: Settings, args: argparse.Namespace) -> None:
@@ -115,22 +145,83 @@ def cmd_orgs_list(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> None:
     """Creates an API key for an organisation."""
     role = Role(args.role)
-    key, digest, prefix = _issue_key(role)
 
-    async def work(conn: Any) -> int:
+    async def work(conn: Any) -> tuple[ApiKey, str]:
         now = dt.datetime.now(dt.UTC)
-        return await orgs.create_key(conn, args.org, role, digest, prefix, now)
-
-    try:
-        key_id = _run(_with_db(settings, work))
-    except Exception as exc:  # NotFound for an unknown org
-        raise SystemExit(f"error: {exc}") from None
-    if args.json:
-        print(
-            json.dumps({"org_id": args.org, "key_id": key_id, "role": role.value, "api_key": key})
+        expires = now + args.expires_in if args.expires_in is not None else None
+        made: tuple[ApiKey, str] = await conn.run_sync(
+            keys.create_key, args.org, role, now, expires
         )
+        return made
+
+    key, secret = _in_db(settings, work)
+    _print_new_key(args, key, secret)
+
+
+def _print_new_key(args: argparse.Namespace, key: ApiKey, secret: str) -> None:
+    if args.json:
+        print(json.dumps({**_key_json(key, dt.datetime.now(dt.UTC)), "api_key": secret}))
+        return
+    expiry = f", expires {_iso(key.expires_at)}" if key.expires_at else ""
+    print(
+        f"api_key: {secret}   (key {key.id}, role {key.role.value}{expiry}; "
+        "shown once, store it now)"
+    )
+
+
+def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> None:
+    """Lists an organisation's keys (never their secrets)."""
+
+    async def work(conn: Any) -> list[ApiKey]:
+        found: list[ApiKey] = await conn.run_sync(keys.list_keys, args.org)
+        return found
+
+    found = _in_db(settings, work)
+    now = dt.datetime.now(dt.UTC)
+    rows = [_key_json(k, now) for k in found]
+    if args.json:
+        print(json.dumps(rows))
+        return
+    columns = ["key_id", "role", "prefix", "created", "last_used", "expires", "state"]
+    table = [columns, *([str(r[c] if r[c] is not None else "-") for c in columns] for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+
+
+def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    """Revokes a key; every serving process refuses it within a second."""
+
+    async def work(conn: Any) -> ApiKey:
+        revoked: ApiKey = await conn.run_sync(keys.revoke_key, args.key_id, dt.datetime.now(dt.UTC))
+        return revoked
+
+    key = _in_db(settings, work)
+    if args.json:
+        print(json.dumps(_key_json(key, dt.datetime.now(dt.UTC))))
     else:
-        print(f"api_key: {key}   (role {role.value}; shown once, store it now)")
+        print(f"revoked key {key.id} ({key.prefix}, organisation {key.org_id})")
+
+
+def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
+    """Makes a new key with the same organisation and role; the old one keeps working for the
+    grace period, then expires."""
+
+    async def work(conn: Any) -> tuple[ApiKey, ApiKey, str]:
+        rotated: tuple[ApiKey, ApiKey, str] = await conn.run_sync(
+            keys.rotate_key, args.key_id, args.grace, dt.datetime.now(dt.UTC)
+        )
+        return rotated
+
+    old, key, secret = _in_db(settings, work)
+    if args.json:
+        now = dt.datetime.now(dt.UTC)
+        print(
+            json.dumps({**_key_json(key, now), "api_key": secret, "replaces": _key_json(old, now)})
+        )
+        return
+    _print_new_key(args, key, secret)
+    print(f"key {old.id} keeps working until {_iso(old.expires_at)}, then expires")
 
 
 def _redact(url: str) -> str:
@@ -139,9 +230,17 @@ def _redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (its default adds the usage above them)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Exits 2 with ``error: <command>: <message>``."""
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser."""
-    p = argparse.ArgumentParser(prog="badge-service", description=__doc__)
+    p = _Parser(prog="badge-service", description=__doc__)
     p.add_argument("--database-url", help="SQLAlchemy URL (env BADGE_SERVICE_DATABASE_URL)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -184,13 +283,37 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--database-url", dest="sub_database_url", help=argparse.SUPPRESS)
     listing.set_defaults(func=cmd_orgs_list)
 
-    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
-    kc = keys.add_parser("create", help="create an API key")
+    key_cmds = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    kc = key_cmds.add_parser("create", help="create an API key")
     kc.add_argument("--org", type=int, required=True)
     kc.add_argument("--role", choices=[r.value for r in Role], default=Role.ADMIN.value)
+    kc.add_argument(
+        "--expires-in", type=_duration, help="the key expires after this long (90d, 12h, 2w)"
+    )
     kc.add_argument("--json", action="store_true")
     kc.add_argument("--database-url", dest="sub_database_url", help=argparse.SUPPRESS)
     kc.set_defaults(func=cmd_keys_create)
+    kl = key_cmds.add_parser("list", help="list an organisation's keys (never their secrets)")
+    kl.add_argument("--org", type=int, required=True)
+    kl.add_argument("--json", action="store_true")
+    kl.add_argument("--database-url", dest="sub_database_url", help=argparse.SUPPRESS)
+    kl.set_defaults(func=cmd_keys_list)
+    kr = key_cmds.add_parser("revoke", help="revoke a key (refused everywhere within a second)")
+    kr.add_argument("key_id", type=int)
+    kr.add_argument("--json", action="store_true")
+    kr.add_argument("--database-url", dest="sub_database_url", help=argparse.SUPPRESS)
+    kr.set_defaults(func=cmd_keys_revoke)
+    kt = key_cmds.add_parser("rotate", help="replace a key; the old one works for --grace")
+    kt.add_argument("key_id", type=int)
+    kt.add_argument(
+        "--grace",
+        type=_duration,
+        default=dt.timedelta(hours=24),
+        help="how long the old key keeps working (default 24h)",
+    )
+    kt.add_argument("--json", action="store_true")
+    kt.add_argument("--database-url", dest="sub_database_url", help=argparse.SUPPRESS)
+    kt.set_defaults(func=cmd_keys_rotate)
     return p
 
 

@@ -23,7 +23,8 @@ class Settings:
     # NOT_SERVING, so that load balancers stop sending before calls are refused.
     drain_delay: float = 0.0
     max_message_bytes: int = 16 * 1024 * 1024
-    auth_cache_seconds: float = 30.0
+    # How often each process checks for created, revoked or rotated keys.
+    auth_refresh_seconds: float = 0.5
     migrate_on_start: bool = True
     reflection: bool = True
     workers: int = 1

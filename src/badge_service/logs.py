@@ -128,9 +128,36 @@ class AccessLog:
     GetBadge. Any other set-up (extra handlers, filters) gets the ordinary record.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, summary_window: float = 10.0) -> None:
         self._logger = logging.getLogger("badge_service.access")
         self._seconds = _Seconds()
+        # UNAUTHENTICATED calls: the first of a window is written in full, the rest counted
+        # and written as one summary when the window ends (a flood of bad keys would
+        # otherwise write a line per call).
+        self._window = summary_window
+        self._unauth_until = 0.0
+        self._unauth_count = 0
+        self._unauth_peers: dict[str, int] = {}
+
+    def summarise(self, now: float | None = None) -> None:
+        """Writes the summary of UNAUTHENTICATED calls left out of the log, once their window
+        is over (or at once when ``now`` is None: on shutdown)."""
+        if not self._unauth_count:
+            return
+        if now is not None and now < self._unauth_until:
+            return
+        peers = sorted(self._unauth_peers.items(), key=lambda kv: -kv[1])[:5]
+        self._logger.warning(
+            "unauthenticated calls not logged one by one",
+            extra={
+                "status": "UNAUTHENTICATED",
+                "count": self._unauth_count,
+                "window_seconds": self._window,
+                "top_peers": dict(peers),
+            },
+        )
+        self._unauth_count = 0
+        self._unauth_peers = {}
 
     def write(
         self,
@@ -145,6 +172,16 @@ class AccessLog:
         logger = self._logger
         if not logger.isEnabledFor(logging.INFO):
             return
+        if status == "UNAUTHENTICATED":
+            now = time.monotonic()
+            if now < self._unauth_until:
+                self._unauth_count += 1
+                host = peer.rpartition(":")[0] or peer
+                if host in self._unauth_peers or len(self._unauth_peers) < 1000:
+                    self._unauth_peers[host] = self._unauth_peers.get(host, 0) + 1
+                return
+            self.summarise()
+            self._unauth_until = now + self._window
         direct = _direct
         root_handlers = logging.root.handlers
         if (

@@ -12,6 +12,7 @@ import multiprocessing.connection
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass, replace
 from types import FrameType
 
@@ -120,6 +121,7 @@ class Running:
     interceptor: ServiceInterceptor
     monitor: asyncio.Task[None]
     housekeeping: asyncio.Task[None]
+    auth: Authenticator
     tls: CertificateReloader | None = None
 
     async def shutdown(self, drain_delay: float, grace: float) -> None:
@@ -183,6 +185,8 @@ class Running:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.server.stop(grace)
+        await self.auth.stop()
+        self.interceptor.summarise_log(None)
         await self.db.close()
 
 
@@ -207,9 +211,8 @@ async def start(settings: Settings, db: Database | None = None) -> Running:
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size)
     if settings.migrate_on_start:
         await upgrade(db)
-    interceptor = ServiceInterceptor(
-        Authenticator(db, ttl=settings.auth_cache_seconds), write_methods(SERVICES)
-    )
+    auth = Authenticator(db, refresh=settings.auth_refresh_seconds)
+    interceptor = ServiceInterceptor(auth, write_methods(SERVICES))
     server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
     org_meta_pb2_grpc.add_OrgMetaServiceServicer_to_server(OrgMetaServicer(db), server)
     custom_field_pb2_grpc.add_CustomFieldServiceServicer_to_server(CustomFieldServicer(db), server)
@@ -257,9 +260,10 @@ async def start(settings: Settings, db: Database | None = None) -> Running:
         raise SystemExit(
             f"error: cannot listen on {settings.address}: the address is in use or not available"
         )
+    await auth.start()
     await server.start()
     monitor = asyncio.create_task(_watch_store(db, health, ["", *names]))
-    housekeeping = asyncio.create_task(_purge_request_ids(db))
+    housekeeping = asyncio.create_task(_housekeeping(db, interceptor))
     log.info(
         "listening",
         extra={"address": settings.address, "port": port, "tls": _tls_mode(settings)},
@@ -270,7 +274,7 @@ async def start(settings: Settings, db: Database | None = None) -> Running:
             "network unencrypted; use --tls-cert and --tls-key",
             extra={"address": settings.address},
         )
-    return Running(server, port, db, health, interceptor, monitor, housekeeping, tls)
+    return Running(server, port, db, health, interceptor, monitor, housekeeping, auth, tls)
 
 
 def _tls(settings: Settings) -> CertificateReloader | None:
@@ -292,16 +296,23 @@ def _tls_mode(settings: Settings) -> str:
     return "tls" if settings.tls_cert else "plaintext"
 
 
-async def _purge_request_ids(db: Database) -> None:
-    """Forgets request ids older than their retention, in small batches, every interval."""
+async def _housekeeping(db: Database, interceptor: ServiceInterceptor) -> None:
+    """Every second: the access log's summary of UNAUTHENTICATED calls once its window ends.
+    Every PURGE_INTERVAL: forgets request ids older than their retention, in small batches."""
+    loop = asyncio.get_running_loop()
+    purge_at = loop.time() + PURGE_INTERVAL
     while True:
-        await asyncio.sleep(PURGE_INTERVAL)
+        await asyncio.sleep(1.0)
+        interceptor.summarise_log(time.monotonic())
+        if loop.time() < purge_at:
+            continue
+        purge_at = loop.time() + PURGE_INTERVAL
         try:
             cutoff = dt.datetime.now(dt.UTC) - requests.RETENTION
             while await db.run_write(request_ids.purge, cutoff) == request_ids.PURGE_BATCH:
                 pass
-        except Exception:  # the store may be down; the next round tries again
-            log.warning("could not purge old request ids", exc_info=True)
+        except Exception as exc:  # the store may be down; the next round tries again
+            log.warning("could not purge old request ids", extra={"error": str(exc)})
 
 
 async def _watch_store(db: Database, health: health_aio.HealthServicer, names: list[str]) -> None:

@@ -199,6 +199,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.in_flight = 0
         self.refusing = False
 
+    def summarise_log(self, now: float | None) -> None:
+        """Writes the access log's summary of UNAUTHENTICATED calls whose window ended (all of
+        it when ``now`` is None)."""
+        self._access.summarise(now)
+
     def refuse_new_calls(self) -> None:
         """From now on, every new call to our services is answered UNAVAILABLE (reason
         SERVER_SHUTTING_DOWN) before anything of it runs, so a client may retry it safely."""

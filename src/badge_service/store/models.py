@@ -53,9 +53,23 @@ api_keys = Table(
     Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("role", String(16), nullable=False),
     Column("key_hash", String(64), nullable=False, unique=True),
-    Column("key_prefix", String(12), nullable=False),
+    # The key's non-secret head: "bsk_<id>_" (migration 0010), "bsk_" for older keys.
+    Column("key_prefix", String(32), nullable=False),
     Column("created_at", Micros, nullable=False),
     Column("revoked_at", Micros, nullable=True),
+    Column("expires_at", Micros, nullable=True),
+    Column("last_used_at", Micros, nullable=True),
+    # The key that replaced this one (keys rotate), if any.
+    Column("rotated_to", BigInteger, nullable=True),
+)
+
+# One row (id 1) whose epoch grows in the transaction of every key created, revoked or rotated;
+# each serving process polls it and reloads its keys when it moves (rpc/auth.py).
+api_key_epoch = Table(
+    "api_key_epoch",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("epoch", BigInteger, nullable=False),
 )
 
 org_meta = Table(

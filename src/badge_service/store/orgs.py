@@ -1,4 +1,4 @@
-"""Organisations, their API keys and their org meta."""
+"""Organisations and their org meta (their API keys: store/keys.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from badge_service.domain.auth import Principal, Role
 from badge_service.domain.custom_fields import DataType
 from badge_service.domain.errors import NotFound
 from badge_service.domain.ids import new_hex_id
 from badge_service.domain.org_meta import OrgMeta, OrgMetaTag
 from badge_service.store.db import from_micros, to_micros
-from badge_service.store.models import api_keys, org_meta, orgs
+from badge_service.store.models import org_meta, orgs
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,39 +62,6 @@ async def list_orgs(conn: AsyncConnection) -> list[Org]:
     """Every organisation, by id."""
     rows = await conn.execute(select(orgs).order_by(orgs.c.id))
     return [Org(r.id, r.uuid, r.name) for r in rows]
-
-
-async def create_key(
-    conn: AsyncConnection, org_id: int, role: Role, key_hash: str, prefix: str, now: dt.datetime
-) -> int:
-    """Stores a key's hash; returns the key id."""
-    await get_org(conn, org_id)
-    result = await conn.execute(
-        insert(api_keys)
-        .values(
-            org_id=org_id,
-            role=role.value,
-            key_hash=key_hash,
-            key_prefix=prefix,
-            created_at=to_micros(now),
-        )
-        .returning(api_keys.c.id)
-    )
-    return int(result.scalar_one())
-
-
-async def find_principal(conn: AsyncConnection, key_hash: str) -> Principal | None:
-    """The caller a live key stands for, or None."""
-    row = (
-        await conn.execute(
-            select(api_keys.c.id, api_keys.c.org_id, api_keys.c.role).where(
-                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
-            )
-        )
-    ).first()
-    if row is None:
-        return None
-    return Principal(org_id=row.org_id, key_id=row.id, role=Role(row.role))
 
 
 def _tags_from_json(raw: list[dict[str, object]]) -> list[OrgMetaTag]:
