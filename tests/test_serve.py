@@ -347,7 +347,7 @@ async def test_an_address_in_use_is_refused(tmp_path: Path) -> None:
         assert f"error: cannot listen on 127.0.0.1:{first.port}" in err
         assert "Traceback" not in err
         reply = await health_pb2_grpc.HealthStub(first.channel()).Check(
-            health_pb2.HealthCheckRequest(), timeout=5
+            health_pb2.HealthCheckRequest(), timeout=30
         )
         assert reply.status == SERVING
         assert first.proc.poll() is None
