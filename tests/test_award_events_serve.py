@@ -24,8 +24,8 @@ async def test_sigterm_ends_watch_streams_and_exits_promptly(tmp_path: Path) -> 
         calls = [stub.WatchAwards(apb.WatchAwardsRequest()) for _ in range(3)]
         for call in calls:
             assert dict(await call.initial_metadata())["x-watch-after-sequence"] == "0"
-        # The drain may wait grace/2 for calls in flight; open watches must not count, so the
-        # process exits long before that (EXIT_TIMEOUT is far below LONG_GRACE / 2).
+        # The shutdown waits up to its grace period for calls in flight; open watches must
+        # not count, so the process exits long before that (EXIT_TIMEOUT is far below it).
         code, _ = await asyncio.to_thread(server.signal_and_wait, signal.SIGTERM, EXIT_TIMEOUT)
         assert code == 0, server.stderr()
         for call in calls:

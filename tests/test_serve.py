@@ -33,8 +33,8 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 START_TIMEOUT = 60.0
 GRACE = 5.0
 # A grace period no shutdown here should come near, and a wait for the exit that is generous
-# for a loaded machine yet far shorter: a server that waited out its grace (or half of it, the
-# drain's limit) instead of exiting once idle fails the wait instead of passing slowly.
+# for a loaded machine yet far shorter: a server that waited out its grace instead of exiting
+# once idle fails the wait instead of passing slowly.
 LONG_GRACE = 600.0
 EXIT_TIMEOUT = 120.0
 
