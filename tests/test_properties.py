@@ -565,6 +565,7 @@ async def _redeem(org: Org, made: Made, rich: bool) -> Message:
         recipient=apb.Recipient(email=f"{_unique('claimer')}@example.com"),
         narrative="Claimed at the door",
         evidence=_evidence(),
+        request_id=str(uuid.uuid4()),  # a retry's key, new per example
     )
 
 
