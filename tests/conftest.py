@@ -11,6 +11,9 @@ from badge_service.config import Settings
 from badge_service.server import start
 from tests.support import Backend, Org, create_pg_database, drop_pg_database, pg_url
 
+# Skips for want of BADGE_SERVICE_TEST_PG_URL fail the run when BADGE_SERVICE_REQUIRE_PG=1.
+pytest_plugins = ["tests.require_pg"]
+
 BACKENDS = ["sqlite", "postgres"]
 
 

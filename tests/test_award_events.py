@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,7 +32,13 @@ from tests.test_progress import EARNED, IN_PROGRESS, UNEARNED, awards, member, n
 PROGRESS = apb.AWARD_EVENT_TYPE_PROGRESS
 AWARDED = apb.AWARD_EVENT_TYPE_AWARDED
 REVOKED = apb.AWARD_EVENT_TYPE_REVOKED
-READ_TIMEOUT = 10.0
+# How long a test waits for an event: generous, for a loaded machine. Tests that must see
+# an event arrive without polling set the poll interval to NO_POLL, far beyond it.
+READ_TIMEOUT = 30.0
+NO_POLL = 3600.0
+# The grace period of a shutdown that should find the server quiet at once; it ends with a
+# warning, which the test looks for, if an open watch kept it waiting.
+DRAIN_LIMIT = 60.0
 
 
 @dataclass
@@ -266,9 +272,9 @@ async def test_two_watchers_see_the_same_stream(org: Org) -> None:
 
 
 async def _quiet(backend: Backend) -> int:
-    """Waits (at most 5 s) until the server has no call in flight; returns the count."""
+    """Waits (30 s at least) until the server has no call in flight; returns the count."""
     interceptor = backend.running.interceptor
-    for _ in range(500):
+    for _ in range(3000):
         if interceptor.in_flight == 0:
             break
         await asyncio.sleep(0.01)
@@ -283,7 +289,9 @@ async def test_cancelling_ends_the_stream_on_the_server(backend: Backend, org: O
     assert await _quiet(backend) == 0
 
 
-async def test_events_written_through_another_server_arrive(backend: Backend, org: Org) -> None:
+async def test_events_written_through_another_server_arrive(
+    backend: Backend, org: Org, caplog: pytest.LogCaptureFixture
+) -> None:
     """A second server on the same database stands for another worker process: its writes do
     not ring this server's bell, so they arrive by polling. Its shutdown then sends what had
     committed and ends the stream with UNAVAILABLE at once, so the drain does not wait."""
@@ -294,10 +302,8 @@ async def test_events_written_through_another_server_arrive(backend: Backend, or
     client = Client.connect(second.port, [("authorization", f"Bearer {org.admin_key}")])
     try:
         async with watching(client) as watch:
-            began = time.monotonic()
             await record(org, badge, member("m-1"), EARNED)  # through the first server
             (event,) = await watch.take(1)
-            assert time.monotonic() - began < 3.0
             assert (event.sequence, progress_of([event])) == (
                 watch.after + 1,
                 [(badge, "m-1", EARNED, 3)],
@@ -305,9 +311,11 @@ async def test_events_written_through_another_server_arrive(backend: Backend, or
 
             # Committed just before the shutdown: still sent, before the stream ends.
             await record(org, badge, member("m-2"), IN_PROGRESS)
-            began = time.monotonic()
-            await second.shutdown(0, 5.0)
-            assert time.monotonic() - began < 1.0
+            with caplog.at_level(logging.WARNING, logger="badge_service.server"):
+                await second.shutdown(0, DRAIN_LIMIT)
+            # It found the server quiet at once: the watch, ended by the shutdown, did not
+            # keep it waiting out its grace period to be cut off.
+            assert "grace period over; cutting off calls in flight" not in caplog.messages
             (flushed,) = await watch.take(1)
             assert (flushed.sequence, progress_of([flushed])) == (
                 watch.after + 2,
@@ -388,18 +396,18 @@ async def test_mark_earned_moves_to_earned_once_with_one_event(backend: Backend,
     assert [(s.state, s.update_time) for s in listed.states] == [(EARNED, events[0].time)]
 
 
-async def test_a_commit_in_this_process_wakes_the_stream_at_once(org: Org) -> None:
-    """Ten write-then-read round trips: woken by the commit, not by the 0.5 s poll (which
-    would take about 2.5 s in all)."""
+async def test_a_commit_in_this_process_wakes_the_stream_at_once(
+    monkeypatch: pytest.MonkeyPatch, org: Org
+) -> None:
+    """Ten write-then-read round trips with polling slowed to NO_POLL: each event arrives
+    within READ_TIMEOUT only because its commit woke the stream."""
+    monkeypatch.setattr(award_events_rpc, "POLL_SECONDS", NO_POLL)
     badge = await new_badge(org, "prompt")
     async with watching(org.admin) as watch:
-        began = time.monotonic()
         for i in range(10):
             await record(org, badge, member(f"m-{i}"), EARNED)
             (event,) = await watch.take(1)
             assert event.sequence == watch.after + i + 1
-        took = time.monotonic() - began
-    assert took < 1.0, took
 
 
 async def test_append_many_numbers_a_batch_in_order(backend: Backend, org: Org) -> None:
@@ -430,7 +438,7 @@ def _append_twice(
 
 # --- Wake-ups of group-committed writes ---------------------------------------------------------
 # On SQLite, run_write commits through a second engine in a worker thread, batching the writes
-# that queue meanwhile (group commit). These tests slow polling to 30 s, so an event arrives
+# that queue meanwhile (group commit). These tests slow polling to NO_POLL, so an event arrives
 # within READ_TIMEOUT only if the commit rang the bell, and only if it rang after the COMMIT
 # (a ring before it would find nothing to read and leave the stream waiting).
 
@@ -438,7 +446,7 @@ def _append_twice(
 async def test_awards_wake_the_stream_without_polling(
     monkeypatch: pytest.MonkeyPatch, org: Org
 ) -> None:
-    monkeypatch.setattr(award_events_rpc, "POLL_SECONDS", 30.0)
+    monkeypatch.setattr(award_events_rpc, "POLL_SECONDS", NO_POLL)
     badge = await new_badge(org, "woken")
     stub = awards(org.admin)
 
@@ -487,7 +495,7 @@ async def test_a_write_rolled_back_in_a_group_commit_does_not_hold_back_the_othe
     write lock), the second failing after its append: it alone rolls back, its sequence is
     reused, the others' events are delivered at once. On PostgreSQL the writes run
     concurrently, each in its own transaction."""
-    monkeypatch.setattr(award_events_rpc, "POLL_SECONDS", 30.0)
+    monkeypatch.setattr(award_events_rpc, "POLL_SECONDS", NO_POLL)
     badge = await new_badge(org, "grouped")
     now = dt.datetime.now(dt.UTC)
     db = backend.db

@@ -1,6 +1,6 @@
 """WatchAwards against ``badge-service serve`` as a real process: SIGTERM ends an open watch
 stream with UNAVAILABLE at once, so the drain is not held up by it and the process exits
-cleanly well within its grace period."""
+cleanly without waiting out its (long) grace period."""
 
 from __future__ import annotations
 
@@ -13,23 +13,24 @@ import grpc
 from badge_service.api.badges.v1 import award_pb2 as apb
 from badge_service.api.badges.v1 import award_pb2_grpc
 from tests.support import details_of
-from tests.test_serve import GRACE, json_lines, serving, sqlite_url
+from tests.test_serve import EXIT_TIMEOUT, LONG_GRACE, json_lines, serving, sqlite_url
 
 
 async def test_sigterm_ends_watch_streams_and_exits_promptly(tmp_path: Path) -> None:
-    async with serving(tmp_path, sqlite_url(tmp_path), "--grace-period", str(GRACE)) as server:
+    args = ("--grace-period", str(LONG_GRACE))
+    async with serving(tmp_path, sqlite_url(tmp_path), *args) as server:
         org = server.new_org()
         stub = server.client(org["api_key"]).stub(award_pb2_grpc.AwardServiceStub)
         calls = [stub.WatchAwards(apb.WatchAwardsRequest()) for _ in range(3)]
         for call in calls:
             assert dict(await call.initial_metadata())["x-watch-after-sequence"] == "0"
-        # The drain may wait grace/2 for calls in flight; open watches must not count.
-        code, took = await asyncio.to_thread(server.signal_and_wait, signal.SIGTERM, GRACE + 5)
+        # The shutdown waits up to its grace period for calls in flight; open watches must
+        # not count, so the process exits long before that (EXIT_TIMEOUT is far below it).
+        code, _ = await asyncio.to_thread(server.signal_and_wait, signal.SIGTERM, EXIT_TIMEOUT)
         assert code == 0, server.stderr()
-        assert took < GRACE / 2, took
         for call in calls:
             try:
-                event = await asyncio.wait_for(call.read(), 5)
+                event = await asyncio.wait_for(call.read(), 30)
             except grpc.aio.AioRpcError as err:
                 got = details_of(err)
             else:

@@ -4,6 +4,7 @@ fail every call."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -109,26 +110,59 @@ def _item(
     return h2gen.Item(frames.hpack_block(headers), frames.grpc_message(request))  # type: ignore[arg-type]
 
 
+# Runs of the generator are short; on a loaded machine one may see no call complete inside its
+# measured window, so a check of the window runs it again, up to this many times.
+ATTEMPTS = 50
+
+
+async def _run_until(
+    backend: Backend,
+    item: h2gen.Item,
+    seen: str,
+    check: Callable[[dict[str, Any]], None],
+    streams: int,
+    duration: float,
+) -> dict[str, Any]:
+    """Runs h2gen on ``item``, checking each run's result with ``check``, until a run's
+    measured window counted at least one ``seen`` ("ok" or "failed") call; returns that run's
+    result (fails after ATTEMPTS runs)."""
+    for _ in range(ATTEMPTS):
+        result = await h2gen.run(
+            "127.0.0.1",
+            backend.port,
+            [item],
+            connections=2,
+            streams=streams,
+            duration=duration,
+            warmup=0,
+        )
+        check(result)
+        if result[seen] > 0:
+            return result
+    raise AssertionError(f"no {seen} call in the window of {ATTEMPTS} runs")
+
+
+def _all_ok(result: dict[str, Any]) -> None:
+    assert result["failed"] == 0
+    # Each connection starts its 4 streams at once, and the run waits for them.
+    assert result["ok_total"] >= 2 * 4
+    assert result["ok_total"] >= result["ok"]
+    assert result["unique_ok_total"] == 0
+
+
+def _none_ok(result: dict[str, Any]) -> None:
+    assert (result["ok"], result["ok_total"]) == (0, 0)
+
+
 async def test_h2gen_calls_the_real_server(backend: Backend, org: Org) -> None:
     badge = await org.admin.badges.CreateBadge(pb.CreateBadgeRequest(badge=sample_badge("b1")))
     found = _item(backend, org, "GetBadge", pb.GetBadgeRequest(id=badge.id))
-    result = await h2gen.run(
-        "127.0.0.1", backend.port, [found], connections=2, streams=4, duration=0.3, warmup=0.05
-    )
-    assert result["failed"] == 0
-    assert result["ok"] > 10
-    assert result["ok_total"] >= result["ok"]
-    assert result["unique_ok_total"] == 0
+    result = await _run_until(backend, found, "ok", _all_ok, streams=4, duration=0.3)
     assert 0 < result["p50_ms"] <= result["p99_ms"]
 
     # A NOT_FOUND is a trailers-only response: no DATA, so the generator counts it failed.
     missing = _item(backend, org, "GetBadge", pb.GetBadgeRequest(id=badge.id + 10_000_000))
-    result = await h2gen.run(
-        "127.0.0.1", backend.port, [missing], connections=1, streams=2, duration=0.2, warmup=0
-    )
-    assert result["ok"] == 0
-    assert result["ok_total"] == 0
-    assert result["failed"] > 5
+    await _run_until(backend, missing, "failed", _none_ok, streams=2, duration=0.2)
 
 
 async def _run_unique(backend: Backend, base: h2gen.Item) -> dict[str, Any]:
@@ -139,7 +173,8 @@ async def _run_unique(backend: Backend, base: h2gen.Item) -> dict[str, Any]:
         "127.0.0.1", backend.port, [item], connections=2, streams=4, duration=0.3, warmup=0
     )
     assert result["failed"] == 0
-    assert result["ok_total"] > 5
+    # Each connection starts its 4 streams at once, and the run waits for them.
+    assert result["ok_total"] >= 2 * 4
     assert result["unique_ok_total"] == result["ok_total"]
     return result
 

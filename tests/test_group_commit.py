@@ -232,6 +232,13 @@ async def test_keyword_arguments_reach_the_function(scratch: Scratch) -> None:
     assert await s.db.run_read(notes, k="b") == "y"
 
 
+# Generous bounds for a loaded machine. A read that must not wait for a held write gives up
+# after READ_BESIDE_A_WRITE, well before the Gate lets go by itself (GATE_HOLDS_AT_MOST), so a
+# read that did wait fails rather than passing once the write ends.
+GATE_HOLDS_AT_MOST = 120.0
+READ_BESIDE_A_WRITE = 30.0
+
+
 class Gate:
     """A write that holds the (SQLite) writer until released: it signals when it runs."""
 
@@ -242,11 +249,11 @@ class Gate:
     def hold(self, conn: Connection, s: Scratch) -> str:
         s.put(conn, "held")
         self.started.set()
-        assert self.release.wait(10)
+        assert self.release.wait(GATE_HOLDS_AT_MOST)
         return "held"
 
     async def wait_started(self) -> None:
-        assert await asyncio.to_thread(self.started.wait, 10)
+        assert await asyncio.to_thread(self.started.wait, GATE_HOLDS_AT_MOST)
 
 
 async def test_a_write_cancelled_before_its_batch_never_runs(scratch: Scratch) -> None:
@@ -289,8 +296,9 @@ async def test_reads_neither_wait_for_nor_see_an_open_write(scratch: Scratch) ->
     count = select(func.count()).select_from(s.rows)
     try:
         # The writer holds an uncommitted row; reads of either kind go ahead beside it.
-        assert await asyncio.wait_for(s.db.run_read(lambda c: c.execute(count).scalar()), 5) == 1
-        assert await asyncio.wait_for(s.db.fetch((count, {})), 5) == [[(1,)]]
+        read = s.db.run_read(lambda c: c.execute(count).scalar())
+        assert await asyncio.wait_for(read, READ_BESIDE_A_WRITE) == 1
+        assert await asyncio.wait_for(s.db.fetch((count, {})), READ_BESIDE_A_WRITE) == [[(1,)]]
     finally:
         gate.release.set()
     await held
@@ -497,7 +505,12 @@ async def test_fetch_without_a_required_parameter_fails(scratch: Scratch) -> Non
 async def test_fetch_waits_for_a_locked_sqlite_off_the_event_loop(tmp_path: Path) -> None:
     """A database locked against readers (here another connection in exclusive locking mode,
     as a crashed process's recovery would) makes fetch() wait in a reader thread: the event
-    loop keeps running meanwhile, and the read answers once the lock goes."""
+    loop keeps running meanwhile, and the read answers once the lock goes.
+
+    No clock decides it: the lock is released only once the event loop has run while the read
+    was pending (or, if the loop never gets to run, by a watchdog thread after LOCK_HELD_AT_MOST,
+    which then fails the test). A fetch that waited on the loop's own thread would keep the
+    loop from ever saying so."""
     path = tmp_path / "locked.db"
     blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     blocker.execute("PRAGMA journal_mode=WAL")
@@ -508,26 +521,37 @@ async def test_fetch_waits_for_a_locked_sqlite_off_the_event_loop(tmp_path: Path
     meta = MetaData()
     rows = Table("rows", meta, Column("k", String, primary_key=True))
     db = Database(f"sqlite+aiosqlite:///{path}")
-    ticks = 0
+    loop_ran = threading.Event()
 
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
-    try:
-        read = asyncio.create_task(db.fetch((select(rows.c.k), {})))
-        await asyncio.sleep(0.3)
-        assert not read.done()  # waiting for the lock...
-        assert ticks >= 10  # ...without holding up the loop
+    def unlock_when_the_loop_ran() -> bool:
+        """Releases the lock once the loop has run, or after the watchdog's wait; returns
+        whether the loop ran in time. Shorter than the reader's 30 s busy timeout."""
+        ran = loop_ran.wait(LOCK_HELD_AT_MOST)
         blocker.execute("COMMIT")
         blocker.close()  # exclusive locking mode keeps the lock until the connection closes
-        (found,) = await asyncio.wait_for(read, 10)
+        return ran
+
+    unlocker = asyncio.create_task(asyncio.to_thread(unlock_when_the_loop_ran))
+    try:
+        read = asyncio.create_task(db.fetch((select(rows.c.k), {})))
+        for _ in range(10):
+            await asyncio.sleep(0)  # the loop runs other work while the read is pending...
+        assert not read.done()  # ...and the read is waiting for the lock, not failing
+        loop_ran.set()
+        assert await unlocker, "the event loop was held up while the read waited"
+        (found,) = await asyncio.wait_for(read, 60)
         assert [r[0] for r in found] == ["locked"]
         # And the loop's own connection reads again once the lock is gone.
         assert [r[0] for r in (await db.fetch((select(rows.c.k), {})))[0]] == ["locked"]
+        # The loop's connection fails fast rather than sleeping in SQLite's busy handler (a
+        # short sleep on the loop before falling back would pass the checks above).
+        raw = db._raw
+        assert raw is not None
+        assert raw.execute("PRAGMA busy_timeout").fetchone() == (0,)
     finally:
-        ticker.cancel()
+        loop_ran.set()
+        await unlocker
         await db.close()
+
+
+LOCK_HELD_AT_MOST = 20.0

@@ -1,13 +1,14 @@
-"""logs.BatchingStreamHandler: INFO lines wait in a queue and reach the stream within the
-interval; a WARNING writes itself and everything queued before it, in order, at once; flush()
-and the flush-then-close logging.shutdown does leave nothing queued."""
+"""logs.BatchingStreamHandler: INFO lines wait in a queue until its timer thread writes them
+(no test times the interval: a loaded machine delays any thread); a WARNING writes itself and
+everything queued before it, in order, at once; flush() and the flush-then-close
+logging.shutdown does leave nothing queued."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
-import time
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -46,24 +47,55 @@ def lines(stream: io.StringIO) -> list[str]:
     return stream.getvalue().splitlines()
 
 
-def test_info_is_queued_then_written_within_the_interval(stream: io.StringIO) -> None:
-    handler = BatchingStreamHandler(stream, interval=0.2)
+class WatchedStream(io.StringIO):
+    """A StringIO whose writes (from the handler's timer thread too) can be waited for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = threading.Condition()
+
+    def write(self, s: str) -> int:
+        with self.written:
+            n = super().write(s)
+            self.written.notify_all()
+            return n
+
+    def wait_for_lines(self, expected: list[str]) -> list[str]:
+        """The stream's lines once they are ``expected`` (or whatever they are after a wait
+        far longer than any timer interval here, so a timer that never fires fails)."""
+        with self.written:
+            self.written.wait_for(lambda: lines(self) == expected, timeout=WRITE_TIMEOUT)
+            return lines(self)
+
+
+# How long a test waits for the timer thread to write; generous, for a loaded machine.
+WRITE_TIMEOUT = 30.0
+
+
+def test_info_is_queued_then_written_by_the_timer() -> None:
+    stream = WatchedStream()
+    handler = BatchingStreamHandler(stream, interval=0.05)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logger = make_logger(handler)
     try:
-        logger.info("first")
-        logger.debug("second")
-        assert stream.getvalue() == ""  # queued, not written
-        deadline = time.monotonic() + 2
-        while lines(stream) != ["INFO first", "DEBUG second"] and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert lines(stream) == ["INFO first", "DEBUG second"]
-        # The timer keeps running: a later line is written too, without any flush.
+        # Holding the handler's lock keeps the timer from writing (it takes the lock to flush),
+        # so "queued, not written" holds however slowly this thread runs.
+        with handler.lock:  # type: ignore[union-attr]
+            logger.info("first")
+            logger.debug("second")
+            assert stream.getvalue() == ""  # queued, not written
+        # Written by the timer thread, without a flush, a WARNING or a close.
+        assert stream.wait_for_lines(["INFO first", "DEBUG second"]) == [
+            "INFO first",
+            "DEBUG second",
+        ]
+        # The timer keeps running: a later line is written too.
         logger.info("third")
-        deadline = time.monotonic() + 2
-        while len(lines(stream)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert lines(stream) == ["INFO first", "DEBUG second", "INFO third"]
+        assert stream.wait_for_lines(["INFO first", "DEBUG second", "INFO third"]) == [
+            "INFO first",
+            "DEBUG second",
+            "INFO third",
+        ]
     finally:
         logger.removeHandler(handler)
         handler.close()

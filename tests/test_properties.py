@@ -50,6 +50,7 @@ from badge_service.rpc.interceptor import write_methods
 from badge_service.server import SERVICES
 from tests.strategies import garbage, message_class, messages, mutations
 from tests.support import Backend, Client, Org, details_of, expect_error
+from tests.test_badge_classes import seed_class
 from tests.test_issuers import seed_issuer, small_class, small_issuer
 
 OK = grpc.StatusCode.OK
@@ -64,6 +65,8 @@ ADMIN_CODES = {
 DOCUMENTED = ADMIN_CODES | {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 TIMEOUT = 30.0
 STREAM_WINDOW = 0.1
+IN_PROGRESS = bpb.BADGE_STATE_TYPE_IN_PROGRESS
+EARNED = bpb.BADGE_STATE_TYPE_EARNED
 
 METHODS: list[tuple[ServiceDescriptor, MethodDescriptor]] = [
     (service, method) for service in SERVICES for method in service.methods
@@ -120,9 +123,11 @@ async def invoke(
     call = stub_call(channel, service, method)
     arg = iter([request]) if method.client_streaming else request
     if method.server_streaming:
-        # A stream may run until the client cancels (WatchAwards): bad input fails at once,
-        # so one still open and healthy after STREAM_WINDOW counts as accepted.
+        # A stream may run until the client cancels (WatchAwards). Its initial metadata comes
+        # once the request passed its checks (or with the status when it failed), so a failure
+        # is always seen; one open after that and healthy for STREAM_WINDOW counts as accepted.
         stream = call(arg, timeout=TIMEOUT)
+        await stream.initial_metadata()
         replies: list[Any] = []
         try:
             async with asyncio.timeout(STREAM_WINDOW):
@@ -168,6 +173,14 @@ class World:
         self.backend, self.plain, self.anonymous = backend, plain, anonymous
         self.health = health_pb2_grpc.HealthStub(anonymous.channel)
         self._rich: Org | None = None
+        self._made: dict[int, Made] = {}
+
+    async def made(self, org: Org, rich: bool) -> Made:
+        """The objects the bases of WORLD_BASES name, made in ``org`` on first use."""
+        made = self._made.get(org.id)
+        if made is None:
+            made = self._made[org.id] = await make(org, rich)
+        return made
 
     def __repr__(self) -> str:  # keeps Hypothesis' falsifying-example reports readable
         return f"World({self.backend.name}, plain={self.plain.id})"
@@ -440,6 +453,237 @@ async def _create_codes(org: Org, rich: bool) -> Message:
     return bcpb.CreateClaimCodesRequest(id_or_entity_id=bc.entity_id, count=3, use_limit=2)
 
 
+class Made:
+    """Objects that exist in an organisation before its examples run, so that requests naming
+    them get past the lookups and page tokens to the rules behind: three issuers, three badge
+    classes of the first, three claim codes of the first class (each good for many uses),
+    three CrowdTwist badges, a recipient with progress on two of them (so the org has events
+    to watch), and the second-page token of each list."""
+
+    def __init__(self) -> None:
+        self.issuers: list[ipb.Issuer] = []
+        self.classes: list[bcpb.BadgeClass] = []
+        self.codes: list[bcpb.ClaimCode] = []
+        self.badges: list[int] = []
+        self.recipient = apb.Recipient(member_id="progress-1")
+        self.issuers_token = self.classes_token = self.codes_token = self.states_token = ""
+
+    def __repr__(self) -> str:
+        return f"Made(issuers={[i.entity_id for i in self.issuers]})"
+
+
+def _issuers(org: Org) -> issuer_pb2_grpc.IssuerServiceStub:
+    return org.admin.stub(issuer_pb2_grpc.IssuerServiceStub)
+
+
+def _classes(org: Org) -> badge_class_pb2_grpc.BadgeClassServiceStub:
+    return org.admin.stub(badge_class_pb2_grpc.BadgeClassServiceStub)
+
+
+def _awards(org: Org) -> award_pb2_grpc.AwardServiceStub:
+    return org.admin.stub(award_pb2_grpc.AwardServiceStub)
+
+
+async def _made_issuer(org: Org, rich: bool) -> ipb.Issuer:
+    """An issuer: the seed's (with its required custom property) in the rich org."""
+    issuer = seed_issuer() if rich else small_issuer(_unique("Faculty"))
+    return await _issuers(org).CreateIssuer(ipb.CreateIssuerRequest(issuer=issuer), timeout=TIMEOUT)
+
+
+async def _made_class(org: Org, issuer: ipb.Issuer, rich: bool) -> bcpb.BadgeClass:
+    """A badge class of ``issuer``: the seed's, every field set, in the rich org."""
+    name = _unique("Math")
+    bc = seed_class(issuer.entity_id, name=name) if rich else small_class(issuer.entity_id, name)
+    return await _classes(org).CreateBadgeClass(
+        bcpb.CreateBadgeClassRequest(badge_class=bc), timeout=TIMEOUT
+    )
+
+
+async def _made_codes(org: Org, bc: bcpb.BadgeClass, count: int) -> list[bcpb.ClaimCode]:
+    reply = await _classes(org).CreateClaimCodes(
+        bcpb.CreateClaimCodesRequest(
+            id_or_entity_id=bc.entity_id, count=count, label="Event", use_limit=1_000_000
+        ),
+        timeout=TIMEOUT,
+    )
+    return list(reply.claim_codes)
+
+
+async def make(org: Org, rich: bool) -> Made:
+    """Makes what the bases of WORLD_BASES name (see Made)."""
+    made = Made()
+    made.issuers = [await _made_issuer(org, rich) for _ in range(3)]
+    made.classes = [await _made_class(org, made.issuers[0], rich) for _ in range(3)]
+    made.codes = await _made_codes(org, made.classes[0], 3)
+    made.badges = [(await _new_badge(org, rich)).id for _ in range(3)]
+    for badge, state in ((made.badges[0], IN_PROGRESS), (made.badges[1], EARNED)):
+        await _awards(org).RecordProgress(
+            apb.RecordProgressRequest(badge_id=badge, recipient=made.recipient, state=state),
+            timeout=TIMEOUT,
+        )
+    made.issuers_token = (
+        await _issuers(org).ListIssuers(ipb.ListIssuersRequest(page_size=2), timeout=TIMEOUT)
+    ).next_page_token
+    made.classes_token = (
+        await _classes(org).ListBadgeClasses(
+            bcpb.ListBadgeClassesRequest(
+                page_size=2, issuer=made.issuers[0].entity_id, archived=False
+            ),
+            timeout=TIMEOUT,
+        )
+    ).next_page_token
+    made.codes_token = (
+        await _classes(org).ListClaimCodes(
+            bcpb.ListClaimCodesRequest(id_or_entity_id=made.classes[0].entity_id, page_size=2),
+            timeout=TIMEOUT,
+        )
+    ).next_page_token
+    made.states_token = (
+        await _awards(org).ListRecipientBadgeStates(
+            apb.ListRecipientBadgeStatesRequest(recipient=made.recipient, page_size=2),
+            timeout=TIMEOUT,
+        )
+    ).next_page_token
+    tokens = (made.issuers_token, made.classes_token, made.codes_token, made.states_token)
+    assert all(tokens), tokens  # each list has a second page
+    return made
+
+
+def _b64(url: str) -> str:
+    return base64.urlsafe_b64encode(url.encode()).decode()
+
+
+def _evidence() -> list[apb.Evidence]:
+    return [apb.Evidence(url="https://x.test/e", narrative="ticket")]
+
+
+async def _redeem(org: Org, made: Made, rich: bool) -> Message:
+    bc, code = made.classes[0], made.codes[0].code
+    return apb.RedeemClaimCodeRequest(
+        id_or_entity_id=bc.id if rich else bc.entity_id,
+        claim_code=code.lower() if rich else code,  # codes match without regard to case
+        recipient=apb.Recipient(email=f"{_unique('claimer')}@example.com"),
+        narrative="Claimed at the door",
+        evidence=_evidence(),
+        request_id=str(uuid.uuid4()),  # a retry's key, new per example
+    )
+
+
+async def _record_progress(org: Org, made: Made, rich: bool) -> Message:
+    return apb.RecordProgressRequest(
+        badge_id=made.badges[0],
+        recipient=apb.Recipient(member_id=_unique("m")),
+        state=EARNED if rich else IN_PROGRESS,
+    )
+
+
+async def _list_states(org: Org, made: Made, rich: bool) -> Message:
+    return apb.ListRecipientBadgeStatesRequest(
+        recipient=made.recipient, page_size=2, page_token=made.states_token
+    )
+
+
+async def _watch(org: Org, made: Made, rich: bool) -> Message:
+    # The org has two events: resume after the first, so the stream has one to send.
+    return apb.WatchAwardsRequest(after_sequence=1)
+
+
+async def _list_classes(org: Org, made: Made, rich: bool) -> Message:
+    return bcpb.ListBadgeClassesRequest(
+        page_size=2,
+        page_token=made.classes_token,
+        issuer=made.issuers[0].entity_id,
+        archived=False,
+    )
+
+
+async def _get_class(org: Org, made: Made, rich: bool) -> Message:
+    bc = made.classes[0]
+    view = ipb.BADGR_VIEW_OPEN_BADGES_V2
+    if rich:
+        return bcpb.GetBadgeClassRequest(
+            badge_class_open_badge_id_base64=_b64(bc.open_badge_id), view=view
+        )
+    return bcpb.GetBadgeClassRequest(id_or_entity_id=bc.entity_id, view=view)
+
+
+async def _update_class(org: Org, made: Made, rich: bool) -> Message:
+    bc = await _made_class(org, made.issuers[0], rich)
+    changed = bcpb.BadgeClass(
+        id=bc.id,
+        name=_unique("Renamed"),
+        description="New.",
+        tags=["math", "stem"],
+        alignments=[bcpb.Alignment(target_name="Algebra", target_url="https://example.org/a")],
+        expires=bcpb.Expires(amount=2, duration=bcpb.EXPIRES_DURATION_WEEKS),
+        archived=True,
+        archival_note="Replaced",
+    )
+    paths = ["name", "description", "tags", "alignments", "expires", "archived", "archival_note"]
+    return bcpb.UpdateBadgeClassRequest(badge_class=changed, update_mask=FieldMask(paths=paths))
+
+
+async def _delete_class(org: Org, made: Made, rich: bool) -> Message:
+    bc = await _made_class(org, made.issuers[0], rich)
+    if not rich:
+        return bcpb.DeleteBadgeClassRequest(id_or_entity_id=bc.id)
+    # Awarded, with a claim code: only a cascade deletes it.
+    await _awards(org).CreateAward(
+        apb.CreateAwardRequest(
+            award=apb.Award(badge_class_id=bc.entity_id, recipient=apb.Recipient(member_id="7"))
+        ),
+        timeout=TIMEOUT,
+    )
+    await _made_codes(org, bc, 1)
+    return bcpb.DeleteBadgeClassRequest(ref=bc.open_badge_id, cascade=True)
+
+
+async def _list_codes(org: Org, made: Made, rich: bool) -> Message:
+    return bcpb.ListClaimCodesRequest(
+        id_or_entity_id=made.classes[0].entity_id, page_size=2, page_token=made.codes_token
+    )
+
+
+async def _delete_code(org: Org, made: Made, rich: bool) -> Message:
+    bc = made.classes[0]
+    (code,) = await _made_codes(org, bc, 1)
+    return bcpb.DeleteClaimCodeRequest(
+        id_or_entity_id=bc.id if rich else bc.entity_id,
+        claim_code=code.code.lower() if rich else code.code,
+    )
+
+
+async def _list_issuers(org: Org, made: Made, rich: bool) -> Message:
+    return ipb.ListIssuersRequest(page_size=2, page_token=made.issuers_token)
+
+
+async def _delete_issuer(org: Org, made: Made, rich: bool) -> Message:
+    issuer = await _made_issuer(org, rich)
+    if not rich:
+        return ipb.DeleteIssuerRequest(id_or_entity_id=issuer.entity_id)
+    # With a badge class and its claim code: only a cascade deletes it.
+    await _made_codes(org, await _made_class(org, issuer, rich), 1)
+    return ipb.DeleteIssuerRequest(
+        issuer_open_badge_id_base64=_b64(issuer.open_badge_id), cascade=True
+    )
+
+
+# Valid requests that name objects of Made (see World.made).
+WORLD_BASES: dict[str, Callable[[Org, Made, bool], Awaitable[Message]]] = {
+    "/badges.v1.AwardService/RedeemClaimCode": _redeem,
+    "/badges.v1.AwardService/RecordProgress": _record_progress,
+    "/badges.v1.AwardService/ListRecipientBadgeStates": _list_states,
+    "/badges.v1.AwardService/WatchAwards": _watch,
+    "/badges.v1.BadgeClassService/ListBadgeClasses": _list_classes,
+    "/badges.v1.BadgeClassService/GetBadgeClass": _get_class,
+    "/badges.v1.BadgeClassService/UpdateBadgeClass": _update_class,
+    "/badges.v1.BadgeClassService/DeleteBadgeClass": _delete_class,
+    "/badges.v1.BadgeClassService/ListClaimCodes": _list_codes,
+    "/badges.v1.BadgeClassService/DeleteClaimCode": _delete_code,
+    "/badges.v1.IssuerService/ListIssuers": _list_issuers,
+    "/badges.v1.IssuerService/DeleteIssuer": _delete_issuer,
+}
+
 Base = Callable[[Org, bool], Awaitable[Message]]
 
 
@@ -500,12 +744,40 @@ BASES: dict[str, Base] = {
 }
 
 
-async def valid_request(method: MethodDescriptor, full: str, org: Org, rich: bool) -> Message:
-    """A valid request for ``method``; an empty one for methods this file does not know."""
+# BadgeTemplateService's requests name the organisation by its UUID, and have property tests
+# of their own with valid bases (tests/test_badge_templates_properties.py).
+BASES_ELSEWHERE = {
+    f"/badges.v1.BadgeTemplateService/{m}"
+    for m in (
+        "ListBadgeTemplates",
+        "GetBadgeTemplate",
+        "CreateBadgeTemplate",
+        "UpdateBadgeTemplate",
+        "DeleteBadgeTemplate",
+        "ArchiveBadgeTemplate",
+        "UnarchiveBadgeTemplate",
+    )
+}
+
+
+async def valid_request(
+    world: World, method: MethodDescriptor, full: str, org: Org, rich: bool
+) -> Message:
+    """A valid request for ``method``; an empty one for methods with bases elsewhere."""
+    world_base = WORLD_BASES.get(full)
+    if world_base is not None:
+        return await world_base(org, await world.made(org, rich), rich)
     base = BASES.get(full)
     if base is None:
         return message_class(method.input_type)()
     return await base(org, rich)
+
+
+def test_every_rpc_has_a_valid_base() -> None:
+    # A new RPC's mutations must start from a valid request, or they stop at its first check.
+    paths = {path(s, m) for s, m in METHODS}
+    assert paths - BASES.keys() - WORLD_BASES.keys() == BASES_ELSEWHERE
+    assert not BASES.keys() & WORLD_BASES.keys()
 
 
 # Requests that once broke the server (UNKNOWN/INTERNAL): replayed first on every run.
@@ -566,14 +838,23 @@ for _service, _method in METHODS:
     globals()[_name].__name__ = _name
 
 
-@pytest.mark.parametrize("name", [i for i in IDS if path(*BY_ID[i]) in BASES])
+@pytest.mark.parametrize("name", [i for i in IDS if path(*BY_ID[i]) not in BASES_ELSEWHERE])
 async def test_valid_requests_succeed(world: World, name: str) -> None:
     service, method = BY_ID[name]
     # The starting points of the mutations below must themselves be valid, in both orgs.
     for rich in (False, True):
         org = await world.org(rich)
-        request = await valid_request(method, path(service, method), org, rich)
-        await invoke(org.admin.channel, service, method, request)  # raises unless OK
+        request = await valid_request(world, method, path(service, method), org, rich)
+        if not method.server_streaming:
+            await invoke(org.admin.channel, service, method, request)  # raises unless OK
+            continue
+        # WatchAwards, resumed after the first of the org's two events: it sends the second.
+        call = stub_call(org.admin.channel, service, method)(request, timeout=TIMEOUT)
+        try:
+            event = await call.read()
+        finally:
+            call.cancel()
+        assert event.sequence == 2, event
 
 
 @pytest.mark.parametrize("name", IDS)
@@ -583,7 +864,7 @@ async def test_mutated_valid_requests(world: World, name: str, data: st.DataObje
     service, method = BY_ID[name]
     rich = data.draw(st.booleans(), label="rich org")
     org = await world.org(rich)
-    base = await valid_request(method, path(service, method), org, rich)
+    base = await valid_request(world, method, path(service, method), org, rich)
     request = data.draw(mutations(base), label="request")
     got = await outcome(invoke(org.admin.channel, service, method, request))
     assert got in ADMIN_CODES, got.name
@@ -628,8 +909,9 @@ async def call_raw(
     arg: Any = iter([raw]) if method.client_streaming else raw
     if method.server_streaming:
         stream = multi(arg, timeout=TIMEOUT)
+        await stream.initial_metadata()  # see invoke()
         try:
-            async with asyncio.timeout(STREAM_WINDOW):  # see invoke()
+            async with asyncio.timeout(STREAM_WINDOW):
                 async for _ in stream:
                     pass
         except TimeoutError:

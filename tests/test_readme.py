@@ -12,14 +12,23 @@ from typing import Any
 
 import pytest
 
+from badge_service.api.badges.v1 import badge_template_pb2 as tpb
+from badge_service.api.badges.v1 import badge_template_pb2_grpc
 from badge_service.server import SERVICES
-from tests.test_serve import serving, sqlite_url
+from tests.test_serve import ServeProcess, serving, sqlite_url
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 VENV_BIN = ROOT / ".venv" / "bin"
 README_ADDRESS = "localhost:50051"
 MARK = "@@command "
+# The default --public-base-url, which Badgr openBadgeIds start with.
+PUBLIC_BASE = "http://localhost:50051"
+# Printed after the README's commands, so the test can call the org the README made.
+SHOW_KEY = 'printf "%s %s\\n" "$KEY" "$ORG_UUID"'
+HEX24 = r"[0-9a-f]{24}"
+ENTITY_ID = r"[A-Za-z0-9_-]{22}"
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 def sh_blocks() -> list[str]:
@@ -94,11 +103,21 @@ def by_method(block: str, outputs: list[str]) -> dict[str, Any]:
     return replies
 
 
+def the_command(block: str, method: str) -> str:
+    """The block's one grpcurl line that calls ``method``."""
+    found = [c for c in commands(block) if c.startswith("grpcurl ") and c.endswith(f"/{method}")]
+    assert len(found) == 1, f"{len(found)} commands call {method}"
+    return found[0]
+
+
 async def test_readme_grpcurl_examples(tmp_path: Path) -> None:
     block = block_starting("KEY=$(")
     assert README_ADDRESS in block
     async with serving(tmp_path, sqlite_url(tmp_path)) as server:
-        outputs = run_block(block, tmp_path, server.env, server.port)
+        *outputs, shown = run_block(block + SHOW_KEY + "\n", tmp_path, server.env, server.port)
+        key, org_uuid = shown.split()
+        # The README's template list again, once the org has templates it must leave out.
+        listed_again = await list_templates_again(block, tmp_path, server, key, org_uuid)
     replies = by_method(block, outputs)  # every grpcurl reply is JSON
     assert {
         "CreateCustomField",
@@ -106,6 +125,13 @@ async def test_readme_grpcurl_examples(tmp_path: Path) -> None:
         "CreateBadge",
         "ListBadges",
         "UpdateBadge",
+        "CreateBadgeClass",
+        "GetIssuer",
+        "CreateBadgeTemplate",
+        "ListBadgeTemplates",
+        "ListAwards",
+        "RevokeAward",
+        "VerifyAward",
     } <= set(replies)
 
     field = replies["CreateCustomField"]
@@ -148,6 +174,111 @@ async def test_readme_grpcurl_examples(tmp_path: Path) -> None:
     revoked = replies["RevokeAward"]
     assert (revoked["id"], revoked["state"]) == (awarded[0]["id"], "AWARD_STATE_REVOKED")
     assert revoked["revocation_reason"] == "Issued by mistake"
+
+    # "Verify an assertion by id ...: now VERIFICATION_STATUS_REVOKED."
+    verified = replies["VerifyAward"]
+    assert verified["status"] == "VERIFICATION_STATUS_REVOKED", verified
+    assert verified["award"]["id"] == awarded[0]["id"]
+    assert (verified["award"]["state"], verified["award"]["revocation_reason"]) == (
+        "AWARD_STATE_REVOKED",
+        "Issued by mistake",
+    )
+
+    # "the issuer by entity id, with its Open Badges 2.0 Profile in open_badge"; "the service
+    # makes its 24-hex id, 22-character entity id and openBadgeId" (under the public base URL).
+    issuer = replies["GetIssuer"]
+    assert re.fullmatch(HEX24, issuer["id"]), issuer
+    assert re.fullmatch(ENTITY_ID, issuer["entity_id"]), issuer
+    issuer_url = f"{PUBLIC_BASE}/public/issuers/{issuer['entity_id']}"
+    assert issuer["open_badge_id"] == issuer_url
+    assert issuer["open_badge"] == {
+        "@context": "https://w3id.org/openbadges/v2",
+        "type": "Issuer",
+        "id": issuer_url,
+        "name": "Credentials Faculty",
+        "email": "contact@example.com",
+        "url": "https://example.com",
+        "description": "This is the faculty of the Credentials University.",
+    }
+
+    # "a badge class of that issuer, with an alignment, a tag and a 30-day default expiry"
+    badge_class = replies["CreateBadgeClass"]
+    assert re.fullmatch(HEX24, badge_class["id"]), badge_class
+    assert re.fullmatch(ENTITY_ID, badge_class["entity_id"]), badge_class
+    assert badge_class["open_badge_id"] == (
+        f"{PUBLIC_BASE}/public/badges/{badge_class['entity_id']}"
+    )
+    assert (badge_class["issuer"], badge_class["issuer_open_badge_id"]) == (
+        issuer["entity_id"],
+        issuer_url,
+    )
+    assert (badge_class["name"], badge_class["criteria_narrative"]) == (
+        "Math Expert",
+        "Pass the final exam.",
+    )
+    assert badge_class["alignments"] == [
+        {"target_name": "Algebra", "target_url": "https://example.org/algebra"}
+    ]
+    assert badge_class["tags"] == ["math"]
+    assert badge_class["expires"] == {"amount": 30, "duration": "EXPIRES_DURATION_DAYS"}
+
+    # "an active badge template with skills and a reporting tag (its vanity slug comes from
+    # the name)", owned by the organisation named by organization_id.
+    template = replies["CreateBadgeTemplate"]
+    assert re.fullmatch(UUID, template["id"]), template
+    assert (template["name"], template["state"], template["level"]) == (
+        "Archery Basics",
+        "BADGE_TEMPLATE_STATE_ACTIVE",
+        "BADGE_TEMPLATE_LEVEL_FOUNDATIONAL",
+    )
+    assert (template["skills"], template["reporting_tags"]) == (["Archery", "Focus"], ["retail"])
+    assert template["vanity_slug"] == "archery-basics"
+    assert (template["owner"]["id"], template["owner"]["name"]) == (org_uuid, "Readme Org")
+
+    # "list templates with Credly's filter and sort syntax (50 a page ...)": the filter
+    # finds the template, first page of one.
+    listed = replies["ListBadgeTemplates"]
+    assert [(t["id"], t["vanity_slug"]) for t in listed["badge_templates"]] == [
+        (template["id"], "archery-basics")
+    ]
+    assert listed["metadata"] == {
+        "count": 1,
+        "current_page": 1,
+        "total_count": 1,
+        "total_pages": 1,
+        "per": 50,
+    }
+    # With templates the filter must leave out (a draft, one without the skill) and one it
+    # must keep, the same command keeps only the active archery ones, sorted by name (both
+    # have no badges; newest first, the default sort, would put "Archery Zen" first).
+    assert [t["name"] for t in listed_again["badge_templates"]] == [
+        "Archery Basics",
+        "Archery Zen",
+    ]
+
+
+async def list_templates_again(
+    block: str, tmp: Path, server: ServeProcess, key: str, org_uuid: str
+) -> Any:
+    """Adds three templates to the README's org, then runs the README's ListBadgeTemplates
+    command again as written; returns its reply."""
+    stub = server.client(key).stub(badge_template_pb2_grpc.BadgeTemplateServiceStub)
+    active, draft = tpb.BADGE_TEMPLATE_STATE_ACTIVE, tpb.BADGE_TEMPLATE_STATE_DRAFT
+    for name, state, skills in [
+        ("Archery Zen", active, ["Archery"]),
+        ("Archery Draft", draft, ["Archery"]),
+        ("Knitting", active, ["Knitting"]),
+    ]:
+        await stub.CreateBadgeTemplate(
+            tpb.CreateBadgeTemplateRequest(
+                organization_id=org_uuid,
+                badge_template=tpb.BadgeTemplate(name=name, state=state, skills=skills),
+            )
+        )
+    command = the_command(block, "ListBadgeTemplates")
+    env = {**server.env, "KEY": key, "ORG_UUID": org_uuid}
+    (out,) = run_block(command + "\n", tmp, env, server.port)
+    return json.loads(out)
 
 
 async def test_readme_commands_without_a_key(tmp_path: Path) -> None:

@@ -30,8 +30,13 @@ from tests.support import Client, create_pg_database, drop_pg_database, expect_e
 
 BIN = Path(sys.executable).parent / "badge-service"
 SERVING = health_pb2.HealthCheckResponse.SERVING
-START_TIMEOUT = 20.0
+START_TIMEOUT = 60.0
 GRACE = 5.0
+# A grace period no shutdown here should come near, and a wait for the exit that is generous
+# for a loaded machine yet far shorter: a server that waited out its grace instead of exiting
+# once idle fails the wait instead of passing slowly.
+LONG_GRACE = 600.0
+EXIT_TIMEOUT = 120.0
 
 
 def free_port() -> int:
@@ -112,7 +117,8 @@ class ServeProcess:
         return org
 
     def signal_and_wait(self, sig: signal.Signals, timeout: float) -> tuple[int, float]:
-        """Sends ``sig``; returns the exit status and the seconds the process took to exit."""
+        """Sends ``sig``; returns the exit status and the seconds the process took to exit
+        (for messages: tests bound the exit by ``timeout``, never by the time it took)."""
         began = time.monotonic()
         self.proc.send_signal(sig)
         try:
@@ -273,13 +279,13 @@ async def test_sigterm_drains_calls_in_flight(tmp_path: Path) -> None:
 
 
 async def test_sigint_exits_cleanly(tmp_path: Path) -> None:
-    async with serving(tmp_path, sqlite_url(tmp_path)) as server:
+    async with serving(tmp_path, sqlite_url(tmp_path), "--grace-period", str(LONG_GRACE)) as server:
         org = server.new_org()
         meta = await server.client(org["api_key"]).meta.GetOrgMeta(org_meta_pb2.GetOrgMetaRequest())
         assert meta.org_id == org["org_id"]
-        code, took = server.signal_and_wait(signal.SIGINT, GRACE + 5)
+        # Idle, it exits at once rather than waiting out its grace period.
+        code, _ = server.signal_and_wait(signal.SIGINT, EXIT_TIMEOUT)
         assert code == 0, server.stderr()
-        assert took < GRACE
         msgs = [line["msg"] for line in json_lines(server.stderr())]
         assert msgs[-2:] == ["shutting down", "stopped"]
         with pytest.raises(ConnectionRefusedError):
@@ -307,7 +313,7 @@ async def test_logs_are_json_with_the_call_and_never_the_key(tmp_path: Path) -> 
             grpc.StatusCode.UNAUTHENTICATED,
             reason="INVALID_API_KEY",
         )
-        code, _ = server.signal_and_wait(signal.SIGTERM, GRACE + 5)
+        code, _ = server.signal_and_wait(signal.SIGTERM, EXIT_TIMEOUT)
         assert code == 0
 
     text = server.stderr()
@@ -341,7 +347,7 @@ async def test_an_address_in_use_is_refused(tmp_path: Path) -> None:
         assert f"error: cannot listen on 127.0.0.1:{first.port}" in err
         assert "Traceback" not in err
         reply = await health_pb2_grpc.HealthStub(first.channel()).Check(
-            health_pb2.HealthCheckRequest(), timeout=5
+            health_pb2.HealthCheckRequest(), timeout=30
         )
         assert reply.status == SERVING
         assert first.proc.poll() is None
@@ -353,7 +359,7 @@ async def test_serve_on_postgresql(tmp_path: Path) -> None:
         pytest.skip("PostgreSQL tests need BADGE_SERVICE_TEST_PG_URL")
     url = await create_pg_database(base)
     try:
-        async with serving(tmp_path, url, "--grace-period", str(GRACE)) as server:
+        async with serving(tmp_path, url, "--grace-period", str(LONG_GRACE)) as server:
             org = server.new_org()
             client = server.client(org["api_key"])
             created = await client.fields.CreateCustomField(
@@ -377,8 +383,7 @@ async def test_serve_on_postgresql(tmp_path: Path) -> None:
                 reason="CUSTOM_FIELD_NAME_TAKEN",
                 vendor_code=740,
             )
-            code, took = server.signal_and_wait(signal.SIGTERM, GRACE + 5)
+            code, _ = server.signal_and_wait(signal.SIGTERM, EXIT_TIMEOUT)
             assert code == 0, server.stderr()
-            assert took < GRACE
     finally:
         await drop_pg_database(url)
