@@ -200,7 +200,7 @@ def test_access_line_written_directly_matches_the_formatted_record(
     stream: io.StringIO, configured: BatchingStreamHandler
 ) -> None:
     access = logs.AccessLog()
-    access.write("/badges.v1.BadgeService/GetBadge", 7, 3, "OK", 0.125, 'ipv4:"odd"\\peer')
+    access.write("/badges.v1.BadgeService/GetBadge", 7, 3, "OK", 0.125, 'ipv4:"odd"\\peer', 'r-"1"')
     access.write("/badges.v1.BadgeService/GetBadge", None, None, "UNAUTHENTICATED", 1.5, "p")
     # The same calls through a LogRecord and JsonFormatter (the path any other set-up takes).
     logging.getLogger("badge_service.access").info(
@@ -212,6 +212,7 @@ def test_access_line_written_directly_matches_the_formatted_record(
             "status": "OK",
             "duration_ms": 0.125,
             "peer": 'ipv4:"odd"\\peer',
+            "request_id": 'r-"1"',
         },
     )
     configured.flush()
@@ -227,6 +228,7 @@ def test_access_line_written_directly_matches_the_formatted_record(
         "status": "UNAUTHENTICATED",
         "duration_ms": 1.5,
         "peer": "p",
+        "request_id": None,
     }
 
 

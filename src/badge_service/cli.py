@@ -80,7 +80,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         raise SystemExit("error: --workers must be at least 1")
     if settings.grace_period < 0 or settings.drain_delay < 0:
         raise SystemExit("error: --grace-period and --drain-delay must not be negative")
-    logs.configure(settings.log_level)
+    if settings.log_format not in ("auto", "json", "text"):
+        raise SystemExit("error: BADGE_SERVICE_LOG_FORMAT must be auto, json or text")
+    logs.configure(settings.log_level, settings.log_format)
     if settings.workers > 1:
         raise SystemExit(serve_workers(settings))
     _run(serve(settings))
@@ -249,6 +251,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--database-url", dest="sub_database_url", help=argparse.SUPPRESS)
     serve.add_argument("--log-level")
     serve.add_argument(
+        "--log-format",
+        choices=["auto", "json", "text"],
+        help="log lines as JSON, or readable text (auto: text on a terminal)",
+    )
+    serve.add_argument(
         "--grace-period", type=float, help="seconds in-flight calls get to finish on shutdown"
     )
     serve.add_argument(
@@ -328,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         database_url=getattr(args, "sub_database_url", None) or args.database_url,
         address=getattr(args, "address", None),
         log_level=getattr(args, "log_level", None),
+        log_format=getattr(args, "log_format", None),
         grace_period=getattr(args, "grace_period", None),
         drain_delay=getattr(args, "drain_delay", None),
         tls_cert=getattr(args, "tls_cert", None),

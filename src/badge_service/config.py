@@ -17,6 +17,8 @@ class Settings:
     address: str = "127.0.0.1:50051"
     database_url: str = "sqlite+aiosqlite:///./badges.db"
     log_level: str = "INFO"
+    # "json", "text", or "auto": text when stderr is a terminal, else JSON.
+    log_format: str = "auto"
     # Seconds in-flight calls get to finish once new calls are refused after SIGTERM/SIGINT.
     grace_period: float = 10.0
     # Seconds to keep taking new calls after SIGTERM/SIGINT while health already says

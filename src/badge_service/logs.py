@@ -1,7 +1,9 @@
-"""Structured logging: one JSON object per line on stderr."""
+"""Structured logging on stderr: one JSON object per line, or one readable text line on a
+terminal (``--log-format``). Lines written while a call is served carry its request id."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
@@ -28,6 +30,52 @@ class _Seconds:
         return f"{self._text}.{int((created - second) * 1000):03d}Z"
 
 
+# The request id of the call being served (set by the interceptor), for every line it logs.
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+class _RequestIdFilter(logging.Filter):
+    """Adds the current call's request id to a record logged while the call is served."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Always keeps the record."""
+        if "request_id" not in record.__dict__:
+            rid = request_id.get()
+            if rid is not None:
+                record.request_id = rid
+        return True
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")
+    }
+
+
+class TextFormatter(logging.Formatter):
+    """Formats a record as one readable line: time, level, logger, message, then key=value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seconds = _Seconds()
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as text."""
+        fields = " ".join(f"{k}={_text_value(v)}" for k, v in _extras(record).items())
+        line = (
+            f"{self._seconds.stamp(record.created)} {record.levelname:<7} {record.name}: "
+            f"{record.getMessage()}{' ' + fields if fields else ''}"
+        )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if text and " " not in text and '"' not in text else json.dumps(text)
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record and its ``extra`` fields as one JSON line."""
 
@@ -43,9 +91,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                out[key] = value
+        out.update(_extras(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
@@ -116,6 +162,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 _direct: BatchingStreamHandler | None = None  # the handler configure() installed
+_text = False  # whether configure() chose the text format
 
 
 class AccessLog:
@@ -167,6 +214,7 @@ class AccessLog:
         status: str,
         duration_ms: float,
         peer: str,
+        rid: str | None = None,
     ) -> None:
         """Logs one call at INFO (nothing when the access logger is above INFO)."""
         logger = self._logger
@@ -194,13 +242,23 @@ class AccessLog:
         ):
             fields: dict[str, Any] = {"method": method, "org": org, "key": key}
             fields |= {"status": status, "duration_ms": duration_ms, "peer": peer}
+            fields["request_id"] = rid
             logger.info("rpc", extra=fields)
             return
+        stamp = self._seconds.stamp(time.time())
+        if _text:
+            direct.write_line(
+                f"{stamp} INFO    badge_service.access: rpc {method} {status} "
+                f"{duration_ms}ms org={_number(org)} key={_number(key)} peer={peer} "
+                f"request_id={rid}"
+            )
+            return
         direct.write_line(
-            f'{{"ts": "{self._seconds.stamp(time.time())}", "level": "info", '
+            f'{{"ts": "{stamp}", "level": "info", '
             f'"logger": "badge_service.access", "msg": "rpc", "method": {_dumps(method)}, '
             f'"org": {_number(org)}, "key": {_number(key)}, "status": "{status}", '
-            f'"duration_ms": {duration_ms!r}, "peer": {_dumps(peer)}}}'
+            f'"duration_ms": {duration_ms!r}, "peer": {_dumps(peer)}, '
+            f'"request_id": {"null" if rid is None else _dumps(rid)}}}'
         )
 
 
@@ -212,8 +270,9 @@ def _number(value: int | None) -> str:
     return "null" if value is None else str(int(value))
 
 
-def configure(level: str = "INFO") -> None:
-    """Sends every log line to stderr as JSON."""
+def configure(level: str = "INFO", fmt: str = "auto") -> None:
+    """Sends every log line to stderr: as JSON, as text, or ("auto") as text on a terminal
+    and JSON otherwise."""
     # JsonFormatter writes none of the caller's file and line, thread or process, so the
     # records need not collect them: walking the stack for the caller is most of the cost of
     # the access log line written per call (the logging HOWTO's "Optimization" settings).
@@ -221,9 +280,13 @@ def configure(level: str = "INFO") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    global _direct
+    global _direct, _text
+    if fmt not in ("auto", "json", "text"):
+        raise ValueError(f"log format {fmt!r} is not auto, json or text")
+    _text = fmt == "text" or (fmt == "auto" and sys.stderr.isatty())
     handler = _direct = BatchingStreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(TextFormatter() if _text else JsonFormatter())
+    handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

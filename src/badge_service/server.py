@@ -457,7 +457,7 @@ def _worker_main(settings: Settings) -> None:
     """One worker process: its own event loop (uvloop where installed) and database pool."""
     from badge_service import logs
 
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
 
     async def run() -> None:
         # If the parent dies without stopping us (e.g. SIGKILL), stop gracefully rather than
