@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import logging
 import os
 from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn
@@ -14,8 +15,8 @@ from badge_service import logs
 from badge_service.config import Settings
 from badge_service.domain.auth import ApiKey, Role, parse_duration
 from badge_service.domain.errors import DomainError
-from badge_service.store import keys, orgs
-from badge_service.store.db import Database
+from badge_service.store import faults, keys, orgs
+from badge_service.store.db import Database, DatabaseURLError, parse_database_url
 from badge_service.store.migrate import upgrade
 
 
@@ -27,9 +28,18 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
     return uvloop.run(coro)
 
 
+def _database(settings: Settings) -> Database:
+    return Database(
+        settings.database_url,
+        statement_timeout=settings.db_statement_timeout,
+        connect_timeout=settings.db_connect_timeout,
+    )
+
+
 async def _with_db(settings: Settings, work: Any) -> Any:
-    db = Database(settings.database_url)
+    db = _database(settings)
     try:
+        await db.probe(write=True)  # unusable storage: one clear error before anything else
         await upgrade(db)
         async with db.write() as conn:
             return await work(conn)
@@ -92,8 +102,9 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
     """Applies pending migrations."""
 
     async def go() -> None:
-        db = Database(settings.database_url)
+        db = _database(settings)
         try:
+            await db.probe(write=True)
             await upgrade(db)
         finally:
             await db.close()
@@ -271,6 +282,16 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
     serve.add_argument(
+        "--db-statement-timeout",
+        type=float,
+        help="seconds a statement may run before the call is UNAVAILABLE (default 5)",
+    )
+    serve.add_argument(
+        "--db-connect-timeout",
+        type=float,
+        help="seconds to connect to PostgreSQL or wait for a pooled connection (default 2)",
+    )
+    serve.add_argument(
         "--public-base-url", help="base URL of Badgr openBadgeIds (default http://localhost:50051)"
     )
     serve.set_defaults(func=cmd_serve)
@@ -343,9 +364,36 @@ def main(argv: Sequence[str] | None = None) -> None:
         tls_client_ca=getattr(args, "tls_client_ca", None),
         workers=getattr(args, "workers", None),
         public_base_url=getattr(args, "public_base_url", None),
+        db_statement_timeout=getattr(args, "db_statement_timeout", None),
+        db_connect_timeout=getattr(args, "db_connect_timeout", None),
         migrate_on_start=False if getattr(args, "no_migrate", False) else None,
     )
-    args.func(settings, args)
+    for name in ("db_statement_timeout", "db_connect_timeout"):
+        if not getattr(settings, name) > 0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be more than 0 seconds")
+    try:
+        parse_database_url(settings.database_url)
+    except DatabaseURLError as exc:
+        raise SystemExit(f"error: --database-url: {exc}") from None
+    try:
+        args.func(settings, args)
+    except SystemExit:
+        _flush_logs()
+        raise
+    except Exception as exc:
+        # The database down, unwritable or full: one line, not a traceback. A bug still
+        # shows its traceback.
+        line = faults.unusable(settings.database_url, exc)
+        if line is None:
+            raise
+        _flush_logs()
+        raise SystemExit(line) from None
+
+
+def _flush_logs() -> None:
+    """Writes the log lines still batched, so that an error line to exit with comes last."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
 
 
 if __name__ == "__main__":

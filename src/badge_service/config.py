@@ -36,6 +36,11 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    # Seconds a call's statement may run (PostgreSQL statement_timeout; on SQLite, the wait
+    # for another writer's lock); past it the call is UNAVAILABLE.
+    db_statement_timeout: float = 5.0
+    # Seconds to open a PostgreSQL connection, or to wait for a free one in the pool.
+    db_connect_timeout: float = 2.0
     # Where openBadgeIds of Badgr issuers and badge classes point: {base}/public/issuers/{id}.
     public_base_url: str = "http://localhost:50051"
 

@@ -48,7 +48,7 @@ from badge_service.rpc.custom_fields import CustomFieldServicer
 from badge_service.rpc.interceptor import ServiceInterceptor, write_methods
 from badge_service.rpc.issuers import IssuerServicer
 from badge_service.rpc.org_meta import OrgMetaServicer
-from badge_service.store import events, request_ids
+from badge_service.store import events, faults, request_ids
 from badge_service.store.db import Database
 from badge_service.store.migrate import upgrade
 from badge_service.tls import CertificateReloader, TlsError, TlsFiles, is_loopback
@@ -64,7 +64,13 @@ SERVICES = [
     badge_template_pb2.DESCRIPTOR.services_by_name["BadgeTemplateService"],
     award_pb2.DESCRIPTOR.services_by_name["AwardService"],
 ]
-HEALTH_INTERVAL = 5.0
+# The health monitor probes the store this often while it answers, and RETRY_INTERVAL apart
+# while it does not; a call that fails as unavailable wakes it at once, but probes stay at
+# least PROBE_GAP apart. With db.PROBE_TIMEOUT this puts NOT_SERVING within about 2 s of a
+# store that stops answering, and at once after one that refuses.
+HEALTH_INTERVAL = 1.0
+RETRY_INTERVAL = 0.5
+PROBE_GAP = 0.25
 # How often request ids past their retention are deleted.
 PURGE_INTERVAL = 600.0
 # Shutdown: how often to look for quiet, and how long no call must have been picked up.
@@ -208,9 +214,23 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 
 async def start(settings: Settings, db: Database | None = None) -> Running:
     """Migrates (unless disabled), builds and starts the server; returns once it listens."""
-    db = db or Database(settings.database_url, pool_size=settings.db_pool_size)
-    if settings.migrate_on_start:
-        await upgrade(db)
+    db = db or Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        statement_timeout=settings.db_statement_timeout,
+        connect_timeout=settings.db_connect_timeout,
+    )
+    try:
+        # Storage that cannot be written (read-only, full) stops the start, with one line.
+        await db.probe(write=True)
+        if settings.migrate_on_start:
+            await upgrade(db)
+    except Exception as exc:
+        line = faults.unusable(settings.database_url, exc)
+        if line is None:
+            raise
+        await db.close()
+        raise SystemExit(line) from None
     auth = Authenticator(db, refresh=settings.auth_refresh_seconds)
     interceptor = ServiceInterceptor(auth, write_methods(SERVICES))
     server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
@@ -316,14 +336,23 @@ async def _housekeeping(db: Database, interceptor: ServiceInterceptor) -> None:
 
 
 async def _watch_store(db: Database, health: health_aio.HealthServicer, names: list[str]) -> None:
-    """Reports SERVING while the store answers, NOT_SERVING while it does not."""
+    """Reports SERVING while the store answers, NOT_SERVING while it does not.
+
+    The probe reads; it also commits a write that changes nothing when a call has just failed
+    as unavailable and while the store is down, since a store that only reads (a full disk,
+    a read-only file or standby) has failed too. Every state change is logged once.
+    """
     serving: bool | None = None
+    seen = db.faults
     while True:
+        write = seen.suspect or serving is not True
+        seen.suspect = False
         try:
-            await asyncio.wait_for(db.ping(), timeout=HEALTH_INTERVAL)
-            ok = True
-        except Exception:  # any failure to answer means not serving
-            ok = False
+            await db.probe(write=write)
+            problem: BaseException | None = None
+        except Exception as exc:  # any failure to answer means not serving
+            problem = exc
+        ok = problem is None
         if ok != serving:
             status = (
                 health_pb2.HealthCheckResponse.SERVING
@@ -332,9 +361,22 @@ async def _watch_store(db: Database, health: health_aio.HealthServicer, names: l
             )
             for name in names:
                 await health.set(name, status)
-            log.info("health", extra={"serving": ok})
+            if problem is None:
+                log.info("health", extra={"serving": True})
+            else:
+                fault = faults.classify(problem)
+                log.warning(
+                    "health",
+                    extra={
+                        "serving": False,
+                        "fault": fault.label if fault else type(problem).__name__,
+                        "error": faults.describe(problem),
+                    },
+                )
             serving = ok
-        await asyncio.sleep(HEALTH_INTERVAL if ok else 0.5)
+        seen.serving = ok
+        await asyncio.sleep(PROBE_GAP)
+        await seen.wait((HEALTH_INTERVAL if ok else RETRY_INTERVAL) - PROBE_GAP)
 
 
 async def serve(settings: Settings) -> None:
@@ -433,8 +475,13 @@ def serve_workers(settings: Settings) -> int:
 
 
 async def _migrate_once(settings: Settings) -> None:
-    db = Database(settings.database_url)
+    db = Database(
+        settings.database_url,
+        statement_timeout=settings.db_statement_timeout,
+        connect_timeout=settings.db_connect_timeout,
+    )
     try:
+        await db.probe(write=True)
         await upgrade(db)
     finally:
         await db.close()

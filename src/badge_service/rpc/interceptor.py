@@ -20,13 +20,13 @@ import grpc
 from google.api import annotations_pb2
 from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from badge_service.domain.auth import Principal
 from badge_service.domain.errors import DomainError, InvalidArgument, ShuttingDown
 from badge_service.logs import AccessLog, request_id
 from badge_service.rpc.auth import Authenticator, set_principal
 from badge_service.rpc.errors import status_code, to_status
+from badge_service.store import faults
 
 error_log = logging.getLogger("badge_service.error")
 
@@ -156,20 +156,6 @@ def _nul_value(field: FieldDescriptor, value: Any, where: str) -> str | None:
         return where if "\x00" in value else None
     if field.message_type is not None:
         return nul_field(value, where)
-    return None
-
-
-# PostgreSQL serialization_failure and deadlock_detected.
-_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
-
-
-def _sqlstate(exc: DBAPIError) -> str | None:
-    """The SQLSTATE behind a driver error (asyncpg keeps it on the wrapped exception)."""
-    orig = exc.orig
-    for candidate in (orig, getattr(orig, "__cause__", None)):
-        state = getattr(candidate, "sqlstate", None)
-        if isinstance(state, str):
-            return state
     return None
 
 
@@ -389,20 +375,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             # server stopped. Not a fault of ours, and the call must not be touched again.
             outcome.code = grpc.StatusCode.CANCELLED
             raise exc
-        if isinstance(exc, DBAPIError) and _sqlstate(exc) in _RETRYABLE_SQLSTATES:
-            # A deadlock or serialisation failure: the transaction was rolled back whole, so
-            # the client may simply retry (AIP-194: ABORTED).
-            outcome.code = grpc.StatusCode.ABORTED
-            error_log.warning("transaction aborted by the database", exc_info=exc)
-            await context.abort(
-                grpc.StatusCode.ABORTED, "the transaction conflicted with another; retry"
-            )
-        if isinstance(exc, OperationalError | ConnectionError) or (
-            isinstance(exc, DBAPIError) and exc.connection_invalidated
-        ):
-            outcome.code = grpc.StatusCode.UNAVAILABLE
-            error_log.warning("store unavailable", exc_info=exc)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the store is unavailable; retry")
+        fault = faults.classify(exc)
+        if fault is not None:
+            # The store failed (UNAVAILABLE) or the transaction lost a conflict and was rolled
+            # back whole (ABORTED): either way the client may retry. An outage fails every
+            # call, so the log gets one line per kind of fault per interval, not a trace each.
+            error = fault.error()
+            outcome.code = status_code(error)
+            faults.log_fault(fault, exc)
+            await context.abort_with_status(to_status(error))
         outcome.code = grpc.StatusCode.INTERNAL
         error_log.error("unhandled error", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")

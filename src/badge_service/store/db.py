@@ -25,12 +25,23 @@ function that raises is rolled back to its savepoint alone and its caller gets t
 others commit. Every caller is answered only after the COMMIT (one fsync for the batch)
 returns, so an acknowledged write is durable, and a failed COMMIT fails every caller of the
 batch. A write whose caller was cancelled before its batch started is skipped.
+
+Failures and time limits: every failure of a database call is shown to ``self.faults``
+(store/faults.py), which wakes the health monitor when the store looks unavailable. On
+PostgreSQL each connection has ``statement_timeout`` set (a slow statement fails on the server,
+SQLSTATE 57014), connecting and waiting for a pooled connection take at most the connect
+timeout, and every call's database work is bounded by both together (a frozen server answers
+nothing, so only a timer on our side can end the wait). On SQLite the statement timeout is the
+busy timeout (the wait for another writer's lock). A call's own gRPC deadline needs nothing
+here: grpc.aio cancels the call's task when it passes, and the cancellation reaches the
+driver (asyncpg then asks the server to cancel the statement).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import sqlite3
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -40,11 +51,13 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, create_engine, event, text
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolResetState
 from sqlalchemy.sql.expression import Executable
+
+from badge_service.store.faults import StoreFaults
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -80,6 +93,51 @@ _SQLITE_READERS = 4
 _GROUP_COMMIT_MAX = 256
 
 
+class DatabaseURLError(ValueError):
+    """A database URL the service cannot use; the message says why, in one line."""
+
+
+_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+_URL_EXAMPLES = "sqlite+aiosqlite:///./badges.db or postgresql+asyncpg://user@host:5432/db"
+
+
+def parse_database_url(url: str) -> URL:
+    """The parsed URL, or DatabaseURLError naming what is wrong with it."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # The credentials of a URL that cannot be parsed are not echoed.
+        shown = re.sub(r"(?<=://)[^@/]*(?=@)", "***", url)
+        raise DatabaseURLError(
+            f"cannot parse {shown!r} as a database URL (e.g. {_URL_EXAMPLES})"
+        ) from None
+    except ValueError as exc:  # e.g. a port that is not a number
+        raise DatabaseURLError(f"bad database URL ({exc})") from None
+    driver = parsed.drivername
+    if driver not in _DRIVERS:
+        raise DatabaseURLError(
+            f"unsupported database driver {driver!r}: use {' or '.join(_DRIVERS)}"
+        )
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise DatabaseURLError(
+            "a SQLite database must be a file (e.g. sqlite+aiosqlite:///./badges.db)"
+        )
+    return parsed
+
+
+# The health probe's bound on a read (a frozen server answers nothing).
+PROBE_TIMEOUT = 1.0
+_SCHEMA_VERSION = text("PRAGMA schema_version")
+
+
+def _touch_header(conn: Connection) -> None:
+    """Rewrites the SQLite header's user_version with its own value: a committed write that
+    changes nothing, so it fails where any write would (a full disk, a read-only file, I/O
+    errors). An UPDATE to equal values would not do: SQLite skips writing an unchanged row."""
+    version = int(conn.exec_driver_sql("PRAGMA user_version").scalar_one())
+    conn.exec_driver_sql(f"PRAGMA user_version = {version}")
+
+
 @dataclass(slots=True)
 class _Job(Generic[T]):
     """A queued write: the function, its arguments and the caller's future."""
@@ -92,18 +150,41 @@ class _Job(Generic[T]):
 class Database:
     """One engine and the transaction boundaries of the service."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
-        self.url = make_url(url)
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        statement_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        self.url = parse_database_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.faults = StoreFaults()
+        self.statement_timeout = statement_timeout
+        self.connect_timeout = connect_timeout
+        # Pool wait and connect, then statements each within statement_timeout on the server.
+        self._bound: float | None = None
+        self._probe_conn: Any = None  # asyncpg.Connection of the health probe (PostgreSQL)
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 30}
+            kwargs["connect_args"] = {"timeout": statement_timeout}
             # Every transaction is ended by read()/write() (or by Connection.close()), so the
             # pool's unconditional rollback on return is a wasted round trip to the aiosqlite
             # thread; _configure_sqlite rolls back only when SQLite reports one still open.
             kwargs["pool_reset_on_return"] = None
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+            kwargs.update(
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=False,
+                pool_timeout=connect_timeout,
+                connect_args={
+                    "timeout": connect_timeout,
+                    "server_settings": {"statement_timeout": _millis(statement_timeout)},
+                },
+            )
+            self._bound = statement_timeout + connect_timeout
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self.sync_engine: Engine | None = None
@@ -113,16 +194,17 @@ class Database:
         self._committer: asyncio.Task[None] | None = None
         self._raw: sqlite3.Connection | None = None
         if self.is_sqlite:
-            _configure_sqlite(self.engine)
+            busy_ms = _millis(statement_timeout)
+            _configure_sqlite(self.engine, busy_ms)
             # The same file through the stdlib driver, for run_read/run_write: a connection
             # moves between the pool's threads, never used by two at once.
             self.sync_engine = create_engine(
                 self.url.set(drivername="sqlite+pysqlite"),
-                connect_args={"timeout": 30, "check_same_thread": False},
+                connect_args={"timeout": statement_timeout, "check_same_thread": False},
                 pool_size=_SQLITE_READERS + 1,
                 max_overflow=0,
             )
-            _configure_sqlite_connections(self.sync_engine, raw_begin=True)
+            _configure_sqlite_connections(self.sync_engine, raw_begin=True, busy_ms=busy_ms)
 
             @event.listens_for(self.sync_engine, "reset")
             def _on_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
@@ -143,11 +225,19 @@ class Database:
     ) -> T:
         """Runs ``fn(conn, *args)`` as one read-only transaction (one consistent snapshot on
         both databases) and returns its result."""
-        if self._readers is None:
-            async with self.engine.connect() as conn, conn.begin():
-                return await conn.run_sync(fn, *args, **kwargs)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._sqlite_read, fn, args, kwargs)
+        try:
+            if self._readers is None:
+                async with (
+                    asyncio.timeout(self._bound),
+                    self.engine.connect() as conn,
+                    conn.begin(),
+                ):
+                    return await conn.run_sync(fn, *args, **kwargs)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._readers, self._sqlite_read, fn, args, kwargs)
+        except Exception as exc:
+            self.faults.note(exc)
+            raise
 
     async def fetch(
         self, *queries: tuple[Executable, Mapping[str, Any]]
@@ -163,17 +253,24 @@ class Database:
         compiled once. On PostgreSQL they run as one transaction through asyncpg.
         """
         if not self.is_sqlite:
-            if len(queries) == 1:
-                # One statement is its own snapshot: without BEGIN and COMMIT it is one round
-                # trip to the server instead of three.
-                stmt, params = queries[0]
-                async with self.engine.connect() as conn:
-                    await conn.execution_options(isolation_level="AUTOCOMMIT")
-                    return [(await conn.execute(stmt, dict(params))).all()]
-            async with self.engine.connect() as conn, conn.begin():
-                return [(await conn.execute(stmt, dict(params))).all() for stmt, params in queries]
-        raw = self._raw or self._open_raw()
+            try:
+                async with asyncio.timeout(self._bound), self.engine.connect() as conn:
+                    if len(queries) == 1:
+                        # One statement is its own snapshot: without BEGIN and COMMIT it is one
+                        # round trip to the server instead of three.
+                        stmt, params = queries[0]
+                        await conn.execution_options(isolation_level="AUTOCOMMIT")
+                        return [(await conn.execute(stmt, dict(params))).all()]
+                    async with conn.begin():
+                        return [
+                            (await conn.execute(stmt, dict(params))).all()
+                            for stmt, params in queries
+                        ]
+            except Exception as exc:
+                self.faults.note(exc)
+                raise
         try:
+            raw = self._raw or self._open_raw()
             if len(queries) == 1:
                 return [self._raw_rows(raw, *queries[0])]
             # Deferred BEGIN: the snapshot is taken at the first read, so the statements
@@ -184,12 +281,12 @@ class Database:
             finally:
                 if raw.in_transaction:  # not after an error that already ended it
                     raw.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF != _SQLITE_BUSY:
-                raise DBAPIError.instance("", None, exc, sqlite3.Error) from exc
         except sqlite3.Error as exc:
-            # As SQLAlchemy would raise it, so the interceptor maps it the same way.
-            raise DBAPIError.instance("", None, exc, sqlite3.Error) from exc
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_BUSY:
+                # As SQLAlchemy would raise it, so the interceptor maps it the same way.
+                error = DBAPIError.instance("", None, exc, sqlite3.Error)
+                self.faults.note(error)
+                raise error from exc
         # SQLite is locked against readers (another process's recovery or exclusive lock):
         # the loop's connection never waits (busy_timeout 0), a reader thread does.
         return await self.run_read(_fetch_rows, queries)
@@ -226,16 +323,24 @@ class Database:
         """Runs ``fn(conn, *args)`` as a read-write transaction and returns its result once
         the transaction has committed; an error from ``fn`` rolls its work back and is raised.
         On SQLite it may share a group commit with other writes (see the module docstring)."""
-        if self._writer is None:
-            async with self.engine.connect() as conn, conn.begin():
-                return await conn.run_sync(fn, *args, **kwargs)
-        loop = asyncio.get_running_loop()
-        call = fn if not kwargs else _bind_kwargs(fn, kwargs)
-        job: _Job[T] = _Job(call, args, loop.create_future())
-        self._queue.append(job)
-        if self._committer is None:
-            self._committer = loop.create_task(self._commit_queued())
-        return await job.future
+        try:
+            if self._writer is None:
+                async with (
+                    asyncio.timeout(self._bound),
+                    self.engine.connect() as conn,
+                    conn.begin(),
+                ):
+                    return await conn.run_sync(fn, *args, **kwargs)
+            loop = asyncio.get_running_loop()
+            call = fn if not kwargs else _bind_kwargs(fn, kwargs)
+            job: _Job[T] = _Job(call, args, loop.create_future())
+            self._queue.append(job)
+            if self._committer is None:
+                self._committer = loop.create_task(self._commit_queued())
+            return await job.future
+        except Exception as exc:
+            self.faults.note(exc)
+            raise
 
     async def _commit_queued(self) -> None:
         """Commits queued writes in batches until the queue is empty."""
@@ -287,38 +392,107 @@ class Database:
         explicit BEGIN, as a lone SELECT in autocommit mode is already atomic and consistent
         (WAL), which saves round trips to the driver thread. PostgreSQL ignores it.
         """
-        if snapshot or not self.is_sqlite:
-            async with self.engine.connect() as conn, conn.begin():
-                yield conn
-            return
-        async with self.engine.connect() as conn:
-            # Set on the sync connection directly: the option does no I/O, and the async
-            # wrapper would spend a greenlet switch on it.
-            conn.sync_connection.execution_options(sqlite_begin="")  # type: ignore[union-attr]
-            async with conn.begin():
-                yield conn
+        try:
+            if snapshot or not self.is_sqlite:
+                async with (
+                    asyncio.timeout(self._bound),
+                    self.engine.connect() as conn,
+                    conn.begin(),
+                ):
+                    yield conn
+                return
+            async with self.engine.connect() as conn:
+                # Set on the sync connection directly: the option does no I/O, and the async
+                # wrapper would spend a greenlet switch on it.
+                conn.sync_connection.execution_options(sqlite_begin="")  # type: ignore[union-attr]
+                async with conn.begin():
+                    yield conn
+        except Exception as exc:
+            self.faults.note(exc)
+            raise
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A read-write transaction, committed when the block exits without an error."""
-        if self._write_lock is None:
-            async with self.engine.connect() as conn, conn.begin():
-                yield conn
-            return
-        async with self._write_lock, self.engine.connect() as conn:
-            await conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-            async with conn.begin():
-                yield conn
+        try:
+            if self._write_lock is None:
+                async with (
+                    asyncio.timeout(self._bound),
+                    self.engine.connect() as conn,
+                    conn.begin(),
+                ):
+                    yield conn
+                return
+            async with self._write_lock, self.engine.connect() as conn:
+                await conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+                async with conn.begin():
+                    yield conn
+        except Exception as exc:
+            self.faults.note(exc)
+            raise
 
-    async def ping(self) -> None:
-        """Raises unless the database answers."""
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+    async def probe(self, *, write: bool) -> None:
+        """Raises unless the store answers a read within PROBE_TIMEOUT and, with ``write``,
+        would take a write: on SQLite it commits one that changes nothing (within the
+        statement timeout), on PostgreSQL it asks whether transactions are read-only.
+
+        For the health monitor and the start. It needs no table, so it may run before the
+        migrations. On PostgreSQL it uses a connection of its own, outside the pool, so that
+        a pool exhausted by a burst of calls is not taken for a failed store.
+        """
+        if self.is_sqlite:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await self.fetch((_SCHEMA_VERSION, {}))  # reads the file's header
+            if write:
+                async with asyncio.timeout(self.statement_timeout):
+                    await self.run_write(_touch_header)
+            return
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                conn = self._probe_conn
+                if conn is None or conn.is_closed():
+                    conn = self._probe_conn = await self._connect_probe()
+                read_only = await conn.fetchval("SHOW transaction_read_only")
+        except BaseException:
+            self._drop_probe()
+            raise
+        if write and read_only == "on":
+            # Every write would be refused: a standby, or default_transaction_read_only set
+            # (as some operators do on a full disk).
+            import asyncpg
+
+            raise asyncpg.exceptions.ReadOnlySQLTransactionError(
+                "the database only allows read-only transactions"
+            )
+
+    async def _connect_probe(self) -> Any:
+        import asyncpg
+
+        _, params = self.engine.dialect.create_connect_args(self.url)
+        for key in ("prepared_statement_cache_size", "prepared_statement_name_func"):
+            params.pop(key, None)
+        return await asyncpg.connect(
+            **params,
+            timeout=PROBE_TIMEOUT,
+            # Also bounds asyncpg's cancel request after a probe timed out on a frozen server.
+            command_timeout=self.statement_timeout,
+            statement_cache_size=0,
+            server_settings={
+                "statement_timeout": _millis(self.statement_timeout),
+                "application_name": "badge-service health",
+            },
+        )
+
+    def _drop_probe(self) -> None:
+        conn, self._probe_conn = self._probe_conn, None
+        if conn is not None:
+            conn.terminate()  # no round trip: the server may be the one that hangs
 
     async def close(self) -> None:
         """Finishes queued writes and closes every pooled connection."""
         if self._committer is not None:
             await asyncio.wait([self._committer])
+        self._drop_probe()
         await self.engine.dispose()
         for pool in (self._readers, self._writer):
             if pool is not None:
@@ -328,6 +502,12 @@ class Database:
         if self._raw is not None:
             self._raw.close()
             self._raw = None
+
+
+def _millis(seconds: float) -> str:
+    """Seconds as whole milliseconds, as PostgreSQL settings and SQLite's busy timeout take
+    them (at least 1: 0 would mean no limit)."""
+    return str(max(1, round(seconds * 1000)))
 
 
 def _bind_kwargs(fn: Callable[..., T], kwargs: dict[str, Any]) -> Callable[..., T]:
@@ -546,7 +726,7 @@ def _commit_batch(db: Database, batch: list[_Job[Any]]) -> list[tuple[bool, Any]
     return outcomes
 
 
-def _configure_sqlite_connections(engine: Engine, *, raw_begin: bool) -> None:
+def _configure_sqlite_connections(engine: Engine, *, raw_begin: bool, busy_ms: str) -> None:
     # pysqlite's own transaction handling issues BEGIN late and never BEGIN IMMEDIATE, so the
     # driver is put in autocommit mode and SQLAlchemy's begin event emits the BEGIN itself.
     @event.listens_for(engine, "connect")
@@ -556,7 +736,7 @@ def _configure_sqlite_connections(engine: Engine, *, raw_begin: bool) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -571,8 +751,8 @@ def _configure_sqlite_connections(engine: Engine, *, raw_begin: bool) -> None:
                 conn.exec_driver_sql(begin)
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    _configure_sqlite_connections(engine.sync_engine, raw_begin=False)
+def _configure_sqlite(engine: AsyncEngine, busy_ms: str) -> None:
+    _configure_sqlite_connections(engine.sync_engine, raw_begin=False, busy_ms=busy_ms)
 
     @event.listens_for(engine.sync_engine, "reset")
     def _on_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:

@@ -23,6 +23,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # A migration may rewrite a large table: the service's statement timeout is for calls.
+        connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
     command.upgrade(alembic_config(connection), "head")
 
 
