@@ -383,7 +383,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             error = fault.error()
             outcome.code = status_code(error)
             faults.log_fault(fault, exc)
-            await context.abort_with_status(to_status(error))
+            await _abort(context, to_status(error), outcome)
         outcome.code = grpc.StatusCode.INTERNAL
         error_log.error("unhandled error", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
