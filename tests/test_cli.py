@@ -225,3 +225,59 @@ async def test_keys_are_stored_only_as_hashes(db: Db) -> None:
         assert digest in row
         for value in row:
             assert key not in str(value)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["serve", "--address", "nonsense"], "is not HOST:PORT"),
+        (["serve", "--address", "127.0.0.1:99999"], "is not HOST:PORT"),
+        (["serve", "--address", "no-such-host.invalid:50051"], "cannot resolve host"),
+        (["serve", "--log-level", "LOUD"], "--log-level"),
+        (["serve", "--grace-period", "-1"], "must not be negative"),
+        (["serve", "--workers", "0"], "--workers"),
+        (["serve", "--public-base-url", "notaurl"], "public base URL"),
+        (["serve", "--log-format", "xml"], "--log-format"),
+        (["serve", "--database-url", "bogus://x"], "unsupported database driver"),
+        (["orgs", "create"], "required: name"),
+        (["keys", "create", "--org", "abc"], "invalid int value"),
+        (["keys", "list", "--org", "5"], "organisation 5 not found"),
+        (["nonsense"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_with_one_line(tmp_path: Path, args: list[str], says: str) -> None:
+    done = subprocess.run(
+        [str(BIN), *args],
+        env={
+            **os.environ,
+            "BADGE_SERVICE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert says in lines[0], lines[0]
+
+
+def test_an_address_in_use_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [str(BIN), "serve", "--address", f"127.0.0.1:{port}"],
+            env={
+                **os.environ,
+                "BADGE_SERVICE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode != 0
+    assert done.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: the address is in use"

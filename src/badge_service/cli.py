@@ -12,7 +12,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn
 
 from badge_service import logs
-from badge_service.config import Settings
+from badge_service.config import Settings, check_address, check_free, check_log_level
 from badge_service.domain.auth import ApiKey, Role, parse_duration
 from badge_service.domain.errors import DomainError
 from badge_service.store import faults, keys, orgs
@@ -84,6 +84,7 @@ def _duration(text: str) -> dt.timedelta:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     """Serves until SIGTERM/SIGINT."""
+    from badge_service.rpc.issuers import base_url_of
     from badge_service.server import serve, serve_workers
 
     if settings.workers < 1:
@@ -92,6 +93,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         raise SystemExit("error: --grace-period and --drain-delay must not be negative")
     if settings.log_format not in ("auto", "json", "text"):
         raise SystemExit("error: BADGE_SERVICE_LOG_FORMAT must be auto, json or text")
+    check_log_level(settings.log_level)
+    base_url_of(settings.public_base_url)  # a bad one stops here, before any log line
+    if settings.workers > 1:
+        check_address(settings.address)  # workers share the port (SO_REUSEPORT)
+    else:
+        check_free(settings.address)
     logs.configure(settings.log_level, settings.log_format)
     if settings.workers > 1:
         raise SystemExit(serve_workers(settings))

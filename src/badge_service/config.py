@@ -3,7 +3,11 @@ the defaults here."""
 
 from __future__ import annotations
 
+import errno
+import ipaddress
+import logging
 import os
+import socket
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -72,3 +76,45 @@ def _parse(kind: Any, raw: str, name: str) -> Any:
     except ValueError:
         raise SystemExit(f"{ENV_PREFIX}{name.upper()}: cannot use {raw!r} as {kind}") from None
     return raw
+
+
+def check_address(address: str, flag: str = "--address") -> tuple[str, int]:
+    """The (host, port) of a ``host:port`` listening address; SystemExit with one line when
+    the port is not 0-65535 or the host does not resolve. gRPC would otherwise accept a port
+    such as 99999 and log its own lines before failing."""
+    host, sep, port_text = address.rpartition(":")
+    bare = host.strip("[]")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise SystemExit(f"error: {flag}: {address!r} is not HOST:PORT with a port 0-65535")
+    if bare:
+        try:
+            ipaddress.ip_address(bare)
+        except ValueError:
+            try:
+                socket.getaddrinfo(bare, int(port_text), type=socket.SOCK_STREAM)
+            except OSError:
+                raise SystemExit(f"error: {flag}: cannot resolve host {bare!r}") from None
+    return bare, int(port_text)
+
+
+def check_free(address: str, flag: str = "--address") -> None:
+    """SystemExit with one line when something already listens on ``address`` (checked by
+    binding it for a moment; port 0 is always free)."""
+    host, port = check_address(address, flag)
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        except OSError as exc:
+            why = "the address is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise SystemExit(f"error: cannot listen on {address}: {why}") from None
+
+
+def check_log_level(level: str) -> None:
+    """SystemExit with one line unless ``level`` is a logging level name."""
+    if not isinstance(logging.getLevelName(level.upper()), int):
+        raise SystemExit(
+            f"error: --log-level: {level!r} is not DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        )
