@@ -5,7 +5,9 @@ One run seeds a database, starts the baseline (``bench.baseline``) and the servi
 through a real Python stub on both, then drives both with the same load generator and settings,
 alternating, for several rounds. It adds the scale rows (10k vs 1M badges, first vs deep page),
 the 1- vs 2-worker rows (``badge-service serve --workers N``) and the server's memory, and
-writes a Markdown report to ``bench/results/latest.md`` (smoke: ``bench/results/smoke.md``).
+and the idle-watchers rows (GetBadge with and without thousands of idle WatchAwards streams, and
+how long one event takes to reach them all), and writes a Markdown report to
+``bench/results/latest.md`` (smoke: ``bench/results/smoke.md``).
 See bench/README.md.
 
 The exit status is 1 when any call failed (a stub check, or a non-OK status during a load run),
@@ -21,6 +23,7 @@ import datetime as dt
 import json
 import os
 import platform
+import queue
 import re
 import shutil
 import signal
@@ -28,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -79,10 +83,13 @@ class Profile:
     duration: float
     warmup: float
     rounds: int
+    watchers: int  # idle WatchAwards streams of the watcher rows
 
 
-FULL = Profile("full", 100_000, 10_000, 1_000_000, 10_000, 4, 8, 5.0, 1.0, 3)
-SMOKE = Profile("smoke", 2_000, 500, 5_000, 1_000, 2, 4, 1.0, 0.3, 1)
+FULL = Profile("full", 100_000, 10_000, 1_000_000, 10_000, 4, 8, 5.0, 1.0, 3, 2_000)
+SMOKE = Profile("smoke", 2_000, 500, 5_000, 1_000, 2, 4, 1.0, 0.3, 1, 100)
+# Writes whose fan-out to the idle watchers is timed, per round.
+FAN_OUTS = 5
 
 
 # --- servers -------------------------------------------------------------------------------
@@ -113,12 +120,19 @@ class Server:
     """A server subprocess that prints a JSON line with its port once it listens and answers
     SIGUSR1 with a JSON line of counts (the baseline: ``calls``)."""
 
-    def __init__(self, name: str, argv: list[str], log: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.log_path = log
         self._log: IO[bytes] = log.open("wb")
         self.proc = subprocess.Popen(
-            argv, cwd=REPO, stdout=subprocess.PIPE, stderr=self._log, text=True
+            argv,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env={**os.environ, **env} if env else None,
         )
         first = self._line()
         self.port = int(first["port"])
@@ -608,6 +622,9 @@ class Report:
     awards: int = 0  # awards seeded for ListAwards
     scale: dict[str, Row] = field(default_factory=dict)
     workers: dict[str, Row] = field(default_factory=dict)
+    watch: dict[str, Row] = field(default_factory=dict)  # GetBadge: "none" / "idle watchers"
+    fan_out_ms: list[tuple[float, float]] = field(default_factory=list)  # (from ack, from send)
+    watch_idle_cpu: list[float] = field(default_factory=list)  # % of a core, watchers idle
     memory: dict[str, tuple[float, float]] = field(default_factory=dict)
     durable: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -729,7 +746,11 @@ def run(
         loader = Loader(h2load, profile, work)
         py = sys.executable
         service = ServiceServer(
-            "service", [py, "-m", "bench.serve_bench", "--database-url", url], work / "service.log"
+            "service",
+            [py, "-m", "bench.serve_bench", "--database-url", url],
+            work / "service.log",
+            # Every idle watcher of the watcher rows watches one org.
+            env={"BADGE_SERVICE_WATCH_MAX_PER_ORG": str(max(1000, profile.watchers))},
         )
         baseline: Server | None = None
         try:
@@ -792,6 +813,9 @@ def run(
                 _scale(report, loader, service, orgs)
             report.memory["service"] = service.memory()
             report.memory["baseline"] = baseline.memory()
+            baseline.stop()  # idle from here on: the watcher rows measure the service alone
+            if not only:
+                _watch(report, loader, service, main, awarded, orgs["writes"].key, work)
         finally:
             service.stop()
             if baseline is not None:
@@ -816,6 +840,7 @@ def _failed_rows(report: Report) -> list[str]:
     ]
     rows += [(f"scale {name}", row) for name, row in report.scale.items()]
     rows += [(f"workers {name}", row) for name, row in report.workers.items()]
+    rows += [(f"watchers GetBadge {name}", row) for name, row in report.watch.items()]
     out = []
     for label, row in rows:
         generator = sum(r.failed for r in row.results)
@@ -985,6 +1010,171 @@ def _workers(report: Report, loader: Loader, url: str, main: SeededOrg, work: Pa
                 report.errors.append(f"serve --workers ({srv.name}) exited with {code} on SIGTERM")
 
 
+class Watchers:
+    """Processes holding ``streams`` idle WatchAwards streams of one org (``bench.watchers``),
+    about 100 to a connection; they report when every stream has received an event."""
+
+    def __init__(self, port: int, key: str, streams: int, work: Path, processes: int) -> None:
+        counts = [
+            streams // processes + (1 if i < streams % processes else 0) for i in range(processes)
+        ]
+        self._logs = [(work / f"watchers-{i}.log").open("wb") for i in range(processes)]
+        self.procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.watchers",
+                    str(port),
+                    key,
+                    str(n),
+                    str(max(1, n // 100)),
+                ],
+                cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+            for n, log in zip(counts, self._logs, strict=True)
+        ]
+        self._lines: list[queue.Queue[str]] = []
+        for proc in self.procs:
+            lines: queue.Queue[str] = queue.Queue()
+            threading.Thread(target=_pump, args=(proc, lines), daemon=True).start()
+            self._lines.append(lines)
+        try:
+            afters = {int(self._next(i, 300)["after"]) for i in range(processes)}
+            if len(afters) != 1:
+                raise RuntimeError(f"watchers subscribed after different sequences: {afters}")
+        except BaseException:
+            self.stop()
+            raise
+        (self.after,) = afters
+
+    def _next(self, i: int, timeout: float) -> dict[str, Any]:
+        try:
+            line = self._lines[i].get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"watchers process {i} said nothing for {timeout:g} s") from None
+        if not line:
+            raise RuntimeError(f"watchers process {i} exited ({self.procs[i].poll()})")
+        record: dict[str, Any] = json.loads(line)
+        if "error" in record:
+            raise RuntimeError(f"watchers process {i}: {record['error']}")
+        return record
+
+    def received(self, sequence: int, timeout: float = 60) -> float:
+        """The ``time.monotonic()`` at which the last stream received ``sequence``."""
+        last = 0.0
+        for i in range(len(self.procs)):
+            while True:
+                record = self._next(i, timeout)
+                if int(record["sequence"]) == sequence:
+                    last = max(last, float(record["last"]))
+                    break
+        return last
+
+    def stop(self) -> None:
+        """Ends the processes (their streams end CANCELLED)."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self._logs:
+            log.close()
+
+
+def _watcher_processes(streams: int) -> int:
+    """Client processes for ``streams`` watchers: one per thousand (at least one), so that the
+    clients' own reading does not dominate the fan-out time."""
+    return max(1, streams // 1000)
+
+
+def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.put(line)
+    lines.put("")
+
+
+def _watch(
+    report: Report,
+    loader: Loader,
+    service: Server,
+    main: SeededOrg,
+    awarded: SeededAwards,
+    writes_key: str,
+    work: Path,
+) -> None:
+    """GetBadge with no watcher and with ``profile.watchers`` idle WatchAwards streams of the
+    writes org, alternating; while they are open, the service's idle CPU and the time from a
+    CreateAward's reply (and from its request) until every stream has its events."""
+    p = report.profile
+    get = Scenario(
+        "GetBadge",
+        [Call("GetBadge", pb.GetBadgeRequest(id=main.middle_id), pb.Badge)],
+        main.key,
+        lambda _r: None,
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
+    create = award_pb_grpc.AwardServiceStub(channel).CreateAward
+    metadata = [("authorization", f"Bearer {writes_key}")]
+    fan_outs = 0
+    try:
+        for rnd in range(p.rounds):
+            order = ("none", "watched") if rnd % 2 == 0 else ("watched", "none")
+            for case in order:
+                if case == "none":
+                    r = measure(
+                        loader, get, service, report.watch.setdefault("none", Row()), f"v{rnd}"
+                    )
+                    print(
+                        f"watchers round {rnd + 1} GetBadge, no watchers  {r.rps:9.0f} req/s",
+                        flush=True,
+                    )
+                    continue
+                watchers = Watchers(
+                    service.port, writes_key, p.watchers, work, _watcher_processes(p.watchers)
+                )
+                try:
+                    began = cpu_seconds([service.pid])
+                    time.sleep(2.0)
+                    report.watch_idle_cpu.append((cpu_seconds([service.pid]) - began) / 2.0 * 100)
+                    row = report.watch.setdefault("watched", Row())
+                    r = measure(loader, get, service, row, f"v{rnd}")
+                    print(
+                        f"watchers round {rnd + 1} GetBadge, {p.watchers} idle watchers "
+                        f"{r.rps:9.0f} req/s",
+                        flush=True,
+                    )
+                    for k in range(FAN_OUTS):
+                        # A new member: the award commits a PROGRESS and an AWARDED event.
+                        request = sample_award(awarded.write_badge_id, f"fanout-{fan_outs}")
+                        sent = time.monotonic()
+                        create(request, metadata=metadata, timeout=60)
+                        acked = time.monotonic()
+                        fan_outs += 1
+                        last = watchers.received(watchers.after + 2 * (k + 1))
+                        report.fan_out_ms.append(
+                            (max(0.0, last - acked) * 1000, (last - sent) * 1000)
+                        )
+                        time.sleep(0.2)
+                finally:
+                    watchers.stop()
+                _settled(service)  # the streams' CANCELLED lines belong to no load run
+                report.memory[f"service, after {p.watchers} watchers"] = service.memory()
+    except RuntimeError as exc:
+        report.errors.append(f"watchers: {exc}")
+    finally:
+        channel.close()
+
+
 # --- the report ----------------------------------------------------------------------------
 
 
@@ -1140,6 +1330,9 @@ def render(report: Report) -> str:
         f"Both share the machine's {os.cpu_count()} CPUs with the load generator and any other "
         "work on the machine, so the ratio is noisy; the CPU per call shows the cost per call.",
         "",
+    ]
+    lines += _render_watch(report, targets)
+    lines += [
         "## Memory",
         "",
         "| process | RSS at end MB | peak RSS MB |",
@@ -1161,6 +1354,64 @@ def render(report: Report) -> str:
     for note in report.notes + [f"ERROR: {e}" for e in report.errors]:
         lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+def _render_watch(report: Report, targets: list[tuple[str, str, bool | str]]) -> list[str]:
+    """The idle-watchers section, and its two targets."""
+    n = report.profile.watchers
+    none, watched = report.watch.get("none", Row()), report.watch.get("watched", Row())
+    if not none.results and not watched.results:
+        return []
+    ratio = _ratio(watched.median("rps"), none.median("rps"))
+    from_ack = sorted(a for a, _ in report.fan_out_ms)
+    from_send = sorted(b for _, b in report.fan_out_ms)
+    worst = from_ack[-1] if from_ack else float("inf")
+    idle = statistics.median(report.watch_idle_cpu) if report.watch_idle_cpu else 0.0
+    mid_ack = statistics.median(from_ack) if from_ack else 0.0
+    mid_send = statistics.median(from_send) if from_send else 0.0
+    lines = [
+        f"## Idle watchers ({n:,} WatchAwards streams of one org, service)",
+        "",
+        "| GetBadge | req/s | p50 ms | p99 ms | per-round req/s |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for label, row in (("no watchers", none), (f"{n:,} idle watchers", watched)):
+        lines.append(
+            f"| {label} | {_fmt(row.median('rps'), 0)} | {_fmt(row.median('p50_ms'))} | "
+            f"{_fmt(row.median('p99_ms'))} | "
+            + ", ".join(_fmt(r.rps, 0) for r in row.results)
+            + " |"
+        )
+    lines += [
+        f"| with / without | {ratio:.0%} | | | |",
+        "",
+        f"- Service CPU while the {n:,} streams are open and idle: {idle:.1f}% of a core "
+        "(median over rounds, 2 s each).",
+        f"- Fan-out: {len(from_ack)} CreateAwards (a PROGRESS and an AWARDED event each) while the "
+        f"streams were open; time until the last of the {n:,} streams had the AWARDED event, "
+        f"from the write's reply: median {_fmt(mid_ack)} ms, "
+        f"max {_fmt(worst)} ms; from the write's request: median "
+        f"{_fmt(mid_send)} ms, max "
+        f"{_fmt(from_send[-1] if from_send else 0)} ms. The watchers are Python gRPC clients "
+        f"({_watcher_processes(n)} process(es), about 100 streams a connection) on the same "
+        "machine, so their own reading is part of the time.",
+        "",
+    ]
+    targets.append(
+        (
+            f"GetBadge with {n:,} idle watchers >= 90% of GetBadge with none",
+            f"{ratio:.0%}",
+            ratio >= 0.9,
+        )
+    )
+    targets.append(
+        (
+            f"An event reaches all {n:,} watchers within 1 s of the write's reply (max)",
+            f"{_fmt(worst)} ms",
+            worst <= 1000,
+        )
+    )
+    return lines
 
 
 def _git_commit() -> str:
@@ -1210,11 +1461,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--connections", type=int, help="connections per load run")
     p.add_argument("--streams", type=int, help="concurrent streams per connection")
+    p.add_argument("--watchers", type=int, help="idle WatchAwards streams of the watcher rows")
     args = p.parse_args(argv)
     profile = SMOKE if args.smoke else FULL
     if args.rounds:
         profile = Profile(**{**profile.__dict__, "rounds": args.rounds})
-    for name in ("duration", "connections", "streams"):
+    for name in ("duration", "connections", "streams", "watchers"):
         if getattr(args, name):
             profile = Profile(**{**profile.__dict__, name: getattr(args, name)})
     default_out = "smoke.md" if args.smoke else "latest.md"

@@ -81,10 +81,18 @@ class Client:
         return stub_class(self.channel)  # type: ignore[call-arg]
 
     @classmethod
-    def connect(cls, port: int, metadata: list[tuple[str, str]] | None = None) -> Client:
-        """A client for the server on ``port`` that sends ``metadata`` on every call."""
+    def connect(
+        cls,
+        port: int,
+        metadata: list[tuple[str, str]] | None = None,
+        options: list[tuple[str, Any]] | None = None,
+    ) -> Client:
+        """A client for the server on ``port`` that sends ``metadata`` on every call (with
+        channel ``options``)."""
         interceptors = [_Metadata(metadata), _StreamMetadata(metadata)] if metadata else None
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=interceptors)
+        channel = grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=options, interceptors=interceptors
+        )
         return cls(
             channel,
             badge_pb2_grpc.BadgeServiceStub(channel),

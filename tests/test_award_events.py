@@ -21,7 +21,7 @@ from badge_service.api.badges.v1 import award_pb2 as apb
 from badge_service.config import Settings
 from badge_service.domain.awards import Recipient, RecipientKind
 from badge_service.domain.errors import InvalidArgument
-from badge_service.rpc import award_events as award_events_rpc
+from badge_service.rpc.watch import hub_of
 from badge_service.server import start
 from badge_service.store import badges as badge_store
 from badge_service.store import events
@@ -397,11 +397,11 @@ async def test_mark_earned_moves_to_earned_once_with_one_event(backend: Backend,
 
 
 async def test_a_commit_in_this_process_wakes_the_stream_at_once(
-    monkeypatch: pytest.MonkeyPatch, org: Org
+    monkeypatch: pytest.MonkeyPatch, backend: Backend, org: Org
 ) -> None:
     """Ten write-then-read round trips with polling slowed to NO_POLL: each event arrives
     within READ_TIMEOUT only because its commit woke the stream."""
-    monkeypatch.setattr(award_events_rpc, "POLL_SECONDS", NO_POLL)
+    monkeypatch.setattr(hub_of(backend.db), "poll_seconds", NO_POLL)
     badge = await new_badge(org, "prompt")
     async with watching(org.admin) as watch:
         for i in range(10):
@@ -444,9 +444,9 @@ def _append_twice(
 
 
 async def test_awards_wake_the_stream_without_polling(
-    monkeypatch: pytest.MonkeyPatch, org: Org
+    monkeypatch: pytest.MonkeyPatch, backend: Backend, org: Org
 ) -> None:
-    monkeypatch.setattr(award_events_rpc, "POLL_SECONDS", NO_POLL)
+    monkeypatch.setattr(hub_of(backend.db), "poll_seconds", NO_POLL)
     badge = await new_badge(org, "woken")
     stub = awards(org.admin)
 
@@ -495,7 +495,7 @@ async def test_a_write_rolled_back_in_a_group_commit_does_not_hold_back_the_othe
     write lock), the second failing after its append: it alone rolls back, its sequence is
     reused, the others' events are delivered at once. On PostgreSQL the writes run
     concurrently, each in its own transaction."""
-    monkeypatch.setattr(award_events_rpc, "POLL_SECONDS", NO_POLL)
+    monkeypatch.setattr(hub_of(backend.db), "poll_seconds", NO_POLL)
     badge = await new_badge(org, "grouped")
     now = dt.datetime.now(dt.UTC)
     db = backend.db

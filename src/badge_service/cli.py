@@ -91,6 +91,15 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         raise SystemExit("error: --workers must be at least 1")
     if settings.grace_period < 0 or settings.drain_delay < 0:
         raise SystemExit("error: --grace-period and --drain-delay must not be negative")
+    for flag, value in (
+        ("--watch-max-per-org", settings.watch_max_per_org),
+        ("--watch-max-streams", settings.watch_max_streams),
+        ("--watch-buffer", settings.watch_buffer),
+    ):
+        if value < 1:
+            raise SystemExit(f"error: {flag} must be at least 1")
+    if settings.watch_poll_seconds <= 0 or settings.watch_stall_seconds <= 0:
+        raise SystemExit("error: the watch poll and stall seconds must be more than 0")
     if settings.log_format not in ("auto", "json", "text"):
         raise SystemExit("error: BADGE_SERVICE_LOG_FORMAT must be auto, json or text")
     check_log_level(settings.log_level)
@@ -301,6 +310,19 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--public-base-url", help="base URL of Badgr openBadgeIds (default http://localhost:50051)"
     )
+    serve.add_argument(
+        "--watch-max-per-org", type=int, help="open WatchAwards streams per org (default 1000)"
+    )
+    serve.add_argument(
+        "--watch-max-streams",
+        type=int,
+        help="open WatchAwards streams per process (default 10000)",
+    )
+    serve.add_argument(
+        "--watch-buffer",
+        type=int,
+        help="events a WatchAwards stream may fall behind before it is dropped (default 1000)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
@@ -373,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         public_base_url=getattr(args, "public_base_url", None),
         db_statement_timeout=getattr(args, "db_statement_timeout", None),
         db_connect_timeout=getattr(args, "db_connect_timeout", None),
+        watch_max_per_org=getattr(args, "watch_max_per_org", None),
+        watch_max_streams=getattr(args, "watch_max_streams", None),
+        watch_buffer=getattr(args, "watch_buffer", None),
         migrate_on_start=False if getattr(args, "no_migrate", False) else None,
     )
     for name in ("db_statement_timeout", "db_connect_timeout"):

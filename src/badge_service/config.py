@@ -47,6 +47,14 @@ class Settings:
     db_connect_timeout: float = 2.0
     # Where openBadgeIds of Badgr issuers and badge classes point: {base}/public/issuers/{id}.
     public_base_url: str = "http://localhost:50051"
+    # WatchAwards: open streams allowed per organisation and per process; events a stream may
+    # fall behind before it is dropped; how often other processes' events are polled for; how
+    # long a stream may stay blocked in one write before it is dropped.
+    watch_max_per_org: int = 1000
+    watch_max_streams: int = 10_000
+    watch_buffer: int = 1000
+    watch_poll_seconds: float = 0.5
+    watch_stall_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -48,6 +48,7 @@ from badge_service.rpc.custom_fields import CustomFieldServicer
 from badge_service.rpc.interceptor import ServiceInterceptor, write_methods
 from badge_service.rpc.issuers import IssuerServicer
 from badge_service.rpc.org_meta import OrgMetaServicer
+from badge_service.rpc.watch import WatchLimits
 from badge_service.store import events, faults, request_ids
 from badge_service.store.db import Database
 from badge_service.store.migrate import upgrade
@@ -247,7 +248,7 @@ async def start(settings: Settings, db: Database | None = None) -> Running:
         BadgeTemplateServicer(db, settings.public_base_url), server
     )
     award_pb2_grpc.add_AwardServiceServicer_to_server(
-        AwardServicer(db, settings.public_base_url), server
+        AwardServicer(db, settings.public_base_url, WatchLimits.of(settings)), server
     )
     health = Health()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -1,20 +1,27 @@
 """AwardService's progress and event RPCs: RecordProgress, ListRecipientBadgeStates and
-WatchAwards (mixed into AwardServicer, which sets ``_db`` and ``_base``).
+WatchAwards (mixed into AwardServicer, which sets ``_db``, ``_base`` and ``_hub``).
 
 WatchAwards protocol: the server fixes the subscription point (the org's last committed
 sequence) and only then sends the stream's initial metadata, ``x-watch-after-sequence: N``.
 Every event with a sequence above N is delivered, in sequence order, exactly once; a client
 that waits for the initial metadata before writing knows its writes will be seen. Events
-committed in this process wake the stream at once; events of other processes (``serve
---workers``) arrive within one poll interval. When the server shuts down the stream ends with
+committed in this process reach the stream at once; events of other processes (``serve
+--workers``) within one poll interval. When the server shuts down the stream ends with
 UNAVAILABLE (reason SERVER_SHUTTING_DOWN, metadata ``last_sequence``): retry to resubscribe.
+A stream that falls too far behind (its client reads too slowly, or not at all) ends with
+RESOURCE_EXHAUSTED (reason WATCH_TOO_SLOW, metadata ``last_sequence``, the last event sent);
+opening one past the per-org or per-process limit is RESOURCE_EXHAUSTED (reason
+WATCH_STREAMS_PER_ORG_LIMIT or WATCH_STREAMS_PER_PROCESS_LIMIT). After either, resubscribe with
+``after_sequence`` = the last sequence received and nothing is lost. Streams are fed by the
+process's watch hub (``rpc.watch``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import TYPE_CHECKING
 
 import grpc
@@ -23,7 +30,7 @@ from badge_service.api.badges.v1 import award_pb2 as pb
 from badge_service.domain import paging
 from badge_service.domain.awards import Recipient, RecipientKind, check_recipient, recipient_key
 from badge_service.domain.badges import Badge, BadgeFilter, BadgeStateType
-from badge_service.domain.errors import DomainError, InvalidArgument
+from badge_service.domain.errors import InvalidArgument
 from badge_service.domain.progress import (
     LIST_DEFAULT_PAGE_SIZE,
     LIST_MAX_PAGE_SIZE,
@@ -32,6 +39,7 @@ from badge_service.domain.progress import (
 )
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import ts
+from badge_service.rpc.watch import BATCH, Event, ServerShuttingDown, WatchHub
 from badge_service.store import award_definitions as definitions
 from badge_service.store import awards as award_store
 from badge_service.store import badges as badge_store
@@ -45,30 +53,12 @@ if TYPE_CHECKING:
     from badge_service.domain.awards import Award
     from badge_service.store.db import Database
 
-# Other processes' events are found by polling at this interval.
-POLL_SECONDS = 0.5
-# Events read per query; a backlog is sent in batches of this size.
-BATCH = 200
 WATCH_METADATA_KEY = "x-watch-after-sequence"
-
 _KIND = {
     "awarded": pb.AWARD_EVENT_TYPE_AWARDED,
     "revoked": pb.AWARD_EVENT_TYPE_REVOKED,
     "progress": pb.AWARD_EVENT_TYPE_PROGRESS,
 }
-
-
-class ServerShuttingDown(DomainError):
-    """The server is stopping; the watch stream ends and the client should resubscribe."""
-
-    code = "UNAVAILABLE"
-
-    def __init__(self, last_sequence: int) -> None:
-        super().__init__(
-            "the server is shutting down; resubscribe to keep watching",
-            reason="SERVER_SHUTTING_DOWN",
-            metadata={"last_sequence": str(last_sequence)},
-        )
 
 
 def recipient_from_proto(msg: pb.Recipient, where: str) -> Recipient:
@@ -109,6 +99,7 @@ class AwardEventsMixin:
 
     _db: Database
     _base: str
+    _hub: WatchHub
 
     async def RecordProgress(
         self, request: pb.RecordProgressRequest, context: grpc.aio.ServicerContext
@@ -156,33 +147,60 @@ class AwardEventsMixin:
 
     async def WatchAwards(
         self, request: pb.WatchAwardsRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.AwardEvent]:
+    ) -> AsyncIterator[bytes]:
         """Streams the org's events committed after the subscription, in sequence order,
-        until the client cancels or the server shuts down."""
+        until the client cancels, the server shuts down, or the stream falls too far behind.
+        Yields serialized AwardEvents: the hub serializes an event once for every stream."""
         who = current_principal()
-        bell = events.bell(self._db.engine)
-        current = await self._db.run_read(events.last_sequence, who.org_id)
-        if request.after_sequence < 0 or request.after_sequence > current:
-            raise InvalidArgument(
-                "after_sequence", f"must be between 0 and the org's current sequence {current}"
-            )
-        last = request.after_sequence or current
-        await context.send_initial_metadata(((WATCH_METADATA_KEY, str(last)),))
-        while True:
-            # Taken before the read: a ring between the read and the wait is not lost, and
-            # after shutdown begins one last read sends what had committed by then.
-            rung, closing = bell.generation, bell.closed
-            batch, found, entity_ids = await self._db.run_read(_events_after, who.org_id, last)
-            messages = self._event_messages(batch, found, entity_ids)
-            # Sent outside the transaction: a slow reader must not hold a connection.
-            for msg in messages:
-                yield msg
-                last = msg.sequence
-            if len(batch) == BATCH:
-                continue
-            if closing:
-                raise ServerShuttingDown(last)
-            await bell.wait(POLL_SECONDS, since=rung)
+        after = request.after_sequence
+        if after < 0:
+            raise InvalidArgument("after_sequence", "must be 0 or more")
+        hub = self._hub
+        sub = hub.open(who.org_id)
+        try:
+            current = await self._db.run_read(events.last_sequence, who.org_id)
+            if after > current:
+                raise InvalidArgument(
+                    "after_sequence", f"must be between 0 and the org's current sequence {current}"
+                )
+            start = after or current
+            if hub.closed:
+                raise ServerShuttingDown(start)
+            # Joined before the initial metadata: an event committed once the client has the
+            # metadata is delivered (from the window, or read with the backlog).
+            hub.join(sub, start, current)
+            await context.send_initial_metadata(((WATCH_METADATA_KEY, str(start)),))
+            while True:
+                for sequence, data in await hub.next(sub):
+                    hub.writing(sub, sequence)
+                    yield data
+                    hub.written(sub)
+        except (asyncio.CancelledError, GeneratorExit):
+            # The hub dropped this stream while it was blocked in a write: it cancelled the
+            # call's task, the interceptor's write raised and it is closing this generator.
+            # Turn that into the drop's status (sent after the message being written).
+            if sub.error is None:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            raise sub.error from None
+        finally:
+            hub.leave(sub)
+
+    async def _read_events(self, org_id: int, after: int, limit: int) -> list[Event]:
+        """The org's events after ``after`` (at most ``limit``), serialized: what the watch
+        hub and a stream catching up send."""
+        batch, found, entity_ids = await self._db.run_read(_events_after, org_id, after, limit)
+        return [
+            (m.sequence, m.SerializeToString())
+            for m in self._event_messages(batch, found, entity_ids)
+        ]
+
+    async def _event_heads(self, org_ids: Collection[int]) -> dict[int, int]:
+        """The last committed sequence of each org (the watch hub's poll)."""
+        heads: dict[int, int] = await self._db.run_read(events.last_sequences, org_ids)
+        return heads
 
     def _event_messages(
         self,
@@ -245,11 +263,11 @@ def _states(
 
 
 def _events_after(
-    conn: Connection, org_id: int, after: int
+    conn: Connection, org_id: int, after: int, limit: int = BATCH
 ) -> tuple[Sequence[StoredEvent], dict[str, Award], dict[str, str]]:
     """A batch of the org's events after a sequence, the awards they name (one query) and
     those awards' class entity ids, in one snapshot."""
-    batch = events.read_after(conn, org_id, after, limit=BATCH)
+    batch = events.read_after(conn, org_id, after, limit=limit)
     award_ids = [str(e.payload["award_id"]) for e in batch if e.kind != "progress"]
     found = award_store.get_awards(conn, org_id, award_ids)
     entity_ids = award_store.class_entity_ids(

@@ -50,6 +50,7 @@ from badge_service.rpc.convert import dict_to_struct, from_ts, struct_to_dict, t
 from badge_service.rpc.errors import to_status_proto
 from badge_service.rpc.issuers import after_hex_id, base_url_of
 from badge_service.rpc.request_ids import request_key, write_once
+from badge_service.rpc.watch import WatchHub, WatchLimits
 from badge_service.store import award_definitions as definitions
 from badge_service.store import awards as store
 from badge_service.store import custom_fields as fields_store
@@ -540,21 +541,28 @@ def _list(
     return _Page(total, page, next_token, entity_ids)
 
 
-class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardServiceServicer):
+# misc: WatchAwards (of AwardEventsMixin) yields serialized events, not messages.
+class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardServiceServicer):  # type: ignore[misc]
     """Awards of the caller's organisation.
 
     The create, list and revoke RPCs answer with serialized bytes (the interceptor passes bytes
     through): each award's reply is stored with it (migration 0008), and a reply is those bytes
-    plus the fields that change. Hence the ``type: ignore[override]`` on those methods.
+    plus the fields that change. Hence the ``type: ignore[override]`` on those methods, and
+    WatchAwards yields the bytes the watch hub serialized once for every stream.
     """
 
-    def __init__(self, db: Database, public_base_url: str) -> None:
+    def __init__(
+        self, db: Database, public_base_url: str, watch: WatchLimits | None = None
+    ) -> None:
         self._db = db
         self._base = base_url_of(public_base_url)
         if db.sync_engine is not None:
             # On SQLite, run_write commits through the sync engine in a worker thread; its
             # commits of events must wake this process's watchers too.
             events.share_bell(db.engine, db.sync_engine)
+        self._hub = WatchHub(
+            events.bell(db.engine), self._read_events, self._event_heads, watch or WatchLimits(), db
+        )
 
     # --- creating ----------------------------------------------------------------------------
 

@@ -283,6 +283,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         # a finally block that touches the context there (peer(), abort()) crashes the
         # process. Here every step, the servicer's generator closed included, runs inside the
         # call's task while the call is still alive. (grpc/grpc#42295 describes the same gap.)
+        # A stream may also be ended from outside by cancelling this task (rpc.watch drops a
+        # watcher blocked in a write so): the generator, closed here, raises its own error.
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> None:
             outcome = _Outcome()
             start = time.perf_counter()
@@ -309,7 +311,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=_checked(handler.request_deserializer)
             if handler.unary_stream
             else handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            response_serializer=_passing_bytes(handler.response_serializer),
         )
 
     def _admit_known(

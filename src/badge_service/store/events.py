@@ -9,11 +9,12 @@ sequence order, and a reader that asks for "sequence > last seen" never skips on
 serialises every write.) Callers append as the last statement of their transaction so that
 the lock is held only for the commit.
 
-Waking: a watcher in this process waits on the engine's :class:`EventBell`. ``append`` marks
-the pooled connection; when the connection goes back to the pool (after the commit or
-rollback) the pool's ``checkin`` event rings the bell. On SQLite, ``Database.run_write`` commits
-through a second engine (``Database.sync_engine``) in a worker thread; ``share_bell`` makes its
-checkins ring the same bell, handed to the event loop. Watchers also poll, which covers events
+Waking: this process's watch hub (``rpc.watch``) listens to the engine's :class:`EventBell`.
+``append`` marks the pooled connection with the org it appended for; when the connection goes
+back to the pool (after the commit or rollback) the pool's ``checkin`` event rings the bell with
+those orgs. On SQLite, ``Database.run_write`` commits through a second engine
+(``Database.sync_engine``) in a worker thread; ``share_bell`` makes its checkins ring the same
+bell, handed to the event loop. The hub also polls ``last_sequences``, which covers events
 written by other processes (``serve --workers``).
 
 The functions take a synchronous Connection: they run inside ``Database.run_write`` /
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,7 +41,7 @@ from badge_service.store.models import award_events, org_event_sequences
 EventKind = Literal["awarded", "revoked", "progress"]
 KINDS: frozenset[str] = frozenset({"awarded", "revoked", "progress"})
 
-# Key in the pooled connection's info dict: "this connection appended an event".
+# Key in the pooled connection's info dict: the orgs this connection appended events for.
 _RING_MARK = "badge_service.events.ring"
 
 
@@ -56,43 +57,38 @@ class StoredEvent:
 
 
 class EventBell:
-    """Wakes this process's watchers of one database; closed when the server shuts down.
+    """Tells this process's listeners (the watch hub) of one database that events committed;
+    closed when the server shuts down.
 
-    ``generation`` counts rings: a watcher notes it before reading the log and waits with
-    ``since=`` that value, so a ring that came while it was reading is not lost.
+    A ring names the orgs whose events committed, or None when it cannot tell (then any org
+    may have new events). A spurious ring costs the listener a query, a missing one a poll
+    interval.
     """
 
     def __init__(self) -> None:
-        self._waiters: set[asyncio.Future[None]] = set()
+        self._listeners: list[Callable[[frozenset[int] | None], None]] = []
         self.generation = 0
         self.closed = False
 
-    def ring(self) -> None:
-        """Wakes every waiter (they re-read the log; a spurious ring costs one query)."""
+    def listen(self, listener: Callable[[frozenset[int] | None], None]) -> None:
+        """Calls ``listener(orgs)`` on the event loop's thread at every ring."""
+        self._listeners.append(listener)
+
+    def unlisten(self, listener: Callable[[frozenset[int] | None], None]) -> None:
+        """Stops calling ``listener``."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def ring(self, orgs: frozenset[int] | None = None) -> None:
+        """Tells every listener that events of ``orgs`` (None: of any org) committed."""
         self.generation += 1
-        waiters, self._waiters = self._waiters, set()
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        for listener in list(self._listeners):
+            listener(orgs)
 
     def close(self) -> None:
-        """Marks the bell closed and wakes every waiter, so that watch streams end."""
+        """Marks the bell closed and rings it, so that listeners end their watch streams."""
         self.closed = True
-        self.ring()
-
-    async def wait(self, seconds: float, *, since: int | None = None) -> None:
-        """Returns when the bell rings (or has rung since generation ``since``), or after
-        ``seconds``, whichever is first."""
-        if self.closed or (since is not None and since != self.generation):
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.add(fut)
-        try:
-            await asyncio.wait_for(fut, seconds)
-        except TimeoutError:
-            pass
-        finally:
-            self._waiters.discard(fut)
+        self.ring(None)
 
 
 @dataclass(slots=True)
@@ -139,31 +135,39 @@ def _listen(sync: Engine) -> None:
     engine_ref = weakref.ref(sync)
 
     def on_checkin(_dbapi_conn: Any, record: Any) -> None:
-        if record is None or not record.info.pop(_RING_MARK, False):
+        orgs = record.info.pop(_RING_MARK, None) if record is not None else None
+        if not orgs:
             return
         engine = engine_ref()
         target = _targets.get(engine) if engine is not None else None
         if target is None:
             return
+        rung = frozenset(orgs)
         if target.loop is None:
-            target.bell.ring()
+            target.bell.ring(rung)
             return
         # A group commit's COMMIT (and this checkin) runs in a worker thread, and asyncio
         # futures may only be resolved on their loop's thread.
         try:
-            target.loop.call_soon_threadsafe(target.bell.ring)
+            target.loop.call_soon_threadsafe(target.bell.ring, rung)
         except RuntimeError:  # the loop is closed: nobody is left to wake
             pass
 
     event.listen(sync.pool, "checkin", on_checkin)
 
 
-def _mark(conn: Connection) -> None:
-    """Marks the pooled connection so that its return to the pool rings the bell. The mark
-    is set after the statements: a job of a group commit rolled back to its savepoint leaves
-    it set, which costs a spurious ring, never a missing one."""
+def _mark(conn: Connection, org_id: int) -> None:
+    """Marks the pooled connection so that its return to the pool rings the bell for
+    ``org_id``. The mark is set after the statements: a job of a group commit rolled back to
+    its savepoint leaves its org in the mark, which costs a spurious ring, never a missing
+    one."""
     _target_of(conn.engine)  # the pool listener must exist before the connection returns
-    conn.connection.info[_RING_MARK] = True
+    info = conn.connection.info
+    orgs = info.get(_RING_MARK)
+    if orgs is None:
+        info[_RING_MARK] = {org_id}
+    else:
+        orgs.add(org_id)
 
 
 def _sequence_statement(dialect: Any) -> Any:
@@ -184,6 +188,11 @@ _INSERT = award_events.insert()
 _LAST = select(org_event_sequences.c.last_sequence).where(
     org_event_sequences.c.org_id == bindparam("org_id")
 )
+_LASTS = select(org_event_sequences.c.org_id, org_event_sequences.c.last_sequence).where(
+    org_event_sequences.c.org_id.in_(bindparam("org_ids", expanding=True))
+)
+# Orgs per query of last_sequences: well under SQLite's limit of bound parameters.
+_LASTS_CHUNK = 1000
 _AFTER = (
     select(
         award_events.c.sequence, award_events.c.type, award_events.c.payload, award_events.c.time
@@ -242,7 +251,7 @@ def append_events(
         for i, (kind, p) in enumerate(items)
     ]
     execute_prepared(conn, _INSERT, rows[0] if n == 1 else rows)
-    _mark(conn)
+    _mark(conn, org_id)
     return int(last)
 
 
@@ -250,6 +259,17 @@ def last_sequence(conn: Connection, org_id: int) -> int:
     """The org's last committed sequence (0 before its first event)."""
     found = conn.execute(_LAST, {"org_id": org_id}).scalar()
     return int(found or 0)
+
+
+def last_sequences(conn: Connection, org_ids: Iterable[int]) -> dict[int, int]:
+    """The last committed sequence of each of ``org_ids`` that has had an event (one query
+    per thousand orgs): what the watch hub polls for other processes' events."""
+    ids = sorted(set(org_ids))
+    out: dict[int, int] = {}
+    for i in range(0, len(ids), _LASTS_CHUNK):
+        rows = conn.execute(_LASTS, {"org_ids": ids[i : i + _LASTS_CHUNK]})
+        out.update((int(org), int(last)) for org, last in rows)
+    return out
 
 
 def read_after(conn: Connection, org_id: int, after: int, *, limit: int) -> Sequence[StoredEvent]:
