@@ -272,3 +272,13 @@ async def expect_error(
 
 
 Factory = Callable[..., Any]
+
+
+class Over(str):
+    """An expected field that is refused for being over a documented limit: reason
+    LIMIT_EXCEEDED rather than the test's usual one (``reason_for``)."""
+
+
+def reason_for(field: str, usual: str = "INVALID_FIELD") -> str:
+    """The reason a parametrized bad-field case expects: LIMIT_EXCEEDED for an ``Over``."""
+    return "LIMIT_EXCEEDED" if isinstance(field, Over) else usual

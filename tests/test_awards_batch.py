@@ -113,17 +113,18 @@ async def test_batch_request_limits(org: Org) -> None:
     await expect_error(
         stub.BatchCreateAwards(apb.BatchCreateAwardsRequest()), INVALID, field="requests"
     )
-    too_many = [req(badge_id=badge.id, recipient=member("a"))] * 10_001
+    too_many = [req(badge_id=badge.id, recipient=member("a"))] * 1_001
     await expect_error(
         stub.BatchCreateAwards(apb.BatchCreateAwardsRequest(requests=too_many)),
         INVALID,
+        reason="LIMIT_EXCEEDED",
         field="requests",
     )
     listed = await awards(org.reader).ListAwards(apb.ListAwardsRequest(badge_id=badge.id))
     assert listed.total_size == 0
 
 
-async def test_batch_of_10000(org: Org) -> None:
+async def test_batch_of_1000_the_most_one_call_takes(org: Org) -> None:
     template = await make_template(org)
     bc = await make_class(org)
     # Half to a Credly template (dedupe keys, badges_count), half to a Badgr class.
@@ -131,22 +132,21 @@ async def test_batch_of_10000(org: Org) -> None:
         req(badge_template_id=template.id, recipient=member(f"t{i}"))
         if i % 2 == 0
         else req(badge_class_id=bc.entity_id, recipient=apb.Recipient(email=f"c{i}@example.com"))
-        for i in range(10_000)
+        for i in range(1_000)
     ]
-    # How fast is the benchmark's to say: it seeds its 1M awards with batches of 10,000.
     reply = await awards(org.admin).BatchCreateAwards(
         apb.BatchCreateAwardsRequest(requests=requests), timeout=600
     )
-    assert len(reply.results) == 10_000
+    assert len(reply.results) == 1_000
     assert all(r.HasField("award") for r in reply.results)
     assert [r.award.recipient.member_id for r in reply.results[:4:2]] == ["t0", "t2"]
-    assert reply.results[9_999].award.recipient.email == "c9999@example.com"
-    assert len({r.award.id for r in reply.results}) == 10_000
-    assert (await get_template(org, template.id)).badges_count == 5_000
+    assert reply.results[999].award.recipient.email == "c999@example.com"
+    assert len({r.award.id for r in reply.results}) == 1_000
+    assert (await get_template(org, template.id)).badges_count == 500
     listed = await awards(org.reader).ListAwards(
         apb.ListAwardsRequest(badge_class_id=bc.id, page_size=1)
     )
-    assert listed.total_size == 5_000
+    assert listed.total_size == 500
 
 
 async def test_batch_of_capped_awards_counts_in_order(org: Org) -> None:

@@ -22,7 +22,7 @@ from badge_service.domain import paging
 from badge_service.domain.credly_query import parse_filter
 from badge_service.store.db import to_micros
 from badge_service.store.models import badge_templates
-from tests.support import Backend, Org, expect_error
+from tests.support import Backend, Org, Over, expect_error, reason_for
 from tests.test_badge_templates import archive, create, templates
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -300,15 +300,15 @@ async def test_filter_owner_id(seven: Seven) -> None:
         ("updated_at_min::2024-1-1", "'updated_at_min'"),
         ("updated_at_max::yesterday", "'updated_at_max'"),
         ("skills::, ,", "'skills'"),
-        ("skills::" + ",".join(f"s{i}" for i in range(101)), "'skills'"),
+        ("skills::" + ",".join(f"s{i}" for i in range(101)), Over("'skills'")),
         ("query::a\x00b", "NUL"),
-        ("query::" + "q" * 4100, "4096"),
+        ("query::" + "q" * 4100, Over("4096")),
     ],
 )
 async def test_bad_filter(seven: Seven, flt: str, named: str) -> None:
     # NUL characters are refused before the servicer (for any string field), with the generic
     # reason; the parser's own check stays for direct callers.
-    reason = "INVALID_FIELD" if "\x00" in flt else "INVALID_FILTER"
+    reason = "INVALID_FIELD" if "\x00" in flt else reason_for(named, "INVALID_FILTER")
     err = await expect_error(listed(seven.org, filter=flt), INVALID, reason=reason, field="filter")
     assert err.bad_request is not None
     assert named in err.bad_request.field_violations[0].description

@@ -17,7 +17,7 @@ from badge_service.api.badges.v1 import badge_pb2 as pb
 from badge_service.api.badges.v1 import common_pb2
 from badge_service.api.badges.v1 import custom_field_pb2 as cf
 from badge_service.api.badges.v1 import org_meta_pb2 as om
-from tests.support import Org, expect_error
+from tests.support import Org, Over, expect_error, reason_for
 
 UNEARNED = pb.BADGE_STATE_TYPE_UNEARNED
 IN_PROGRESS = pb.BADGE_STATE_TYPE_IN_PROGRESS
@@ -245,7 +245,7 @@ _ENUM_9 = 9  # a number no enum of the contract defines
 INVALID_BADGES: list[tuple[str, dict[str, Any], str]] = [
     ("name-missing", {"name": ""}, "badge.name"),
     ("name-blank", {"name": "   "}, "badge.name"),
-    ("name-too-long", {"name": "n" * 256}, "badge.name"),
+    ("name-too-long", {"name": "n" * 256}, Over("badge.name")),
     ("title-missing", {"title": ""}, "badge.title"),
     (
         "date-end-before-start",
@@ -391,7 +391,7 @@ async def test_invalid_badge_is_refused_with_its_field(
     await expect_error(
         org.admin.badges.CreateBadge(pb.CreateBadgeRequest(badge=valid_badge(**overrides))),
         INVALID,
-        reason="INVALID_FIELD",
+        reason=reason_for(field),
         field=field,
     )
     assert await count(org) == 0

@@ -23,7 +23,7 @@ from badge_service.cli import parser
 from badge_service.config import Settings
 from badge_service.domain import paging
 from badge_service.server import start
-from tests.support import Backend, Client, Org, expect_error
+from tests.support import Backend, Client, Org, Over, expect_error, reason_for
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -295,7 +295,7 @@ async def test_delete_by_every_seed_lookup(org: Org) -> None:
         (b64("not a url"), "does not decode to an http(s) openBadgeId URL"),
         (b64("ftp://localhost/public/issuers/x"), "does not decode to an http(s) openBadgeId URL"),
         ("QQ===", "is not base64"),
-        ("QUJD" * 2000, "is too long for the base64 of an openBadgeId"),
+        ("QUJD" * 2000, Over("must be at most 4096 characters")),
     ],
 )
 async def test_bad_base64_is_invalid_argument(org: Org, value: str, why: str) -> None:
@@ -303,7 +303,7 @@ async def test_bad_base64_is_invalid_argument(org: Org, value: str, why: str) ->
         got = await expect_error(
             issuers(org.reader).GetIssuer(pb.GetIssuerRequest(**lookup_of(name, value))),
             INVALID,
-            reason="INVALID_FIELD",
+            reason=reason_for(why),
             field=name,
         )
         assert got.bad_request is not None
@@ -580,7 +580,7 @@ HEX_A, HEX_B = "5f4e4e4e2dc038241ad01d83", "6f4e4e4e2dc038241ad01d83"
 BAD_ISSUERS: list[tuple[dict[str, Any], str]] = [
     ({"name": ""}, "issuer.name"),
     ({"name": "   "}, "issuer.name"),
-    ({"name": "x" * 1025}, "issuer.name"),
+    ({"name": "x" * 1025}, Over("issuer.name")),
     ({"email": ""}, "issuer.email"),
     ({"email": "contact@"}, "issuer.email"),
     ({"email": "a b@example.com"}, "issuer.email"),
@@ -593,21 +593,21 @@ BAD_ISSUERS: list[tuple[dict[str, Any], str]] = [
     ({"image": "data:image/png;base64,@@@@"}, "issuer.image"),
     ({"image": "data:text/html;base64,QUJD"}, "issuer.image"),
     ({"description": "a\x00b"}, "issuer.description"),
-    ({"description": "x" * 16385}, "issuer.description"),
-    ({"badgr_domain": "x" * 256}, "issuer.badgr_domain"),
+    ({"description": "x" * 16385}, Over("issuer.description")),
+    ({"badgr_domain": "x" * 256}, Over("issuer.badgr_domain")),
     ({"source_url": "example.com/issuers/1"}, "issuer.source_url"),
-    ({"image_path": "x" * 1025}, "issuer.image_path"),
+    ({"image_path": "x" * 1025}, Over("issuer.image_path")),
     ({"original_json": "{not json"}, "issuer.original_json"),
     ({"original_json": "[" * 50_000}, "issuer.original_json"),
     ({"extensions": struct({"a\x00": 1})}, "issuer.extensions.a\x00"),
     ({"extensions": struct({"a": ["x\x00"]})}, "issuer.extensions.a[0]"),
     ({"extensions": struct({"a": float("nan")})}, "issuer.extensions.a"),
-    ({"extensions": struct({"a": "x" * 70_000})}, "issuer.extensions"),
+    ({"extensions": struct({"a": "x" * 70_000})}, Over("issuer.extensions")),
     ({"staff": [_staff(role=pb.ISSUER_STAFF_ROLE_UNSPECIFIED)]}, "issuer.staff[0].role"),
     ({"staff": [_staff(role=9)]}, "issuer.staff[0].role"),
     ({"staff": [_staff(user="")]}, "issuer.staff[0].user"),
     ({"staff": [_staff(), _staff()]}, "issuer.staff[1].user"),
-    ({"staff": [_staff()] * 101}, "issuer.staff"),
+    ({"staff": [_staff()] * 101}, Over("issuer.staff")),
     (
         {"staff": [_staff(user_profile=pb.BadgeUserProfile(entity_id="someone-else"))]},
         "issuer.staff[0].user_profile.entity_id",
@@ -736,7 +736,7 @@ async def test_create_rejects_each_bad_field(org: Org) -> None:
         await expect_error(
             stub.CreateIssuer(pb.CreateIssuerRequest(issuer=small_issuer(**override))),
             INVALID,
-            reason="INVALID_FIELD",
+            reason=reason_for(field),
             field=field,
         )
     assert (await stub.ListIssuers(pb.ListIssuersRequest())).total_size == 0

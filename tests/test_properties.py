@@ -1079,9 +1079,20 @@ async def test_non_finite_extra_data_is_invalid_argument(world: World, value: fl
 
 
 async def test_integer_default_with_thousands_of_digits_is_744(world: World) -> None:
+    # int() refuses more than 4,300 digits: the length limit now comes first.
     field = cpb.CustomField(
         name="huge", data_type=common_pb2.DATA_TYPE_INTEGER, default_value="9" * 5000
     )
+    await expect_error(
+        world.plain.admin.fields.CreateCustomField(
+            cpb.CreateCustomFieldRequest(custom_field=field)
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        reason="LIMIT_EXCEEDED",
+        field="custom_field.default_value",
+    )
+    # The longest default allowed is still a number too large for JSON's exact integers.
+    field.default_value = "9" * 255
     await expect_error(
         world.plain.admin.fields.CreateCustomField(
             cpb.CreateCustomFieldRequest(custom_field=field)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from badge_service.domain import limits
 from badge_service.domain.badge_templates import BadgeTemplate, ExpiryType, TemplateState
 from badge_service.domain.badges import Badge, FrequencyPeriod
 from badge_service.domain.badgr import (
@@ -33,17 +34,9 @@ from badge_service.domain.errors import (
 
 RESOURCE = "award"
 
-# ListAwards: 50 a page by default, at most 500.
+# ListAwards: 50 a page by default, at most limits.AWARDS_PAGE.
 LIST_DEFAULT_PAGE_SIZE = 50
-LIST_MAX_PAGE_SIZE = 500
-# BatchCreateAwards takes at most this many requests.
-BATCH_MAX = 10_000
-
-TEXT_MAX = 255
-URL_MAX = 2048
-NARRATIVE_MAX = 10_000
-EVIDENCE_MAX = 100
-REASON_MAX = 1_000
+LIST_MAX_PAGE_SIZE = limits.AWARDS_PAGE
 
 # A pragmatic address check (one @, no spaces, a dot in the domain), not RFC 5322 in full.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -173,14 +166,16 @@ def check_recipient(recipient: Recipient | None, where: str) -> Recipient:
         raise InvalidArgument(sub, "is required")
     _no_nul(value, sub)
     if kind is RecipientKind.MEMBER_ID:
-        if len(value) > TEXT_MAX:
-            raise InvalidArgument(sub, f"must be at most {TEXT_MAX} characters")
+        limits.check_chars(value, limits.AWARD_TEXT_CHARS, sub)
     elif kind is RecipientKind.EMAIL:
         value = value.lower()
-        if len(value) > 320 or not _EMAIL.match(value):
+        limits.check_chars(value, limits.AWARD_EMAIL_CHARS, sub)
+        if not _EMAIL.match(value):
             raise InvalidArgument(sub, "is not an email address", reason="INVALID_EMAIL")
-    elif len(value) > URL_MAX or not is_http_url(value):
-        raise InvalidArgument(sub, "must be an http(s) URL")
+    else:
+        limits.check_url(value, sub)
+        if not is_http_url(value):
+            raise InvalidArgument(sub, "must be an http(s) URL")
     return Recipient(kind, value)
 
 
@@ -200,22 +195,20 @@ def check_details(award: Award, *, now: dt.datetime, prefix: str) -> None:
         award.issued_at = now
     elif award.issued_at > now:
         raise InvalidArgument(f"{prefix}issued_at", "must not be in the future")
-    if len(award.narrative) > NARRATIVE_MAX:
-        raise InvalidArgument(f"{prefix}narrative", f"must be at most {NARRATIVE_MAX} characters")
+    limits.check_chars(award.narrative, limits.AWARD_NARRATIVE_CHARS, f"{prefix}narrative")
     _no_nul(award.narrative, f"{prefix}narrative")
-    if len(award.evidence) > EVIDENCE_MAX:
-        raise InvalidArgument(f"{prefix}evidence", f"must have at most {EVIDENCE_MAX} items")
+    limits.check_items(award.evidence, limits.AWARD_EVIDENCE, f"{prefix}evidence")
     for i, ev in enumerate(award.evidence):
         if not ev.url and not ev.narrative:
             raise InvalidArgument(f"{prefix}evidence[{i}]", "needs a url or a narrative")
-        if ev.url and (len(ev.url) > URL_MAX or not is_http_url(ev.url)):
+        limits.check_url(ev.url, f"{prefix}evidence[{i}].url")
+        if ev.url and not is_http_url(ev.url):
             raise InvalidArgument(f"{prefix}evidence[{i}].url", "must be an http(s) URL")
-        if len(ev.narrative) > NARRATIVE_MAX:
-            raise InvalidArgument(
-                f"{prefix}evidence[{i}].narrative", f"must be at most {NARRATIVE_MAX} characters"
-            )
+        limits.check_chars(
+            ev.narrative, limits.AWARD_NARRATIVE_CHARS, f"{prefix}evidence[{i}].narrative"
+        )
         _no_nul(ev.narrative, f"{prefix}evidence[{i}].narrative")
-    check_json_object(award.custom_data, f"{prefix}custom_data")
+    check_json_object(award.custom_data, f"{prefix}custom_data", limits.AWARD_CUSTOM_DATA_BYTES)
     if not award.salt:
         award.salt = new_salt()
 
@@ -226,8 +219,7 @@ def check_revocation_reason(reason: str, where: str = "reason") -> str:
     if not reason:
         raise InvalidArgument(where, "is required: say why the award is revoked")
     _no_nul(reason, where)
-    if len(reason) > REASON_MAX:
-        raise InvalidArgument(where, f"must be at most {REASON_MAX} characters")
+    limits.check_chars(reason, limits.AWARD_REASON_CHARS, where)
     return reason
 
 

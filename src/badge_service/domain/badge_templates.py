@@ -16,27 +16,25 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from badge_service.domain import limits
 from badge_service.domain.errors import (
     AlreadyExists,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
+    LimitExceeded,
     NotFound,
 )
 
 RESOURCE = "badge template"
 PREFIX = "badge_template"
 
-NAME_MAX = 255
-LONG_TEXT_MAX = 2000
-URL_MAX = 2048
-LIST_MAX = 100
-LOCALES_MAX = 50
+# Sizes and counts are limits.BADGE_TEMPLATE_* (this is a value range).
 EXPIRY_DAYS_MAX = 36_500
-SLUG_MAX = 255
+SLUG_MAX = limits.BADGE_TEMPLATE_SLUG_CHARS
 
 # Credly lists 50 templates a page.
-PAGE_SIZE = 50
+PAGE_SIZE = limits.BADGE_TEMPLATES_PAGE
 
 # Where template and organisation pages live unless the server is configured otherwise.
 DEFAULT_PUBLIC_BASE_URL = "http://localhost:50051"
@@ -458,19 +456,26 @@ class Owner:
 # -- validation -------------------------------------------------------------------------------
 
 
-def _text(value: str, where: str, *, limit: int = NAME_MAX, required: bool = False) -> None:
+def _text(
+    value: str,
+    where: str,
+    *,
+    limit: limits.Limit = limits.BADGE_TEMPLATE_NAME_CHARS,
+    required: bool = False,
+) -> None:
     if "\x00" in value:
         raise InvalidArgument(where, "must not contain NUL characters")
     if required and not value.strip():
         raise InvalidArgument(where, "is required")
-    if len(value) > limit:
-        raise InvalidArgument(where, f"must be at most {limit} characters")
+    limits.check_chars(value, limit, where)
 
 
 def _url(value: str, where: str) -> None:
     if not value:
         return
-    _text(value, where, limit=URL_MAX)
+    if "\x00" in value:
+        raise InvalidArgument(where, "must not contain NUL characters")
+    limits.check_url(value, where)
     try:
         parts = urlsplit(value)
     except ValueError:
@@ -506,8 +511,7 @@ def _reference(
 
 
 def _labels(values: list[str], where: str, *, what: str) -> list[str]:
-    if len(values) > LIST_MAX:
-        raise InvalidArgument(where, f"must have at most {LIST_MAX} {what}")
+    limits.check_items(values, limits.BADGE_TEMPLATE_LIST_ITEMS, where, what)
     out: list[str] = []
     seen: set[str] = set()
     for i, raw in enumerate(values):
@@ -538,20 +542,25 @@ def validate_template(
     check; ``has_variants`` whether other templates name this one as their primary.
     """
     p = prefix
+    _check_reference_count(t, p)
     t.visibility = t.visibility or Visibility.PUBLIC
     t.name = t.name.strip()
     _text(t.name, f"{p}.name", required=True)
-    _text(t.description, f"{p}.description", limit=LONG_TEXT_MAX)
+    _text(t.description, f"{p}.description", limit=limits.BADGE_TEMPLATE_LONG_TEXT_CHARS)
     for name in ("variant_type", "variant_name", "criteria_url_name"):
         _text(getattr(t, name), f"{p}.{name}")
-    _text(t.linkedin_share_default_message, f"{p}.linkedin_share_default_message", limit=2000)
+    _text(
+        t.linkedin_share_default_message,
+        f"{p}.linkedin_share_default_message",
+        limit=limits.BADGE_TEMPLATE_LONG_TEXT_CHARS,
+    )
     for name in ("earn_this_badge_url", "global_activity_url", "criteria_url", "image_url"):
         _url(getattr(t, name), f"{p}.{name}")
     if t.enable_earn_this_badge and not t.earn_this_badge_url:
         raise InvalidArgument(f"{p}.earn_this_badge_url", "is required with enable_earn_this_badge")
     _check_expiry(t, p)
     if t.vanity_slug:
-        _text(t.vanity_slug, f"{p}.vanity_slug", limit=SLUG_MAX)
+        _text(t.vanity_slug, f"{p}.vanity_slug", limit=limits.BADGE_TEMPLATE_SLUG_CHARS)
         if not _SLUG.match(t.vanity_slug):
             raise InvalidArgument(
                 f"{p}.vanity_slug", "must be lower-case letters and digits joined by single '-'"
@@ -566,6 +575,28 @@ def validate_template(
     _check_requirements(t, p, refs, requirement_edges)
     _check_variant(t, p, refs, has_variants)
     return t
+
+
+def reference_count(t: BadgeTemplate) -> int:
+    """How many references to other templates a template shows with their names (required
+    templates, badge activities, badge recommendations): each costs its reply a card."""
+    return (
+        len(t.required_badge_template_ids)
+        + sum(1 for a in t.activities if a.required_badge_template_id)
+        + sum(1 for r in t.recommendations if r.type is RecommendationType.BADGE)
+    )
+
+
+def _check_reference_count(t: BadgeTemplate, p: str) -> None:
+    count = reference_count(t)
+    if count > limits.BADGE_TEMPLATE_REFERENCES:
+        raise LimitExceeded(
+            p,
+            f"names {count} other templates (required templates, badge activities and badge "
+            f"recommendations together); at most {limits.BADGE_TEMPLATE_REFERENCES}",
+            limits.BADGE_TEMPLATE_REFERENCES.name,
+            limits.BADGE_TEMPLATE_REFERENCES,
+        )
 
 
 def _check_expiry(t: BadgeTemplate, p: str) -> None:
@@ -597,8 +628,9 @@ def _check_expiry(t: BadgeTemplate, p: str) -> None:
 
 
 def _check_locales(t: BadgeTemplate, p: str) -> None:
-    if len(t.available_locales) > LOCALES_MAX:
-        raise InvalidArgument(f"{p}.available_locales", f"must have at most {LOCALES_MAX}")
+    limits.check_items(
+        t.available_locales, limits.BADGE_TEMPLATE_LOCALES, f"{p}.available_locales", "locales"
+    )
     seen: set[str] = set()
     for i, loc in enumerate(t.available_locales):
         where = f"{p}.available_locales[{i}]"
@@ -610,8 +642,9 @@ def _check_locales(t: BadgeTemplate, p: str) -> None:
 
 
 def _check_collections(t: BadgeTemplate, p: str) -> None:
-    if len(t.collection_ids) > LIST_MAX:
-        raise InvalidArgument(f"{p}.collection_ids", f"must have at most {LIST_MAX} ids")
+    limits.check_items(
+        t.collection_ids, limits.BADGE_TEMPLATE_LIST_ITEMS, f"{p}.collection_ids", "ids"
+    )
     seen: set[str] = set()
     out = []
     for i, cid in enumerate(t.collection_ids):
@@ -626,34 +659,38 @@ def _check_collections(t: BadgeTemplate, p: str) -> None:
 
 
 def _check_alignments(t: BadgeTemplate, p: str) -> None:
-    if len(t.alignments) > LIST_MAX:
-        raise InvalidArgument(f"{p}.alignments", f"must have at most {LIST_MAX} alignments")
+    limits.check_items(
+        t.alignments, limits.BADGE_TEMPLATE_LIST_ITEMS, f"{p}.alignments", "alignments"
+    )
     seen: set[str] = set()
     for i, a in enumerate(t.alignments):
         where = f"{p}.alignments[{i}]"
         a.id = _sub_id(a.id, f"{where}.id", seen)
         _text(a.name, f"{where}.name", required=True)
         _url(a.url, f"{where}.url")
-        _text(a.description, f"{where}.description", limit=LONG_TEXT_MAX)
+        _text(a.description, f"{where}.description", limit=limits.BADGE_TEMPLATE_LONG_TEXT_CHARS)
 
 
 def _check_endorsements(t: BadgeTemplate, p: str) -> None:
-    if len(t.endorsements) > LIST_MAX:
-        raise InvalidArgument(f"{p}.endorsements", f"must have at most {LIST_MAX} endorsements")
+    limits.check_items(
+        t.endorsements, limits.BADGE_TEMPLATE_LIST_ITEMS, f"{p}.endorsements", "endorsements"
+    )
     seen: set[str] = set()
     for i, e in enumerate(t.endorsements):
         where = f"{p}.endorsements[{i}]"
         e.id = _sub_id(e.id, f"{where}.id", seen)
         _text(e.name, f"{where}.name", required=True)
         _url(e.url, f"{where}.url")
-        _text(e.description, f"{where}.description", limit=LONG_TEXT_MAX)
+        _text(e.description, f"{where}.description", limit=limits.BADGE_TEMPLATE_LONG_TEXT_CHARS)
 
 
 def _check_recommendations(t: BadgeTemplate, p: str, refs: Mapping[str, TemplateRef]) -> None:
-    if len(t.recommendations) > LIST_MAX:
-        raise InvalidArgument(
-            f"{p}.recommendations", f"must have at most {LIST_MAX} recommendations"
-        )
+    limits.check_items(
+        t.recommendations,
+        limits.BADGE_TEMPLATE_LIST_ITEMS,
+        f"{p}.recommendations",
+        "recommendations",
+    )
     seen: set[str] = set()
     for i, r in enumerate(t.recommendations):
         where = f"{p}.recommendations[{i}]"
@@ -691,8 +728,9 @@ def _check_requirements(
     edges: Iterable[tuple[str, str]],
 ) -> None:
     where = f"{p}.required_badge_templates"
-    if len(t.required_badge_template_ids) > LIST_MAX:
-        raise InvalidArgument(where, f"must have at most {LIST_MAX} templates")
+    limits.check_items(
+        t.required_badge_template_ids, limits.BADGE_TEMPLATE_LIST_ITEMS, where, "templates"
+    )
     required: list[str] = []
     for i, rid in enumerate(t.required_badge_template_ids):
         ref = _reference(rid, f"{where}[{i}].id", t.id, refs)
@@ -700,10 +738,12 @@ def _check_requirements(
             raise InvalidArgument(f"{where}[{i}].id", f"repeats {ref.id}")
         required.append(ref.id)
     t.required_badge_template_ids = required
-    if len(t.activities) > LIST_MAX:
-        raise InvalidArgument(
-            f"{p}.badge_template_activities", f"must have at most {LIST_MAX} activities"
-        )
+    limits.check_items(
+        t.activities,
+        limits.BADGE_TEMPLATE_LIST_ITEMS,
+        f"{p}.badge_template_activities",
+        "activities",
+    )
     seen: set[str] = set()
     for i, a in enumerate(t.activities):
         aw = f"{p}.badge_template_activities[{i}]"

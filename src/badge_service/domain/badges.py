@@ -9,16 +9,14 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
+from badge_service.domain import limits
 from badge_service.domain.custom_fields import CustomField, check_extra_data
 from badge_service.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from badge_service.domain.org_meta import OrgMetaTag, check_badge_tags
+from badge_service.domain.org_meta import TagRules, check_badge_tags
 
-TEXT_MAX = 255
-LIST_MAX = 100
-
-# CrowdTwist's list paging: 10 by default, at most 25.
+# CrowdTwist's list paging: 10 by default, at most 25 (limits.BADGES_PAGE).
 LIST_DEFAULT_PAGE_SIZE = 10
-LIST_MAX_PAGE_SIZE = 25
+LIST_MAX_PAGE_SIZE = limits.BADGES_PAGE
 
 
 class BadgeStateType(IntEnum):
@@ -146,11 +144,12 @@ def validate_badge(
     *,
     now: dt.datetime,
     custom_fields: Sequence[CustomField],
-    org_tags: Sequence[OrgMetaTag],
+    org_tags: TagRules,
     prefix: str = "badge",
 ) -> Badge:
     """Checks every badge rule and returns the badge with defaults filled in (start dates,
-    extra data defaults)."""
+    extra data defaults). Its cost is bounded by the badge's own limits and the org's quotas
+    (custom fields, org meta tags), whatever else the org or any other org stores."""
     _text(badge.name, f"{prefix}.name", required=True)
     _text(badge.title, f"{prefix}.title", required=True)
     badge.date_start = badge.date_start or now
@@ -161,28 +160,26 @@ def validate_badge(
         raise InvalidArgument(f"{prefix}.display_date_end", "must not be before display_date_start")
     _check_states(badge.badge_states, f"{prefix}.badge_states")
     _check_frequency(badge.frequency, f"{prefix}.frequency")
-    if len(badge.tags) > LIST_MAX:
-        raise InvalidArgument(f"{prefix}.tags", f"must have at most {LIST_MAX} tags")
+    limits.check_items(badge.tags, limits.BADGE_TAGS, f"{prefix}.tags", "tags")
     check_badge_tags([t.tag_name for t in badge.tags], org_tags, f"{prefix}.tags")
-    if len(badge.segments) > LIST_MAX:
-        raise InvalidArgument(f"{prefix}.segment", f"must have at most {LIST_MAX} segments")
+    limits.check_items(badge.segments, limits.BADGE_SEGMENTS, f"{prefix}.segment", "segments")
     for i, seg in enumerate(badge.segments):
         if seg.eligibility_type is None:
             raise InvalidArgument(
                 f"{prefix}.segment[{i}].eligibility_type", "is required: inclusion or exclusion"
             )
         _text(seg.name, f"{prefix}.segment[{i}].name")
-    badge.extra_data = check_extra_data(
-        badge.extra_data, custom_fields, f"{prefix}.badge_extra_data"
-    )
+    where = f"{prefix}.badge_extra_data"
+    badge.extra_data = check_extra_data(badge.extra_data, custom_fields, where)
+    # As stored and returned, defaults included: what a page of badges carries.
+    limits.check_struct(badge.extra_data, limits.BADGE_EXTRA_DATA_BYTES, where)
     return badge
 
 
 def _text(value: str, where: str, *, required: bool = False) -> None:
     if required and not value.strip():
         raise InvalidArgument(where, "is required")
-    if len(value) > TEXT_MAX:
-        raise InvalidArgument(where, f"must be at most {TEXT_MAX} characters")
+    limits.check_chars(value, limits.BADGE_TEXT_CHARS, where)
 
 
 def _check_states(states: Sequence[BadgeState], where: str) -> None:
@@ -208,8 +205,7 @@ def _check_states(states: Sequence[BadgeState], where: str) -> None:
         _text(st.description, f"{where}[{i}].description")
         if st.image_url and not st.image_url.startswith(("http://", "https://")):
             raise InvalidArgument(f"{where}[{i}].image_url", "must be an http(s) URL")
-        if len(st.image_url) > 2048:
-            raise InvalidArgument(f"{where}[{i}].image_url", "must be at most 2048 characters")
+        limits.check_url(st.image_url, f"{where}[{i}].image_url")
     if BadgeStateType.EARNED not in seen_states:
         raise InvalidArgument(where, "must include the earned state")
     by_order = sorted(states, key=lambda s: s.order)

@@ -18,7 +18,13 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from badge_service.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from badge_service.domain import limits
+from badge_service.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    LimitExceeded,
+    NotFound,
+)
 from badge_service.domain.ids import is_hex_id, new_hex_id
 
 ENTITY_TYPE_ISSUER = "Issuer"
@@ -36,30 +42,16 @@ ISSUER = "issuer"
 BADGE_CLASS = "badge class"
 CLAIM_CODE = "claim code"
 
-# Badgr's own limits where its API states them (name 1024, description 16384); the rest keep
-# rows and replies bounded.
-NAME_MAX = 1024
-LONG_TEXT_MAX = 16384
-TEXT_MAX = 255
-URL_MAX = 2048
-PATH_MAX = 1024
-EMAIL_MAX = 254
-IMAGE_DATA_MAX = 256 * 1024
-JSON_MAX = 64 * 1024
-LIST_MAX = 100
-PROFILE_LIST_MAX = 20
+# Sizes and counts are limits.BADGR_* (Badgr's own where its API states them); these are
+# value ranges.
 EXPIRES_AMOUNT_MAX = 9999
 CREDIT_HOURS_MAX = 1_000_000.0
 
-LIST_DEFAULT_PAGE_SIZE = 50
-LIST_MAX_PAGE_SIZE = 100
 CLAIM_CODES_DEFAULT_PAGE_SIZE = 50
-CLAIM_CODES_MAX_PAGE_SIZE = 1000
 
 # Claim codes: 12 characters of an alphabet without look-alikes (0/O, 1/I/L), about 59 bits.
 CLAIM_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 CLAIM_CODE_LENGTH = 12
-CLAIM_CODE_BATCH_MAX = 1000
 CLAIM_CODE_USE_LIMIT_MAX = 1_000_000
 
 _ENTITY_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -371,8 +363,7 @@ def key_of_id_or_entity_id(value: str, where: str, resource: str) -> Key:
 
 def _decode_base64_url(value: str, where: str) -> str:
     """The URL encoded in ``value`` (standard or URL-safe base64, padding optional)."""
-    if len(value) > 2 * URL_MAX:
-        raise InvalidArgument(where, "is too long for the base64 of an openBadgeId")
+    limits.check_chars(value, limits.BADGR_REF_CHARS, where)
     if not _BASE64.match(value):
         raise InvalidArgument(where, "is not base64")
     bare = value.rstrip("=")
@@ -411,6 +402,7 @@ def key_of_ref(value: str, where: str, *, base_url: str, kind: str, resource: st
     base64 of an openBadgeId."""
     if not value:
         raise InvalidArgument(where, "is required")
+    limits.check_chars(value, limits.BADGR_REF_CHARS, where)
     if is_hex_id(value):
         return Key(False, value)
     if is_entity_id(value):
@@ -465,32 +457,38 @@ def is_http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(host)
 
 
-def _text(value: str, where: str, *, max_len: int = TEXT_MAX, required: bool = False) -> None:
+def _text(
+    value: str,
+    where: str,
+    *,
+    max_len: limits.Limit | None = limits.BADGR_TEXT_CHARS,
+    required: bool = False,
+) -> None:
     # PostgreSQL text cannot hold NUL, so it is refused everywhere rather than only there.
     if "\x00" in value:
         raise InvalidArgument(where, "must not contain NUL characters")
     if required and not value.strip():
         raise InvalidArgument(where, "is required")
-    if len(value) > max_len:
-        raise InvalidArgument(where, f"must be at most {max_len} characters")
+    if max_len is not None:
+        limits.check_chars(value, max_len, where)
 
 
 def _url(value: str, where: str, *, required: bool = False) -> None:
-    _text(value, where, max_len=URL_MAX, required=required)
+    _text(value, where, max_len=None, required=required)
+    limits.check_url(value, where)
     if value and not is_http_url(value):
         raise InvalidArgument(where, "must be an http(s) URL")
 
 
 def _email(value: str, where: str, *, required: bool = False) -> None:
-    _text(value, where, max_len=EMAIL_MAX, required=required)
+    _text(value, where, max_len=limits.BADGR_EMAIL_CHARS, required=required)
     if value and not _EMAIL.match(value):
         raise InvalidArgument(where, "must be an email address")
 
 
 def _image(value: str, where: str, *, required: bool = False) -> None:
     if value.startswith("data:"):
-        if len(value) > IMAGE_DATA_MAX:
-            raise InvalidArgument(where, f"must be at most {IMAGE_DATA_MAX} characters")
+        limits.check_chars(value, limits.BADGR_IMAGE_DATA_CHARS, where)
         match = _DATA_IMAGE.match(value)
         if match is None or len(match.group(1)) % 4:
             raise InvalidArgument(where, "must be a data:image/...;base64, URI")
@@ -503,8 +501,7 @@ def _image(value: str, where: str, *, required: bool = False) -> None:
 
 
 def _hex_ids(values: Sequence[str], where: str) -> None:
-    if len(values) > LIST_MAX:
-        raise InvalidArgument(where, f"must have at most {LIST_MAX} entries")
+    limits.check_items(values, limits.BADGR_LIST_ITEMS, where, "entries")
     seen: set[str] = set()
     for i, v in enumerate(values):
         if not is_hex_id(v):
@@ -526,9 +523,11 @@ def _print_templates(default: str, enabled: Sequence[str], where: str) -> None:
             )
 
 
-def check_json_object(value: dict[str, Any], where: str) -> None:
+def check_json_object(
+    value: dict[str, Any], where: str, limit: limits.Limit = limits.BADGR_EXTENSIONS_BYTES
+) -> None:
     """A JSON object fit for storage on both databases: no NUL in keys or strings (PostgreSQL
-    JSONB refuses \\u0000), finite numbers only, at most JSON_MAX characters as JSON."""
+    JSONB refuses \\u0000), finite numbers only, at most ``limit`` bytes as a Struct."""
     stack: list[Any] = [value]
     while stack:
         item = stack.pop()
@@ -544,12 +543,11 @@ def check_json_object(value: dict[str, Any], where: str) -> None:
                 raise InvalidArgument(where, "must not contain NUL characters")
         elif isinstance(item, float) and not math.isfinite(item):
             raise InvalidArgument(where, "must not contain NaN or infinite numbers")
-    if len(json.dumps(value, separators=(",", ":"))) > JSON_MAX:
-        raise InvalidArgument(where, f"must be at most {JSON_MAX} characters as JSON")
+    limits.check_struct(value, limit, where)
 
 
 def _original_json(value: str, where: str) -> None:
-    _text(value, where, max_len=JSON_MAX)
+    _text(value, where, max_len=limits.BADGR_JSON_CHARS)
     if value:
         try:
             json.loads(value)
@@ -558,7 +556,7 @@ def _original_json(value: str, where: str) -> None:
 
 
 def _source(value: str, where: str) -> str:
-    _text(value, where, max_len=64)
+    _text(value, where, max_len=limits.BADGR_SHORT_TEXT_CHARS)
     return value or DEFAULT_SOURCE
 
 
@@ -568,22 +566,26 @@ def _source(value: str, where: str) -> str:
 def validate_issuer(issuer: Issuer, prefix: str = "issuer") -> Issuer:
     """Checks every issuer rule; returns the issuer with defaults filled in (source, the
     profile entity ids of staff, ids of custom properties and their choices)."""
-    _text(issuer.name, f"{prefix}.name", max_len=NAME_MAX, required=True)
+    _text(issuer.name, f"{prefix}.name", max_len=limits.BADGR_NAME_CHARS, required=True)
     _email(issuer.email, f"{prefix}.email", required=True)
     _url(issuer.url, f"{prefix}.url", required=True)
     _image(issuer.image, f"{prefix}.image")
-    _text(issuer.description, f"{prefix}.description", max_len=LONG_TEXT_MAX)
+    _text(issuer.description, f"{prefix}.description", max_len=limits.BADGR_LONG_TEXT_CHARS)
     _text(issuer.badgr_domain, f"{prefix}.badgr_domain")
     check_json_object(issuer.extensions, f"{prefix}.extensions")
     issuer.source = _source(issuer.source, f"{prefix}.source")
     _url(issuer.source_url, f"{prefix}.source_url")
-    _text(issuer.image_path, f"{prefix}.image_path", max_len=PATH_MAX)
+    _text(issuer.image_path, f"{prefix}.image_path", max_len=limits.BADGR_PATH_CHARS)
     _original_json(issuer.original_json, f"{prefix}.original_json")
     _check_staff(issuer.staff, f"{prefix}.staff")
     where = f"{prefix}.badge_skill_linking_preferences"
-    _text(issuer.skill_linking.type, f"{where}.type", max_len=64)
+    _text(issuer.skill_linking.type, f"{where}.type", max_len=limits.BADGR_SHORT_TEXT_CHARS)
     _url(issuer.skill_linking.server_uri, f"{where}.server_uri")
-    _text(issuer.skill_linking.indeed_region, f"{where}.indeed_region", max_len=16)
+    _text(
+        issuer.skill_linking.indeed_region,
+        f"{where}.indeed_region",
+        max_len=limits.BADGR_REGION_CHARS,
+    )
     prefs = issuer.preferences
     _check_definitions(
         prefs.custom_property_definitions, f"{prefix}.preferences.custom_property_definitions"
@@ -597,8 +599,7 @@ def validate_issuer(issuer: Issuer, prefix: str = "issuer") -> Issuer:
 
 
 def _check_staff(staff: Sequence[StaffMember], where: str) -> None:
-    if len(staff) > LIST_MAX:
-        raise InvalidArgument(where, f"must have at most {LIST_MAX} members")
+    limits.check_items(staff, limits.BADGR_LIST_ITEMS, where, "members")
     users: set[str] = set()
     for i, member in enumerate(staff):
         at = f"{where}[{i}]"
@@ -628,8 +629,7 @@ def _check_profile(profile: UserProfile, user: str, where: str) -> None:
         ("url", profile.url),
         ("telephone", profile.telephone),
     ):
-        if len(values) > PROFILE_LIST_MAX:
-            raise InvalidArgument(f"{where}.{name}", f"must have at most {PROFILE_LIST_MAX}")
+        limits.check_items(values, limits.BADGR_PROFILE_LIST_ITEMS, f"{where}.{name}")
     primaries = 0
     for i, email in enumerate(profile.emails):
         _email(email.email, f"{where}.emails[{i}].email", required=True)
@@ -639,15 +639,19 @@ def _check_profile(profile: UserProfile, user: str, where: str) -> None:
     for i, url in enumerate(profile.url):
         _url(url, f"{where}.url[{i}]", required=True)
     for i, phone in enumerate(profile.telephone):
-        _text(phone, f"{where}.telephone[{i}]", max_len=64, required=True)
+        _text(
+            phone,
+            f"{where}.telephone[{i}]",
+            max_len=limits.BADGR_SHORT_TEXT_CHARS,
+            required=True,
+        )
 
 
 _CHOICE_TYPES = (PropertyType.STRING_CHOICE, PropertyType.STRING_MULTI_CHOICE)
 
 
 def _check_definitions(defs: Sequence[PropertyDefinition], where: str) -> None:
-    if len(defs) > LIST_MAX:
-        raise InvalidArgument(where, f"must have at most {LIST_MAX} definitions")
+    limits.check_items(defs, limits.BADGR_LIST_ITEMS, where, "definitions")
     ids: set[str] = set()
     for i, d in enumerate(defs):
         at = f"{where}[{i}]"
@@ -670,8 +674,7 @@ def _check_definitions(defs: Sequence[PropertyDefinition], where: str) -> None:
             continue
         if not d.choice_values:
             raise InvalidArgument(f"{at}.choice_values", "a choice property needs choices")
-        if len(d.choice_values) > LIST_MAX:
-            raise InvalidArgument(f"{at}.choice_values", f"must have at most {LIST_MAX}")
+        limits.check_items(d.choice_values, limits.BADGR_LIST_ITEMS, f"{at}.choice_values")
         choice_ids: set[str] = set()
         labels: set[str] = set()
         for j, c in enumerate(d.choice_values):
@@ -716,12 +719,16 @@ def validate_badge_class(
 ) -> BadgeClass:
     """Checks every badge class rule, its custom property values against the issuer's
     ``definitions``; returns it with defaults filled in (source)."""
-    _text(bc.name, f"{prefix}.name", max_len=NAME_MAX, required=True)
-    _text(bc.description, f"{prefix}.description", max_len=LONG_TEXT_MAX, required=True)
+    _text(bc.name, f"{prefix}.name", max_len=limits.BADGR_NAME_CHARS, required=True)
+    _text(
+        bc.description, f"{prefix}.description", max_len=limits.BADGR_LONG_TEXT_CHARS, required=True
+    )
     _image(bc.image, f"{prefix}.image", required=True)
     _text(bc.achievement_type, f"{prefix}.achievement_type")
     _url(bc.criteria_url, f"{prefix}.criteria_url")
-    _text(bc.criteria_narrative, f"{prefix}.criteria_narrative", max_len=LONG_TEXT_MAX)
+    _text(
+        bc.criteria_narrative, f"{prefix}.criteria_narrative", max_len=limits.BADGR_LONG_TEXT_CHARS
+    )
     if not bc.criteria_url and not bc.criteria_narrative.strip():
         raise InvalidArgument(
             f"{prefix}.criteria_url", "criteria_url or criteria_narrative is required"
@@ -732,9 +739,9 @@ def validate_badge_class(
     check_json_object(bc.extensions, f"{prefix}.extensions")
     bc.source = _source(bc.source, f"{prefix}.source")
     _url(bc.source_url, f"{prefix}.source_url")
-    _text(bc.image_path, f"{prefix}.image_path", max_len=PATH_MAX)
+    _text(bc.image_path, f"{prefix}.image_path", max_len=limits.BADGR_PATH_CHARS)
     _original_json(bc.original_json, f"{prefix}.original_json")
-    _text(bc.archival_note, f"{prefix}.archival_note", max_len=LONG_TEXT_MAX)
+    _text(bc.archival_note, f"{prefix}.archival_note", max_len=limits.BADGR_LONG_TEXT_CHARS)
     ob3 = bc.ob3_properties
     if not math.isfinite(ob3.credit_hours) or not 0 <= ob3.credit_hours <= CREDIT_HOURS_MAX:
         raise InvalidArgument(
@@ -757,20 +764,20 @@ def validate_badge_class(
 
 
 def _check_alignments(alignments: Sequence[Alignment], where: str) -> None:
-    if len(alignments) > LIST_MAX:
-        raise InvalidArgument(where, f"must have at most {LIST_MAX} alignments")
+    limits.check_items(alignments, limits.BADGR_LIST_ITEMS, where, "alignments")
     for i, a in enumerate(alignments):
         at = f"{where}[{i}]"
-        _text(a.target_name, f"{at}.target_name", max_len=NAME_MAX, required=True)
+        _text(a.target_name, f"{at}.target_name", max_len=limits.BADGR_NAME_CHARS, required=True)
         _url(a.target_url, f"{at}.target_url", required=True)
-        _text(a.target_description, f"{at}.target_description", max_len=LONG_TEXT_MAX)
+        _text(
+            a.target_description, f"{at}.target_description", max_len=limits.BADGR_LONG_TEXT_CHARS
+        )
         _text(a.target_framework, f"{at}.target_framework")
         _text(a.target_code, f"{at}.target_code")
 
 
 def _check_tags(tags: Sequence[str], where: str) -> None:
-    if len(tags) > LIST_MAX:
-        raise InvalidArgument(where, f"must have at most {LIST_MAX} tags")
+    limits.check_items(tags, limits.BADGR_LIST_ITEMS, where, "tags")
     seen: set[str] = set()
     for i, tag in enumerate(tags):
         _text(tag, f"{where}[{i}]", required=True)
@@ -792,8 +799,7 @@ def _check_values(
     values: Sequence[PropertyValue], definitions: Sequence[PropertyDefinition], where: str
 ) -> None:
     defs = {d.property_id: d for d in definitions}
-    if len(values) > LIST_MAX:
-        raise InvalidArgument(where, f"must have at most {LIST_MAX} values")
+    limits.check_items(values, limits.BADGR_LIST_ITEMS, where, "values")
     given: set[str] = set()
     for i, v in enumerate(values):
         at = f"{where}[{i}]"
@@ -826,7 +832,7 @@ def _check_value(v: PropertyValue, d: PropertyDefinition, at: str) -> None:
     if kind is not PropertyType.STRING_MULTI_CHOICE and v.array_value:
         raise InvalidArgument(f"{at}.array_value", f"does not apply to a {kind} property")
     if kind is PropertyType.STRING:
-        _text(v.string_value, f"{at}.string_value", max_len=NAME_MAX)
+        _text(v.string_value, f"{at}.string_value", max_len=limits.BADGR_NAME_CHARS)
     elif kind is PropertyType.STRING_CHOICE:
         if v.string_value not in choices:
             raise InvalidArgument(f"{at}.string_value", "must be one of the property's choices")
@@ -924,10 +930,17 @@ def validate_claim_code_batch(
     *,
     now: dt.datetime,
 ) -> ClaimCodeBatch:
-    """Checks a request for claim codes: 1 to CLAIM_CODE_BATCH_MAX codes (0 means 1), a use
+    """Checks a request for claim codes: 1 to CLAIM_CODES_PER_CALL codes (0 means 1), a use
     limit of 1 (the default) to CLAIM_CODE_USE_LIMIT_MAX, an expiry in the future."""
-    if count < 0 or count > CLAIM_CODE_BATCH_MAX:
-        raise InvalidArgument("count", f"must be from 1 to {CLAIM_CODE_BATCH_MAX}")
+    if count < 0:
+        raise InvalidArgument("count", f"must be from 1 to {limits.CLAIM_CODES_PER_CALL}")
+    if count > limits.CLAIM_CODES_PER_CALL:
+        raise LimitExceeded(
+            "count",
+            f"must be from 1 to {limits.CLAIM_CODES_PER_CALL}",
+            limits.CLAIM_CODES_PER_CALL.name,
+            limits.CLAIM_CODES_PER_CALL,
+        )
     _text(label, "label")
     limit = 1 if use_limit is None else use_limit
     if not 1 <= limit <= CLAIM_CODE_USE_LIMIT_MAX:

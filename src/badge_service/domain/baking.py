@@ -29,7 +29,8 @@ from xml.dom import minidom
 from xml.parsers import expat
 from xml.sax.saxutils import quoteattr
 
-from badge_service.domain.errors import InvalidArgument
+from badge_service.domain import limits
+from badge_service.domain.errors import InvalidArgument, LimitExceeded
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_CONTENT_TYPE = "image/png"
@@ -41,10 +42,10 @@ ASSERTION_TAG = "openbadges:assertion"
 
 # The field a client's image arrives in (VerifyAwardRequest.baked_image).
 IMAGE_FIELD = "baked_image"
-# Bounds on what a client may send: gRPC's default message limit is 4 MiB, and an assertion
-# is a few KiB; a compressed chunk may not inflate beyond TEXT_MAX (no zip bombs).
-IMAGE_MAX = 4 * 1024 * 1024
-TEXT_MAX = 1024 * 1024
+# Bounds on what a client may send (limits.BAKED_*): an assertion is a few KiB; a compressed
+# chunk may not inflate beyond TEXT_MAX (no zip bombs).
+IMAGE_MAX = limits.BAKED_IMAGE_BYTES
+TEXT_MAX = limits.BAKED_TEXT_BYTES
 # PNG chunk lengths are at most 2^31 - 1 (PNG spec, 5.3).
 _CHUNK_MAX = 2**31 - 1
 
@@ -67,6 +68,10 @@ def _bad(description: str, where: str) -> InvalidArgument:
     return InvalidArgument(where, description)
 
 
+def _too_big(description: str, where: str, limit: limits.Limit) -> LimitExceeded:
+    return LimitExceeded(where, description, limit.name, limit)
+
+
 # --- PNG ------------------------------------------------------------------------------------
 
 
@@ -79,7 +84,7 @@ def read_png_chunks(data: bytes, where: str = IMAGE_FIELD) -> list[Chunk]:
     """The chunks of a PNG, checked: signature, lengths within the data, a valid CRC on each
     chunk, ``IHDR`` first, ``IEND`` last with nothing after it. INVALID_ARGUMENT otherwise."""
     if len(data) > IMAGE_MAX:
-        raise _bad(f"is larger than {IMAGE_MAX} bytes", where)
+        raise _too_big(f"is larger than {IMAGE_MAX} bytes", where, IMAGE_MAX)
     if not is_png(data):
         raise _bad("is not a PNG (bad signature)", where)
     chunks: list[Chunk] = []
@@ -141,7 +146,7 @@ def _inflate(data: bytes, where: str) -> bytes:
     except zlib.error:
         raise _bad("is not a valid PNG (bad compressed text)", where) from None
     if len(out) > TEXT_MAX or inflater.unconsumed_tail:
-        raise _bad(f"carries a text chunk larger than {TEXT_MAX} bytes", where)
+        raise _too_big(f"carries a text chunk larger than {TEXT_MAX} bytes", where, TEXT_MAX)
     return out
 
 
@@ -225,7 +230,7 @@ def is_svg(data: bytes) -> bool:
 def decode_svg(data: bytes, where: str = IMAGE_FIELD) -> str:
     """The text of SVG bytes; only UTF-8 (with or without a BOM) is accepted."""
     if len(data) > IMAGE_MAX:
-        raise _bad(f"is larger than {IMAGE_MAX} bytes", where)
+        raise _too_big(f"is larger than {IMAGE_MAX} bytes", where, IMAGE_MAX)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -366,7 +371,7 @@ def _assertion_element(assertion_json: str, verify_url: str) -> bytes:
 def _svg_bytes(svg: str, where: str) -> bytes:
     data = svg.encode("utf-8", errors="strict")
     if len(data) > IMAGE_MAX:
-        raise _bad(f"is larger than {IMAGE_MAX} bytes", where)
+        raise _too_big(f"is larger than {IMAGE_MAX} bytes", where, IMAGE_MAX)
     return data
 
 
@@ -405,7 +410,7 @@ def extract_svg(svg: str, where: str = IMAGE_FIELD) -> str | None:
     found = scan.assertions[0]
     text = "".join(found.text).strip()
     if len(text) > TEXT_MAX:
-        raise _bad(f"carries an assertion larger than {TEXT_MAX} characters", where)
+        raise _too_big(f"carries an assertion larger than {TEXT_MAX} characters", where, TEXT_MAX)
     return text or found.verify or None
 
 

@@ -13,15 +13,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import quote, urlencode
 
+from badge_service.domain import limits
 from badge_service.domain.badge_templates import TemplateState
 from badge_service.domain.errors import InvalidArgument
 
 FILTER_FIELD = "filter"
 SORT_FIELD = "sort"
-# Bounds that keep one request's SQL small (bind parameters, LIKE patterns) on both databases.
-FILTER_MAX_CHARS = 4096
-SORT_MAX_CHARS = 256
-FILTER_MAX_VALUES = 100
+# limits.CREDLY_*: bounds that keep one request's SQL small (bind parameters, LIKE patterns)
+# on both databases.
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _UTC_MIDNIGHT = dt.time(tzinfo=dt.UTC)
@@ -106,8 +105,7 @@ def _bad_sort(description: str) -> InvalidArgument:
 def parse_filter(text: str) -> TemplateFilter:
     """Parses ``key::value|key::value``; INVALID_ARGUMENT (field ``filter``) naming the key or
     the pair at fault."""
-    if len(text) > FILTER_MAX_CHARS:
-        raise _bad_filter(f"must be at most {FILTER_MAX_CHARS} characters")
+    limits.check_chars(text, limits.CREDLY_FILTER_CHARS, FILTER_FIELD)
     if "\x00" in text:
         raise _bad_filter("must not contain NUL characters")
     if not text.strip():
@@ -165,8 +163,7 @@ def _split_list(key: str, value: str) -> list[str]:
     items = [i for i in items if i]
     if not items:
         raise _bad_filter(f"key {key!r} needs at least one value")
-    if len(items) > FILTER_MAX_VALUES:
-        raise _bad_filter(f"key {key!r} takes at most {FILTER_MAX_VALUES} values")
+    limits.check_items(items, limits.CREDLY_FILTER_VALUES, FILTER_FIELD, f"values for key {key!r}")
     return items
 
 
@@ -225,8 +222,7 @@ def _build(v: dict[str, object]) -> TemplateFilter:
 def parse_sort(text: str) -> tuple[SortTerm, ...]:
     """Parses ``key1|-key2``; empty means DEFAULT_SORT. INVALID_ARGUMENT (field ``sort``) for
     unknown, empty or repeated keys."""
-    if len(text) > SORT_MAX_CHARS:
-        raise _bad_sort(f"must be at most {SORT_MAX_CHARS} characters")
+    limits.check_chars(text, limits.CREDLY_SORT_CHARS, SORT_FIELD)
     if not text.strip():
         return DEFAULT_SORT
     terms: list[SortTerm] = []

@@ -9,14 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from badge_service.domain import limits
 from badge_service.domain.errors import AlreadyExists, InvalidArgument
 
-NAME_MAX = 255
 CODE_DUPLICATE_NAME = 740
 CODE_DATA_TYPE_REQUIRED = 741
 CODE_MANDATORY_NEEDS_DEFAULT = 742
@@ -66,8 +66,11 @@ def validate_custom_field(field: CustomField, prefix: str = "custom_field") -> C
     """Checks every create rule; returns the field with an empty default normalised to None."""
     if not field.name.strip():
         raise InvalidArgument(f"{prefix}.name", "is required")
-    if len(field.name) > NAME_MAX:
-        raise InvalidArgument(f"{prefix}.name", f"must be at most {NAME_MAX} characters")
+    limits.check_chars(field.name, limits.CUSTOM_FIELD_NAME_CHARS, f"{prefix}.name")
+    if field.default_value is not None:
+        limits.check_chars(
+            field.default_value, limits.CUSTOM_FIELD_DEFAULT_CHARS, f"{prefix}.default_value"
+        )
     if field.data_type is None:
         raise InvalidArgument(
             f"{prefix}.data_type",
@@ -145,6 +148,29 @@ def coerce_value(data_type: DataType, value: Any) -> Any:
     if data_type is DataType.BOOLEAN and isinstance(value, bool):
         return value
     return None
+
+
+def filled_defaults(fields: Iterable[CustomField]) -> dict[str, Any]:
+    """What the active fields with a default fill into extra data that names none of them."""
+    out: dict[str, Any] = {}
+    for field in fields:
+        if field.is_active and field.default_value is not None and field.data_type is not None:
+            out[field.name] = parse_text(field.data_type, field.default_value)
+    return out
+
+
+def check_org_fields(fields: Sequence[CustomField], prefix: str = "custom_field") -> None:
+    """An organisation's fields, as a create or update would leave them, within its quotas
+    (RESOURCE_EXHAUSTED): CUSTOM_FIELDS_PER_ORG fields, and defaults that fill at most
+    CUSTOM_FIELD_DEFAULTS_BYTES_PER_ORG into extra data, so that every badge and award is
+    checked against a bounded set and defaults alone never fill the extra data limits."""
+    limits.check_quota(len(fields), limits.CUSTOM_FIELDS_PER_ORG, prefix, "custom fields")
+    limits.check_quota(
+        limits.struct_bytes(filled_defaults(fields)),
+        limits.CUSTOM_FIELD_DEFAULTS_BYTES_PER_ORG,
+        f"{prefix}.default_value",
+        "bytes of custom field defaults",
+    )
 
 
 def check_extra_data(

@@ -65,6 +65,33 @@ class InvalidArgument(DomainError):
         self.field = field
 
 
+class LimitExceeded(InvalidArgument):
+    """A field is over one of the documented limits (domain/limits.py): INVALID_ARGUMENT with
+    reason LIMIT_EXCEEDED, the field, and the limit's name and value in the metadata."""
+
+    def __init__(self, field: str, description: str, limit: str, maximum: int) -> None:
+        super().__init__(field, description, reason="LIMIT_EXCEEDED")
+        self.metadata["limit"] = limit
+        self.metadata["max"] = str(int(maximum))
+        self.limit = limit
+
+
+class QuotaExceeded(DomainError):
+    """The call would take the organisation past one of its quotas (domain/limits.py):
+    RESOURCE_EXHAUSTED with reason QUOTA_EXCEEDED, the limit's name and value, and the field
+    that would grow."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, limit: str, maximum: int, *, field: str) -> None:
+        super().__init__(
+            message,
+            reason="QUOTA_EXCEEDED",
+            metadata={"limit": limit, "max": str(int(maximum)), "field": field},
+        )
+        self.limit = limit
+
+
 class NotFound(DomainError):
     """The named resource does not exist in the caller's organisation (NOT_FOUND)."""
 

@@ -6,10 +6,9 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from badge_service.domain import limits
 from badge_service.domain.custom_fields import DataType
 from badge_service.domain.errors import InvalidArgument
-
-KEY_MAX = 255
 
 
 @dataclass(slots=True)
@@ -36,15 +35,33 @@ class OrgMeta:
     last_updated_by: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class TagRules:
+    """What checking a badge's tags needs of its org's meta tags: their keys (empty when the
+    org defines none, and any tag goes) and the mandatory ones."""
+
+    keys: frozenset[str] = frozenset()
+    mandatory: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, tags: Sequence[OrgMetaTag]) -> TagRules:
+        """The rules of a list of tags."""
+        return cls(frozenset(t.key for t in tags), tuple(t.key for t in tags if t.mandatory))
+
+
 def validate_tags(tags: Sequence[OrgMetaTag], prefix: str = "org_meta.tags") -> None:
-    """Keys are required, unique and short; every tag has a data type."""
+    """At most ORG_META_TAGS_PER_ORG (RESOURCE_EXHAUSTED: the list replaces the org's tags);
+    keys are required, unique and short; every tag has a data type."""
+    limits.check_quota(len(tags), limits.ORG_META_TAGS_PER_ORG, prefix, "org meta tags")
     seen: set[str] = set()
     for i, tag in enumerate(tags):
         where = f"{prefix}[{i}]"
         if not tag.key.strip():
             raise InvalidArgument(f"{where}.key", "is required")
-        if len(tag.key) > KEY_MAX:
-            raise InvalidArgument(f"{where}.key", f"must be at most {KEY_MAX} characters")
+        limits.check_chars(tag.key, limits.ORG_META_TAG_KEY_CHARS, f"{where}.key")
+        limits.check_chars(
+            tag.description, limits.ORG_META_TAG_DESCRIPTION_CHARS, f"{where}.description"
+        )
         if tag.key in seen:
             raise InvalidArgument(f"{where}.key", f"duplicates the key {tag.key!r}")
         seen.add(tag.key)
@@ -54,17 +71,16 @@ def validate_tags(tags: Sequence[OrgMetaTag], prefix: str = "org_meta.tags") -> 
             )
 
 
-def check_badge_tags(tag_names: Sequence[str], org_tags: Sequence[OrgMetaTag], prefix: str) -> None:
+def check_badge_tags(tag_names: Sequence[str], rules: TagRules, prefix: str) -> None:
     """Where the org defines meta tags, a badge's tags must name them and include every
     mandatory one. Tag names on one badge are unique either way."""
     seen: set[str] = set()
-    keys = {t.key for t in org_tags}
+    keys = rules.keys
     for i, name in enumerate(tag_names):
         where = f"{prefix}[{i}].tag_name"
         if not name.strip():
             raise InvalidArgument(where, "is required")
-        if len(name) > KEY_MAX:
-            raise InvalidArgument(where, f"must be at most {KEY_MAX} characters")
+        limits.check_chars(name, limits.BADGE_TEXT_CHARS, where)
         if name in seen:
             raise InvalidArgument(where, f"duplicates the tag {name!r}")
         seen.add(name)
@@ -72,7 +88,7 @@ def check_badge_tags(tag_names: Sequence[str], org_tags: Sequence[OrgMetaTag], p
             raise InvalidArgument(
                 where, f"{name!r} is not an org meta tag key", reason="UNKNOWN_TAG"
             )
-    missing = [t.key for t in org_tags if t.mandatory and t.key not in seen]
+    missing = [key for key in rules.mandatory if key not in seen]
     if missing:
         raise InvalidArgument(
             prefix, f"must include the mandatory tags {missing}", reason="MANDATORY_TAG_MISSING"

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from badge_service.domain import limits
 from badge_service.domain.errors import InvalidArgument
 
 
@@ -80,7 +81,8 @@ def encode_page_token(after: object, fingerprint: str) -> str:
 
 def decode_page_token(token: str, fingerprint: str, field: str = "page_token") -> object:
     """The key a token resumes after; INVALID_ARGUMENT if it is malformed or was made for
-    other filters."""
+    other filters (or longer than any token this service issues: LIMIT_EXCEEDED)."""
+    limits.check_chars(token, limits.PAGE_TOKEN_CHARS, field)
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)

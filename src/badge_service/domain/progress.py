@@ -19,13 +19,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from badge_service.domain import limits
 from badge_service.domain.awards import Recipient
 from badge_service.domain.badges import Badge, BadgeState, BadgeStateType
 from badge_service.domain.errors import FailedPrecondition, InvalidArgument
 
-# ListRecipientBadgeStates: 50 a page by default, at most 500.
+# ListRecipientBadgeStates: 50 a page by default, at most limits.RECIPIENT_STATES_PAGE.
 LIST_DEFAULT_PAGE_SIZE = 50
-LIST_MAX_PAGE_SIZE = 500
+LIST_MAX_PAGE_SIZE = limits.RECIPIENT_STATES_PAGE
 
 
 @dataclass(frozen=True, slots=True)

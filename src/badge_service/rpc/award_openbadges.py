@@ -20,7 +20,7 @@ from google.protobuf import struct_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from badge_service.api.badges.v1 import award_pb2 as pb
-from badge_service.domain import baking, openbadges
+from badge_service.domain import baking, limits, openbadges
 from badge_service.domain.awards import Award, AwardKind, AwardState
 from badge_service.domain.badgr import BadgeClass, Key
 from badge_service.domain.errors import InvalidArgument, NotFound
@@ -153,6 +153,8 @@ class AwardOpenBadgesMixin:
         if which == "assertion_id":
             if not request.assertion_id.strip():
                 raise InvalidArgument("assertion_id", "is required")
+            # An id or our hosted URL of one: never longer than a URL.
+            limits.check_url(request.assertion_id, "assertion_id")
             ref = request.assertion_id
         elif which == "baked_image":
             image = request.baked_image

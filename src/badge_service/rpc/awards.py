@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from badge_service.api.badges.v1 import award_pb2 as pb
 from badge_service.api.badges.v1 import award_pb2_grpc as pb_grpc
 from badge_service.domain import awards as domain
-from badge_service.domain import badgr, openbadges, paging
+from badge_service.domain import badgr, limits, openbadges, paging
 from badge_service.domain.awards import (
     Award,
     AwardFilter,
@@ -206,7 +206,9 @@ def award_from_proto(msg: pb.Award, prefix: str) -> Award:
         issued_at=from_ts(msg, "issued_at", f"{prefix}.issued_at"),
         narrative=msg.narrative,
         evidence=_evidence(msg.evidence),
-        custom_data=struct_to_dict(msg.custom_data, f"{prefix}.custom_data"),
+        custom_data=struct_to_dict(
+            msg.custom_data, f"{prefix}.custom_data", limits.AWARD_CUSTOM_DATA_BYTES
+        ),
     )
     if which == "badge_id":
         award.badge_id = msg.badge_id
@@ -226,14 +228,14 @@ def award_from_proto(msg: pb.Award, prefix: str) -> Award:
 @dataclass(slots=True)
 class _Prepared:
     """An award that passed its definition's rules; it still needs its counter slots
-    (``limits``, CrowdTwist) and a free dedupe key (Credly) to be inserted. ``message`` is its
+    (``counters``, CrowdTwist) and a free dedupe key (Credly) to be inserted. ``message`` is its
     serialized reply without the fields that change."""
 
     index: int
     award: Award
     dedupe_key: str | None
     message: bytes
-    limits: list[domain.CounterLimit] = field(default_factory=list)
+    counters: list[domain.CounterLimit] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,14 +344,14 @@ def _prepare(
         award.badge_class_id = badge_class.id
         award.expires_at = domain.class_expiry(badge_class, award.issued_at)
         entity_id = badge_class.entity_id
-    award.custom_data = check_extra_data(
-        award.custom_data,
-        defs.fields(),
-        f"{prefix}.custom_data" if prefix else "custom_data",
-    )
-    limits = [] if badge is None else domain.badge_limits(badge, award.issued_at)
+    where = f"{prefix}.custom_data" if prefix else "custom_data"
+    award.custom_data = check_extra_data(award.custom_data, defs.fields(), where)
+    # As stored, the org's defaults included.
+    limits.check_struct(award.custom_data, limits.AWARD_CUSTOM_DATA_BYTES, where)
+    caps = [] if badge is None else domain.badge_limits(badge, award.issued_at)
     message = _stored_proto(award, entity_id).SerializeToString()
-    return _Prepared(index, award, dedupe_key, message, limits)
+    limits.check_bytes(len(message), limits.AWARD_BYTES, prefix or "request", "as stored")
+    return _Prepared(index, award, dedupe_key, message, caps)
 
 
 def _create(
@@ -375,15 +377,24 @@ def _create(
             prepared.append(_prepare(defs, i, item, prefixes[i], now))
         except DomainError as err:
             results[i] = err
+    if len(items) > 1:
+        # The reply of a batch carries every award it creates: the batch as a whole is refused
+        # (nothing written) rather than answered with more than a message may hold.
+        limits.check_bytes(
+            sum(len(p.message) for p in prepared),
+            limits.BATCH_AWARDS_BYTES,
+            "requests",
+            "of awards in one batch, as stored",
+        )
     # Counter slots first of the writes, so that a request refused for another reason takes
     # none.
     refused = store.take_counters(
         conn,
         org_id,
         [
-            store.CounterWant(p.index, p.award.badge_id or 0, p.award.recipient_key, p.limits)
+            store.CounterWant(p.index, p.award.badge_id or 0, p.award.recipient_key, p.counters)
             for p in prepared
-            if p.limits
+            if p.counters
         ],
     )
     for p in prepared:
@@ -605,8 +616,7 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
         key = request_key(request, who.org_id)
         if not request.requests:
             raise InvalidArgument("requests", "must have at least one request")
-        if len(request.requests) > domain.BATCH_MAX:
-            raise InvalidArgument("requests", f"must have at most {domain.BATCH_MAX} requests")
+        limits.check_items(request.requests, limits.BATCH_AWARDS, "requests", "requests")
         now = dt.datetime.now(dt.UTC)
         items: list[Award | DomainError] = []
         prefixes: list[str] = []

@@ -9,7 +9,7 @@ from google.protobuf import empty_pb2
 
 from badge_service.api.badges.v1 import badge_class_pb2 as pb
 from badge_service.api.badges.v1 import badge_class_pb2_grpc as pb_grpc
-from badge_service.domain import badgr, paging
+from badge_service.domain import badgr, limits, paging
 from badge_service.domain.badgr import (
     Alignment,
     BadgeClass,
@@ -30,6 +30,7 @@ from badge_service.rpc.convert import dict_to_struct, from_ts, merge_update, ts
 from badge_service.rpc.issuers import (
     after_hex_id,
     base_url_of,
+    check_stored_size,
     enum_of,
     lookup_key,
     resource_key,
@@ -238,8 +239,8 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
         who = current_principal()
         size = paging.resolve_page_size(
             request.page_size,
-            default=badgr.LIST_DEFAULT_PAGE_SIZE,
-            maximum=badgr.LIST_MAX_PAGE_SIZE,
+            default=limits.BADGE_CLASSES_PAGE,
+            maximum=limits.BADGE_CLASSES_PAGE,
         )
         issuer_key = (
             badgr.key_of_id_or_entity_id(request.issuer, "issuer", badgr.ISSUER)
@@ -303,10 +304,11 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
             bc.issuer_id, bc.issuer_entity_id = issuer.id, issuer.entity_id
             bc.created_at = bc.updated_at = now
             badgr.apply_archival(bc, None, now)
+            out = to_proto(bc, self._base)
+            check_stored_size(out, limits.BADGE_CLASS_BYTES, "badge_class")
             await store.insert_badge_class(conn, bc)
-            reply = to_proto(bc, self._base)
-            await request_ids.complete(conn, request_id, reply)
-        return reply
+            await request_ids.complete(conn, request_id, out)
+        return out
 
     async def UpdateBadgeClass(
         self, request: pb.UpdateBadgeClassRequest, context: grpc.aio.ServicerContext
@@ -335,8 +337,10 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
             bc.created_by, bc.created_at = existing.created_by, existing.created_at
             bc.updated_at = now
             badgr.apply_archival(bc, existing, now)
+            out = to_proto(bc, self._base)
+            check_stored_size(out, limits.BADGE_CLASS_BYTES, "badge_class")
             await store.update_badge_class(conn, bc)
-        return to_proto(bc, self._base)
+        return out
 
     async def DeleteBadgeClass(
         self, request: pb.DeleteBadgeClassRequest, context: grpc.aio.ServicerContext
@@ -399,7 +403,7 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
         size = paging.resolve_page_size(
             request.page_size,
             default=badgr.CLAIM_CODES_DEFAULT_PAGE_SIZE,
-            maximum=badgr.CLAIM_CODES_MAX_PAGE_SIZE,
+            maximum=limits.CLAIM_CODES_PAGE,
         )
         async with self._db.read() as conn:
             bc = await store.get_badge_class(conn, who.org_id, key)

@@ -11,7 +11,7 @@ from google.protobuf import empty_pb2
 
 from badge_service.api.badges.v1 import badge_template_pb2 as pb
 from badge_service.api.badges.v1 import badge_template_pb2_grpc as pb_grpc
-from badge_service.domain import paging
+from badge_service.domain import limits, paging
 from badge_service.domain.badge_templates import (
     DEFAULT_PUBLIC_BASE_URL,
     PAGE_SIZE,
@@ -49,7 +49,7 @@ from badge_service.domain.credly_query import (
     parse_sort,
     sort_text,
 )
-from badge_service.domain.errors import InvalidArgument
+from badge_service.domain.errors import InvalidArgument, LimitExceeded
 from badge_service.rpc import request_ids
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import merge_update, ts
@@ -450,8 +450,14 @@ class BadgeTemplateServicer(pb_grpc.BadgeTemplateServiceServicer):
         recommending: list[TemplateRef] = []
         criterion_for: list[TemplateRef] = []
         if with_users:
-            recommending = await store.linking_templates(conn, b.org_id, b.id, store.RECOMMENDS)
-            criterion_for = await store.linking_templates(conn, b.org_id, b.id, store.REQUIRES)
+            # Any number of templates may name this one: the reply shows the first ones.
+            most = limits.BADGE_TEMPLATE_RELATED
+            recommending = await store.linking_templates(
+                conn, b.org_id, b.id, store.RECOMMENDS, most
+            )
+            criterion_for = await store.linking_templates(
+                conn, b.org_id, b.id, store.REQUIRES, most
+            )
         return to_proto(
             b,
             owner,
@@ -463,12 +469,29 @@ class BadgeTemplateServicer(pb_grpc.BadgeTemplateServiceServicer):
         )
 
     async def _validate(
-        self, conn: AsyncConnection, b: BadgeTemplate, *, creating: bool
+        self, conn: AsyncConnection, b: BadgeTemplate, owner: Owner, *, creating: bool
     ) -> BadgeTemplate:
         refs = await store.refs(conn, b.org_id, b.referenced_ids())
-        edges = await store.requirement_edges(conn, b.org_id) if b.requirement_ids() else []
+        edges: list[tuple[str, str]] | None = []
+        if b.requirement_ids():
+            reach = limits.BADGE_TEMPLATE_REQUIREMENT_REACH
+            edges = await store.requirement_edges(
+                conn, b.org_id, b.requirement_ids(), reach, exclude=b.id
+            )
+            if edges is None:
+                raise LimitExceeded(
+                    f"{PREFIX}.required_badge_templates",
+                    f"reaches more than {reach} templates through their own requirements",
+                    reach.name,
+                    reach,
+                )
         variants = False if creating else await store.has_variants(conn, b.org_id, b.id)
-        return validate_template(b, refs=refs, requirement_edges=edges, has_variants=variants)
+        b = validate_template(b, refs=refs, requirement_edges=edges or [], has_variants=variants)
+        # Its own fields as stored (references to other templates render apart, each bounded).
+        limits.check_bytes(
+            to_proto(b, owner, {}).ByteSize(), limits.BADGE_TEMPLATE_BYTES, PREFIX, "as stored"
+        )
+        return b
 
     async def ListBadgeTemplates(
         self, request: pb.ListBadgeTemplatesRequest, context: grpc.aio.ServicerContext
@@ -575,7 +598,7 @@ class BadgeTemplateServicer(pb_grpc.BadgeTemplateServiceServicer):
             b.created_at = b.updated_at = now
             b.image_id = new_uuid() if b.image_url else ""
             apply_state_change(b, None, now)
-            b = await self._validate(conn, b, creating=True)
+            b = await self._validate(conn, b, owner, creating=True)
             await store.insert_template(conn, b)
             reply = await self._reply(conn, b, owner)
             await request_ids.complete(conn, key, reply)
@@ -608,7 +631,7 @@ class BadgeTemplateServicer(pb_grpc.BadgeTemplateServiceServicer):
             else:
                 b.image_id = new_uuid() if b.image_url else ""
             apply_state_change(b, existing.state, now)
-            b = await self._validate(conn, b, creating=False)
+            b = await self._validate(conn, b, owner, creating=False)
             await store.update_template(conn, b)
             return await self._reply(conn, b, owner)
 

@@ -11,7 +11,7 @@ from google.protobuf import empty_pb2
 
 from badge_service.api.badges.v1 import badge_pb2 as pb
 from badge_service.api.badges.v1 import badge_pb2_grpc as pb_grpc
-from badge_service.domain import paging
+from badge_service.domain import limits, paging
 from badge_service.domain.badges import (
     LIST_DEFAULT_PAGE_SIZE,
     LIST_MAX_PAGE_SIZE,
@@ -116,7 +116,9 @@ def from_proto(msg: pb.Badge, prefix: str) -> Badge:
         ),
         tags=[BadgeTag(g.tag_name, g.tag_id) for g in msg.tags],
         segments=segments,
-        extra_data=struct_to_dict(msg.badge_extra_data, f"{prefix}.badge_extra_data"),
+        extra_data=struct_to_dict(
+            msg.badge_extra_data, f"{prefix}.badge_extra_data", limits.BADGE_EXTRA_DATA_BYTES
+        ),
     )
 
 
@@ -204,7 +206,7 @@ def _validate(conn: Connection, badge: Badge, now: dt.datetime) -> Badge:
     if rules is None:
         rules = (
             fields_store.list_fields(conn, badge.org_id),
-            orgs_store.get_org_meta(conn, badge.org_id).tags,
+            orgs_store.get_tag_rules(conn, badge.org_id),
         )
         if cache is not None:
             cache[key] = rules
@@ -278,6 +280,7 @@ class BadgeServicer(pb_grpc.BadgeServiceServicer):
         size = paging.resolve_page_size(
             request.page_size, default=LIST_DEFAULT_PAGE_SIZE, maximum=LIST_MAX_PAGE_SIZE
         )
+        limits.check_chars(request.tag_name, limits.BADGE_TEXT_CHARS, "tag_name")
         flt = BadgeFilter(
             is_enabled=request.is_enabled if request.HasField("is_enabled") else None,
             tag_name=request.tag_name or None,

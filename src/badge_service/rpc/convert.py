@@ -7,13 +7,14 @@ import math
 from typing import Any, TypeVar
 
 from google.api import field_behavior_pb2
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 
 from badge_service.api.badges.v1 import common_pb2
+from badge_service.domain import limits
 from badge_service.domain.custom_fields import DataType
-from badge_service.domain.errors import InvalidArgument
+from badge_service.domain.errors import InvalidArgument, LimitExceeded
 
 M = TypeVar("M", bound=Message)
 
@@ -55,37 +56,59 @@ def iso(value: dt.datetime | None) -> str:
     return "" if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def struct_to_dict(value: struct_pb2.Struct, where: str = "struct") -> dict[str, Any]:
-    """A Struct as plain JSON values; INVALID_ARGUMENT, naming the value by its path under
-    ``where``, for NaN or an infinity, which JSON (and so the store) cannot hold."""
-    try:
-        return json_format.MessageToDict(value)
-    except ValueError:
-        field = _non_finite(value, where) or where
-        raise InvalidArgument(
-            field, "must be a finite number (JSON has no NaN or Infinity)"
-        ) from None
+def struct_to_dict(value: struct_pb2.Struct, where: str, limit: limits.Limit) -> dict[str, Any]:
+    """A Struct as plain JSON values, checked: at most ``limit`` bytes serialized and
+    STRUCT_DEPTH levels deep (LIMIT_EXCEEDED), every Value with its kind set (a Value without
+    one is easy to send by mistake from other languages, and is not JSON null), and finite
+    numbers only (JSON, and so the store, has no NaN or Infinity). Values are named by their
+    path under ``where`` (``badge.badge_extra_data.a[2].b``)."""
+    limits.check_bytes(value.ByteSize(), limit, where)
+    return _struct(value, where, 1)
 
 
-def _non_finite(value: Message, where: str) -> str | None:
-    if isinstance(value, struct_pb2.Struct):
-        items: list[tuple[str, Message]] = [(f"{where}.{k}", v) for k, v in value.fields.items()]
-    elif isinstance(value, struct_pb2.ListValue):
-        items = [(f"{where}[{i}]", v) for i, v in enumerate(value.values)]
-    elif isinstance(value, struct_pb2.Value):
-        kind = value.WhichOneof("kind")
-        if kind == "number_value":
-            return None if math.isfinite(value.number_value) else where
-        if kind in ("struct_value", "list_value"):
-            return _non_finite(getattr(value, kind), where)
+def _struct(value: struct_pb2.Struct, where: str, depth: int) -> dict[str, Any]:
+    if depth > limits.STRUCT_DEPTH:
+        raise _too_deep(where)
+    return {key: _value(item, f"{where}.{key}", depth) for key, item in value.fields.items()}
+
+
+def _value(value: struct_pb2.Value, where: str, depth: int) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            raise InvalidArgument(where, "must be a finite number (JSON has no NaN or Infinity)")
+        return number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "null_value":
         return None
-    else:
-        return None
-    for path, item in items:
-        found = _non_finite(item, path)
-        if found is not None:
-            return found
-    return None
+    if kind == "struct_value":
+        return _struct(value.struct_value, where, depth + 1)
+    if kind == "list_value":
+        if depth + 1 > limits.STRUCT_DEPTH:
+            raise _too_deep(where)
+        return [
+            _value(item, f"{where}[{i}]", depth + 1)
+            for i, item in enumerate(value.list_value.values)
+        ]
+    raise InvalidArgument(
+        where,
+        "is a google.protobuf.Value with no kind set: set one of null_value, number_value, "
+        "string_value, bool_value, struct_value or list_value",
+        reason="VALUE_KIND_MISSING",
+    )
+
+
+def _too_deep(where: str) -> InvalidArgument:
+    return LimitExceeded(
+        where,
+        f"nests objects and lists more than {limits.STRUCT_DEPTH} levels deep",
+        limits.STRUCT_DEPTH.name,
+        limits.STRUCT_DEPTH,
+    )
 
 
 def dict_to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
@@ -125,8 +148,12 @@ def merge_update(
     """Applies an AIP-134 update: the masked fields of ``patch`` onto ``existing``.
 
     An empty mask means every field set in ``patch``; ``*`` means every mutable field.
-    Paths must name mutable fields (or fields inside them); others are INVALID_ARGUMENT.
+    Paths must name mutable fields (or fields inside them); others are INVALID_ARGUMENT, as are
+    masks over the UPDATE_MASK_PATHS and UPDATE_MASK_PATH_CHARS limits.
     """
+    limits.check_items(mask.paths, limits.UPDATE_MASK_PATHS, "update_mask", "paths")
+    for path in mask.paths:
+        limits.check_chars(path, limits.UPDATE_MASK_PATH_CHARS, "update_mask")
     if list(mask.paths) == ["*"]:
         paths = sorted(mutable)
     elif mask.paths:

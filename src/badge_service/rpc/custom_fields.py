@@ -9,10 +9,11 @@ from google.protobuf import empty_pb2
 
 from badge_service.api.badges.v1 import custom_field_pb2 as pb
 from badge_service.api.badges.v1 import custom_field_pb2_grpc as pb_grpc
-from badge_service.domain import paging
+from badge_service.domain import limits, paging
 from badge_service.domain.custom_fields import (
     CODE_DATA_TYPE_REQUIRED,
     CustomField,
+    check_org_fields,
     validate_custom_field,
 )
 from badge_service.domain.errors import InvalidArgument
@@ -21,11 +22,11 @@ from badge_service.rpc import request_ids
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import data_type, data_type_proto, iso, merge_update, ts
 from badge_service.store import custom_fields as store
+from badge_service.store import orgs as orgs_store
 from badge_service.store.db import Database
 
 MUTABLE = frozenset({"name", "is_mandatory", "default_value", "is_active", "data_type"})
 LIST_DEFAULT = 50
-LIST_MAX = 500
 
 
 def from_proto(msg: pb.CustomField, prefix: str) -> CustomField:
@@ -75,7 +76,8 @@ class CustomFieldServicer(pb_grpc.CustomFieldServiceServicer):
     async def CreateCustomField(
         self, request: pb.CreateCustomFieldRequest, context: grpc.aio.ServicerContext
     ) -> pb.CustomField:
-        """Creates a field; 740/741/742/744 as Capillary."""
+        """Creates a field; 740/741/742/744 as Capillary; RESOURCE_EXHAUSTED past the org's
+        quotas (fields, defaults)."""
         who = current_principal()
         key = request_ids.request_key(request, who.org_id)
         field = validate_custom_field(from_proto(request.custom_field, "custom_field"))
@@ -88,6 +90,9 @@ class CustomFieldServicer(pb_grpc.CustomFieldServiceServicer):
             first = await request_ids.claim(conn, key, now)
             if first is not None:
                 return pb.CustomField.FromString(first)
+            await orgs_store.lock_org(conn, who.org_id)
+            fields = await conn.run_sync(store.list_fields, who.org_id)
+            check_org_fields([*fields, field])
             await store.insert_field(conn, field)
             reply = to_proto(field)
             await request_ids.complete(conn, key, reply)
@@ -107,7 +112,9 @@ class CustomFieldServicer(pb_grpc.CustomFieldServiceServicer):
     ) -> pb.ListCustomFieldsResponse:
         """Lists fields oldest first, with keyset paging."""
         who = current_principal()
-        size = paging.resolve_page_size(request.page_size, default=LIST_DEFAULT, maximum=LIST_MAX)
+        size = paging.resolve_page_size(
+            request.page_size, default=LIST_DEFAULT, maximum=limits.CUSTOM_FIELDS_PAGE
+        )
         fingerprint = paging.filter_fingerprint("custom_fields")
         after: str | None = None
         if request.page_token:
@@ -143,6 +150,9 @@ class CustomFieldServicer(pb_grpc.CustomFieldServiceServicer):
             field.created_on, field.created_by = existing.created_on, existing.created_by
             field.last_updated_on = dt.datetime.now(dt.UTC)
             field.last_updated_by = who.key_id
+            await orgs_store.lock_org(conn, who.org_id)
+            fields = await conn.run_sync(store.list_fields, who.org_id)
+            check_org_fields([field if f.id == field.id else f for f in fields])
             await store.update_field(conn, field)
         return to_proto(field)
 

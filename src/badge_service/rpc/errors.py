@@ -7,7 +7,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from badge_service.domain.errors import ERROR_DOMAIN, DomainError
+from badge_service.domain.errors import ERROR_DOMAIN, DomainError, QuotaExceeded
 
 # Messages and details echo what the client sent (names, ids, mask paths). Trailers above
 # the client's metadata limit (8 KiB soft, 16 KiB hard by default) would turn the error into
@@ -55,6 +55,19 @@ def to_status_proto(err: DomainError) -> status_pb2.Status:
             )
         )
         details.append(bad)
+    if isinstance(err, QuotaExceeded):
+        # AIP-193: RESOURCE_EXHAUSTED carries QuotaFailure, naming the quota as its subject.
+        quota = any_pb2.Any()
+        quota.Pack(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=err.limit, description=_clip(err.message, _TEXT_MAX_BYTES)
+                    )
+                ]
+            )
+        )
+        details.append(quota)
     return status_pb2.Status(
         code=code_pb2.Code.Value(err.code),
         message=_clip(err.message, _TEXT_MAX_BYTES),

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from badge_service.api.badges.v1 import issuer_pb2 as pb
 from badge_service.api.badges.v1 import issuer_pb2_grpc as pb_grpc
-from badge_service.domain import badgr, paging
+from badge_service.domain import badgr, limits, paging
 from badge_service.domain.badgr import (
     Issuer,
     IssuerPreferences,
@@ -100,9 +100,15 @@ def wants_open_badges(view: int) -> bool:
 
 def struct_of(msg: struct_pb2.Struct, where: str) -> dict[str, Any]:
     """A Struct as plain JSON values, checked for storage (no NUL, finite numbers, size)."""
-    value = struct_to_dict(msg, where)
+    value = struct_to_dict(msg, where, limits.BADGR_EXTENSIONS_BYTES)
     badgr.check_json_object(value, where)
     return value
+
+
+def check_stored_size(msg: Message, limit: limits.Limit, where: str) -> None:
+    """LIMIT_EXCEEDED unless a resource, as stored and returned, fits its limit (so that a
+    full page of them fits in a reply)."""
+    limits.check_bytes(msg.ByteSize(), limit, where, "as stored and returned")
 
 
 def lookup_key(
@@ -321,8 +327,8 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
         who = current_principal()
         size = paging.resolve_page_size(
             request.page_size,
-            default=badgr.LIST_DEFAULT_PAGE_SIZE,
-            maximum=badgr.LIST_MAX_PAGE_SIZE,
+            default=limits.ISSUERS_PAGE,
+            maximum=limits.ISSUERS_PAGE,
         )
         fingerprint = paging.filter_fingerprint("badgr_issuers")
         after = after_hex_id(request.page_token, fingerprint)
@@ -361,14 +367,15 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
         issuer.id, issuer.entity_id = new_hex_id(), badgr.new_entity_id()
         issuer.org_id, issuer.created_by = who.org_id, str(who.key_id)
         issuer.created_at = issuer.updated_at = now
+        out = to_proto(issuer, self._base)
+        check_stored_size(out, limits.ISSUER_BYTES, "issuer")
         async with self._db.write() as conn:
             first = await request_ids.claim(conn, key, now)
             if first is not None:
                 return pb.Issuer.FromString(first)
             await store.insert_issuer(conn, issuer)
-            reply = to_proto(issuer, self._base)
-            await request_ids.complete(conn, key, reply)
-        return reply
+            await request_ids.complete(conn, key, out)
+        return out
 
     async def UpdateIssuer(
         self, request: pb.UpdateIssuerRequest, context: grpc.aio.ServicerContext
@@ -393,8 +400,10 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
             )
             issuer.created_by, issuer.created_at = existing.created_by, existing.created_at
             issuer.updated_at = dt.datetime.now(dt.UTC)
+            out = to_proto(issuer, self._base)
+            check_stored_size(out, limits.ISSUER_BYTES, "issuer")
             await store.update_issuer(conn, issuer)
-        return to_proto(issuer, self._base)
+        return out
 
     async def DeleteIssuer(
         self, request: pb.DeleteIssuerRequest, context: grpc.aio.ServicerContext

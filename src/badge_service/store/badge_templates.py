@@ -439,21 +439,47 @@ async def refs(conn: AsyncConnection, org_id: int, ids: Iterable[str]) -> dict[s
     return out
 
 
-async def requirement_edges(conn: AsyncConnection, org_id: int) -> list[tuple[str, str]]:
-    """Every (template, required template) pair of the org, for the cycle check."""
+async def requirement_edges(
+    conn: AsyncConnection, org_id: int, start: Iterable[str], reach: int, *, exclude: str
+) -> list[tuple[str, str]] | None:
+    """The (template, required template) pairs among the org's templates reachable from
+    ``start`` by following requirements, for the cycle check of template ``exclude`` (whose
+    own stored requirements are not followed: they are being replaced); None when more than
+    ``reach`` templates are reachable. One recursive query that stops after ``reach + 1``
+    templates, so its cost does not grow with the org's other templates."""
+    wanted = sorted(set(start))
+    if not wanted:
+        return []
+    anchor = (
+        select(t.c.id.label("id"))
+        .where(t.c.org_id == org_id, t.c.id.in_(wanted))
+        .cte("reach", recursive=True)
+    )
+    step = select(links.c.target_id).where(
+        links.c.template_id == anchor.c.id,
+        links.c.template_id != exclude,
+        links.c.org_id == org_id,
+        links.c.kind == REQUIRES,
+    )
+    # UNION, not UNION ALL: a template already reached is not followed again, so a cycle
+    # among the stored templates ends the recursion.
+    closure = anchor.union(step)
+    found = [row[0] for row in await conn.execute(select(closure.c.id).limit(reach + 1))]
+    if len(found) > reach:
+        return None
     rows = await conn.execute(
         select(links.c.template_id, links.c.target_id).where(
-            links.c.org_id == org_id, links.c.kind == REQUIRES
+            links.c.org_id == org_id, links.c.kind == REQUIRES, links.c.template_id.in_(found)
         )
     )
     return [(a, b) for a, b in rows]
 
 
 async def linking_templates(
-    conn: AsyncConnection, org_id: int, template_id: str, kind: str
+    conn: AsyncConnection, org_id: int, template_id: str, kind: str, limit: int
 ) -> list[TemplateRef]:
-    """The org's templates that require (REQUIRES) or recommend (RECOMMENDS) a template, by
-    name then id."""
+    """The first ``limit`` of the org's templates that require (REQUIRES) or recommend
+    (RECOMMENDS) a template, by name then id."""
     stmt = (
         select(*_REF_COLUMNS)
         .where(
@@ -465,6 +491,7 @@ async def linking_templates(
             ),
         )
         .order_by(t.c.name_key, t.c.id)
+        .limit(limit)
     )
     return [_ref(r) for r in await conn.execute(stmt)]
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from badge_service.domain.custom_fields import CustomField, DataType, duplicate_name
 from badge_service.domain.errors import NotFound
+from badge_service.domain.ids import is_hex_id
 from badge_service.store.db import from_micros, to_micros
 from badge_service.store.models import custom_fields as t
 
@@ -62,7 +63,9 @@ async def insert_field(conn: AsyncConnection, field: CustomField) -> None:
 
 
 async def get_field(conn: AsyncConnection, org_id: int, field_id: str) -> CustomField:
-    """One field of the org, or NOT_FOUND."""
+    """One field of the org, or NOT_FOUND (at once for what cannot be one of our ids)."""
+    if not is_hex_id(field_id):
+        raise NotFound(RESOURCE, field_id)
     row = (await conn.execute(select(t).where(t.c.org_id == org_id, t.c.id == field_id))).first()
     if row is None:
         raise NotFound(RESOURCE, field_id)
@@ -106,6 +109,8 @@ async def update_field(conn: AsyncConnection, field: CustomField) -> None:
 
 async def delete_field(conn: AsyncConnection, org_id: int, field_id: str) -> None:
     """Deletes a field, or NOT_FOUND."""
+    if not is_hex_id(field_id):
+        raise NotFound(RESOURCE, field_id)
     result = await conn.execute(delete(t).where(t.c.org_id == org_id, t.c.id == field_id))
     if result.rowcount == 0:
         raise NotFound(RESOURCE, field_id)

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from badge_service.domain.custom_fields import DataType
 from badge_service.domain.errors import NotFound
 from badge_service.domain.ids import new_hex_id
-from badge_service.domain.org_meta import OrgMeta, OrgMetaTag
-from badge_service.store.db import from_micros, to_micros
+from badge_service.domain.org_meta import OrgMeta, OrgMetaTag, TagRules
+from badge_service.store.db import PreparedLookup, from_micros, to_micros
 from badge_service.store.models import org_meta, orgs
 
 
@@ -58,6 +58,13 @@ async def get_org(conn: AsyncConnection, org_id: int) -> Org:
     return Org(row.id, row.uuid, row.name)
 
 
+async def lock_org(conn: AsyncConnection, org_id: int) -> None:
+    """Holds the organisation's row until the transaction ends (PostgreSQL, SELECT ... FOR
+    UPDATE), so that writes checking one of the org's quotas run one at a time and cannot
+    both pass it; SQLite has one writer at a time already."""
+    await conn.execute(select(orgs.c.id).where(orgs.c.id == org_id).with_for_update())
+
+
 async def list_orgs(conn: AsyncConnection) -> list[Org]:
     """Every organisation, by id."""
     rows = await conn.execute(select(orgs).order_by(orgs.c.id))
@@ -94,6 +101,24 @@ def get_org_meta(conn: Connection, org_id: int) -> OrgMeta:
         created_by=row.created_by,
         last_updated_on=from_micros(row.last_updated_on),
         last_updated_by=row.last_updated_by,
+    )
+
+
+_TAGS_OF_ORG = PreparedLookup(
+    select(org_meta.c.tags).where(org_meta.c.org_id == bindparam("org_id"))
+)
+
+
+def get_tag_rules(conn: Connection, org_id: int) -> TagRules:
+    """What a badge's tags are checked against (every badge create and update reads it): the
+    keys and the mandatory ones, read from the stored tags without building each tag."""
+    row = _TAGS_OF_ORG.first(conn, {"org_id": org_id})
+    if row is None:
+        raise NotFound("org meta of organisation", org_id)
+    tags: list[dict[str, object]] = row.tags
+    return TagRules(
+        frozenset(str(t["key"]) for t in tags),
+        tuple(str(t["key"]) for t in tags if t.get("mandatory")),
     )
 
 
