@@ -132,9 +132,13 @@ class Backend:
         """The server's database handle (for test set-up only)."""
         return self.running.db
 
-    def client(self, metadata: list[tuple[str, str]] | None = None) -> Client:
+    def client(
+        self,
+        metadata: list[tuple[str, str]] | None = None,
+        options: list[tuple[str, int]] | None = None,
+    ) -> Client:
         """A client on its own channel, closed when the session ends."""
-        c = Client.connect(self.port, metadata)
+        c = Client.connect(self.port, metadata, options)
         self.clients.append(c)
         return c
 

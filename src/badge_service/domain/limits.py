@@ -76,7 +76,7 @@ UPDATE_MASK_PATHS = _limit(100, "update_mask_paths", "paths", "`update_mask` pat
 UPDATE_MASK_PATH_CHARS = _limit(256, "update_mask_path_chars", "characters", "one mask path")
 URL_BYTES = _limit(2048, "url_bytes", "bytes (UTF-8)", "every URL field")
 STRUCT_DEPTH = _limit(
-    32,
+    20,
     "struct_depth",
     "levels",
     "nesting of objects and lists in a Struct (extra data, custom data, extensions)",
@@ -165,7 +165,7 @@ BADGE_TEMPLATE_RELATED = _limit(
     "many (by name, then id)",
 )
 BADGE_TEMPLATE_REQUIREMENT_REACH = _limit(
-    1000,
+    200,
     "badge_template_requirement_reach",
     "templates",
     "templates reached by following required templates from one template (the cycle check "

@@ -46,7 +46,13 @@ from badge_service.rpc import wire
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.award_events import AwardEventsMixin, recipient_to_proto
 from badge_service.rpc.award_openbadges import AwardOpenBadgesMixin, open_badge_struct
-from badge_service.rpc.convert import dict_to_struct, from_ts, struct_to_dict, ts
+from badge_service.rpc.convert import (
+    dict_to_struct,
+    from_ts,
+    stored_size,
+    struct_to_dict,
+    ts,
+)
 from badge_service.rpc.errors import to_status_proto
 from badge_service.rpc.issuers import after_hex_id, base_url_of
 from badge_service.rpc.request_ids import request_key, write_once
@@ -235,6 +241,7 @@ class _Prepared:
     award: Award
     dedupe_key: str | None
     message: bytes
+    size: int  # stored_size of the message: what its limits count
     counters: list[domain.CounterLimit] = field(default_factory=list)
 
 
@@ -349,9 +356,10 @@ def _prepare(
     # As stored, the org's defaults included.
     limits.check_struct(award.custom_data, limits.AWARD_CUSTOM_DATA_BYTES, where)
     caps = [] if badge is None else domain.badge_limits(badge, award.issued_at)
-    message = _stored_proto(award, entity_id).SerializeToString()
-    limits.check_bytes(len(message), limits.AWARD_BYTES, prefix or "request", "as stored")
-    return _Prepared(index, award, dedupe_key, message, caps)
+    stored = _stored_proto(award, entity_id)
+    size = stored_size(stored)
+    limits.check_bytes(size, limits.AWARD_BYTES, prefix or "request", "as stored")
+    return _Prepared(index, award, dedupe_key, stored.SerializeToString(), size, caps)
 
 
 def _create(
@@ -381,7 +389,7 @@ def _create(
         # The reply of a batch carries every award it creates: the batch as a whole is refused
         # (nothing written) rather than answered with more than a message may hold.
         limits.check_bytes(
-            sum(len(p.message) for p in prepared),
+            sum(p.size for p in prepared),
             limits.BATCH_AWARDS_BYTES,
             "requests",
             "of awards in one batch, as stored",

@@ -26,11 +26,16 @@ from badge_service.domain.errors import InvalidArgument
 from badge_service.domain.ids import new_hex_id
 from badge_service.rpc import request_ids
 from badge_service.rpc.auth import current_principal
-from badge_service.rpc.convert import dict_to_struct, from_ts, merge_update, ts
+from badge_service.rpc.convert import (
+    check_stored_size,
+    dict_to_struct,
+    from_ts,
+    merge_update,
+    ts,
+)
 from badge_service.rpc.issuers import (
     after_hex_id,
     base_url_of,
-    check_stored_size,
     enum_of,
     lookup_key,
     resource_key,

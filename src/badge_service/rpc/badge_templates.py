@@ -52,7 +52,7 @@ from badge_service.domain.credly_query import (
 from badge_service.domain.errors import InvalidArgument, LimitExceeded
 from badge_service.rpc import request_ids
 from badge_service.rpc.auth import current_principal
-from badge_service.rpc.convert import merge_update, ts
+from badge_service.rpc.convert import check_stored_size, merge_update, ts
 from badge_service.store import badge_templates as store
 from badge_service.store import orgs as orgs_store
 from badge_service.store.db import Database
@@ -488,9 +488,7 @@ class BadgeTemplateServicer(pb_grpc.BadgeTemplateServiceServicer):
         variants = False if creating else await store.has_variants(conn, b.org_id, b.id)
         b = validate_template(b, refs=refs, requirement_edges=edges or [], has_variants=variants)
         # Its own fields as stored (references to other templates render apart, each bounded).
-        limits.check_bytes(
-            to_proto(b, owner, {}).ByteSize(), limits.BADGE_TEMPLATE_BYTES, PREFIX, "as stored"
-        )
+        check_stored_size(to_proto(b, owner, {}), limits.BADGE_TEMPLATE_BYTES, PREFIX)
         return b
 
     async def ListBadgeTemplates(

@@ -111,6 +111,32 @@ def _too_deep(where: str) -> InvalidArgument:
     )
 
 
+_TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR
+
+
+def _varint_len(n: int) -> int:
+    return 1 if n < 0x80 else (n.bit_length() + 6) // 7
+
+
+def stored_size(msg: Message) -> int:
+    """The size a resource's whole-object limit is checked against: its serialized size
+    with every time field of its own counted at full width (nanos of 5 bytes). The service
+    stamps times with a nanos field of 1 to 5 bytes that changes from call to call; counted
+    at full width, the same content always measures the same, and the limit is exact."""
+    size = msg.ByteSize()
+    for field, value in msg.ListFields():
+        if field.message_type is _TIMESTAMP and not field.is_repeated:
+            nanos = value.nanos
+            size += 6 if nanos == 0 else 5 - _varint_len(nanos)
+    return size
+
+
+def check_stored_size(msg: Message, limit: limits.Limit, where: str) -> None:
+    """LIMIT_EXCEEDED unless a resource, as stored and returned (see stored_size), fits its
+    limit, so that a full page of them fits in a reply."""
+    limits.check_bytes(stored_size(msg), limit, where, "as stored")
+
+
 def dict_to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
     """Plain JSON values as a Struct."""
     out = struct_pb2.Struct()

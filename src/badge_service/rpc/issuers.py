@@ -35,7 +35,13 @@ from badge_service.domain.errors import InvalidArgument
 from badge_service.domain.ids import is_hex_id, new_hex_id
 from badge_service.rpc import request_ids
 from badge_service.rpc.auth import current_principal
-from badge_service.rpc.convert import dict_to_struct, merge_update, struct_to_dict, ts
+from badge_service.rpc.convert import (
+    check_stored_size,
+    dict_to_struct,
+    merge_update,
+    struct_to_dict,
+    ts,
+)
 from badge_service.store import badgr as store
 from badge_service.store.db import Database
 
@@ -103,12 +109,6 @@ def struct_of(msg: struct_pb2.Struct, where: str) -> dict[str, Any]:
     value = struct_to_dict(msg, where, limits.BADGR_EXTENSIONS_BYTES)
     badgr.check_json_object(value, where)
     return value
-
-
-def check_stored_size(msg: Message, limit: limits.Limit, where: str) -> None:
-    """LIMIT_EXCEEDED unless a resource, as stored and returned, fits its limit (so that a
-    full page of them fits in a reply)."""
-    limits.check_bytes(msg.ByteSize(), limit, where, "as stored and returned")
 
 
 def lookup_key(

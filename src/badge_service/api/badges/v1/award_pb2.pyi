@@ -165,11 +165,13 @@ class Recipient(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     member_id: _builtins.str
-    """A member id (CrowdTwist member, or any id of the caller's system)."""
+    """A member id (CrowdTwist member, or any id of the caller's system), at most 255
+    characters.
+    """
     email: _builtins.str
-    """An email address."""
+    """An email address, at most 320 characters."""
     url: _builtins.str
-    """A URL identifying the recipient."""
+    """A URL identifying the recipient (http or https), at most 2048 bytes."""
     def __init__(
         self,
         *,
@@ -196,9 +198,9 @@ class Evidence(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     NARRATIVE_FIELD_NUMBER: _builtins.int
     url: _builtins.str
-    """URL of the evidence."""
+    """URL of the evidence (http or https), at most 2048 bytes."""
     narrative: _builtins.str
-    """Narrative of the evidence (Markdown)."""
+    """Narrative of the evidence (Markdown), at most 10,000 characters."""
     def __init__(
         self,
         *,
@@ -215,7 +217,9 @@ Global___Evidence: _TypeAlias = Evidence  # noqa: Y015
 
 @_typing.final
 class Award(_message.Message):
-    """One award of a definition to a recipient."""
+    """One award of a definition to a recipient. At most 64 KiB as stored (its fields together,
+    serialized), so that a page of 100 fits in a reply.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -246,7 +250,7 @@ class Award(_message.Message):
     badge_class_id: _builtins.str
     """A Badgr badge class, by id or entityId (answered with its entityId)."""
     narrative: _builtins.str
-    """Why it was awarded (Markdown)."""
+    """Why it was awarded (Markdown), at most 10,000 characters."""
     state: Global___AwardState.ValueType
     """Active, revoked or expired (expiry is judged at read time)."""
     revocation_reason: _builtins.str
@@ -267,11 +271,14 @@ class Award(_message.Message):
 
     @_builtins.property
     def evidence(self) -> _containers.RepeatedCompositeFieldContainer[Global___Evidence]:
-        """Evidence for it."""
+        """Evidence for it, at most 100 items."""
 
     @_builtins.property
     def custom_data(self) -> _struct_pb2.Struct:
-        """Custom data, checked against the org's custom fields like badge extra data."""
+        """Custom data, checked against the org's custom fields like badge extra data: at most
+        16 KiB serialized with the defaults filled in, nested at most 32 levels, every Value with
+        its kind set.
+        """
 
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
@@ -372,7 +379,10 @@ class BatchCreateAwardsRequest(_message.Message):
     """
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateAwardRequest]:
-        """The awards to create, at most 10,000."""
+        """The awards to create, at most 1,000, and the awards they create at most 5 MiB together
+        as stored (over either, the call is INVALID_ARGUMENT, reason LIMIT_EXCEEDED, and nothing
+        is created).
+        """
 
     def __init__(
         self,
@@ -461,7 +471,7 @@ class RedeemClaimCodeRequest(_message.Message):
     claim_code: _builtins.str
     """The claim code."""
     narrative: _builtins.str
-    """Optional narrative."""
+    """Optional narrative, at most 10,000 characters."""
     request_id: _builtins.str
     """A client-chosen UUID that makes a retry safe (AIP-155): the same request_id with the
     same request answers with the first call's result, for at least 24 hours (a restart
@@ -474,7 +484,7 @@ class RedeemClaimCodeRequest(_message.Message):
 
     @_builtins.property
     def evidence(self) -> _containers.RepeatedCompositeFieldContainer[Global___Evidence]:
-        """Optional evidence."""
+        """Optional evidence, at most 100 items."""
 
     def __init__(
         self,
@@ -545,7 +555,7 @@ class ListAwardsRequest(_message.Message):
     expired: _builtins.bool
     """Only expired (true) or unexpired (false) awards."""
     page_size: _builtins.int
-    """At most this many (default 50, at most 500)."""
+    """At most this many (default 50, at most 100; larger is clamped)."""
     page_token: _builtins.str
     """next_page_token of a previous call with the same filters."""
     @_builtins.property
@@ -627,7 +637,7 @@ class RevokeAwardRequest(_message.Message):
     id: _builtins.str
     """Id of the award."""
     reason: _builtins.str
-    """Why it is revoked; required."""
+    """Why it is revoked; required, at most 1,000 characters."""
     request_id: _builtins.str
     """A client-chosen UUID that makes a retry safe (AIP-155): the same request_id with the
     same request answers with the first call's result, for at least 24 hours (a restart
@@ -848,9 +858,9 @@ class VerifyAwardRequest(_message.Message):
     ASSERTION_ID_FIELD_NUMBER: _builtins.int
     BAKED_IMAGE_FIELD_NUMBER: _builtins.int
     assertion_id: _builtins.str
-    """An assertion (award) id, or its hosted verification URL."""
+    """An assertion (award) id, or its hosted verification URL (at most 2048 bytes)."""
     baked_image: _builtins.bytes
-    """A PNG or SVG baked by BakeAward."""
+    """A PNG or SVG baked by BakeAward, at most 4 MiB."""
     def __init__(
         self,
         *,

@@ -59,7 +59,9 @@ Global___ExpiresDuration: _TypeAlias = ExpiresDuration  # noqa: Y015
 
 @_typing.final
 class BadgeClass(_message.Message):
-    """A Badgr badge class."""
+    """A Badgr badge class. At most 320 KiB as stored and returned (its fields together,
+    serialized), so that a page of 25 fits in a reply.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -150,7 +152,9 @@ class BadgeClass(_message.Message):
 
     @_builtins.property
     def extensions(self) -> _struct_pb2.Struct:
-        """Extension properties, any JSON object (at most 64 KiB as JSON, no NUL characters)."""
+        """Extension properties, any JSON object (at most 64 KiB serialized, nested at most 32
+        levels, every Value with its kind set, no NUL characters).
+        """
 
     @_builtins.property
     def archived_date(self) -> _timestamp_pb2.Timestamp:
@@ -464,7 +468,7 @@ class ListBadgeClassesRequest(_message.Message):
     ISSUER_FIELD_NUMBER: _builtins.int
     ARCHIVED_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Badge classes per page: default 50, at most 100 (larger values are clamped). Negative is
+    """Badge classes per page: default and at most 25 (larger values are clamped). Negative is
     invalid.
     """
     page_token: _builtins.str

@@ -135,9 +135,9 @@ class Badge(_message.Message):
     id: _builtins.int
     """Unique identifier (CrowdTwist integer id)."""
     name: _builtins.str
-    """Internal name, unique within the organisation (case sensitive)."""
+    """Internal name, unique within the organisation (case sensitive), at most 255 characters."""
     title: _builtins.str
-    """Public name."""
+    """Public name, at most 255 characters."""
     is_enabled: _builtins.bool
     """Whether the badge is enabled. Unset means true (on create, and when an update mask names
     it without a value).
@@ -170,18 +170,20 @@ class Badge(_message.Message):
 
     @_builtins.property
     def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___BadgeTag]:
-        """Tags linked to the badge. Where the org defines meta tags, tag_name must be one of their
-        keys and every mandatory meta tag must be present.
+        """Tags linked to the badge, at most 100. Where the org defines meta tags, tag_name must be
+        one of their keys and every mandatory meta tag must be present.
         """
 
     @_builtins.property
     def segment(self) -> _containers.RepeatedCompositeFieldContainer[Global___Segment]:
-        """Linked segments."""
+        """Linked segments, at most 100."""
 
     @_builtins.property
     def badge_extra_data(self) -> _struct_pb2.Struct:
         """Extra data, checked against the org's active custom fields: values of their type,
         defaults filled in for missing fields; unknown keys are refused once the org has fields.
+        At most 64 KiB serialized with the defaults filled in, nested at most 32 levels, and
+        every Value with its kind set (LIMIT_EXCEEDED / VALUE_KIND_MISSING otherwise).
         """
 
     @_builtins.property
@@ -236,9 +238,9 @@ class BadgeState(_message.Message):
     order: _builtins.int
     """Position of the state (1 is first)."""
     description: _builtins.str
-    """Public description of the state."""
+    """Public description of the state, at most 255 characters."""
     image_url: _builtins.str
-    """URL of the state's image."""
+    """URL of the state's image (http or https), at most 2048 bytes."""
     def __init__(
         self,
         *,
@@ -309,7 +311,7 @@ class BadgeTag(_message.Message):
     TAG_NAME_FIELD_NUMBER: _builtins.int
     TAG_ID_FIELD_NUMBER: _builtins.int
     tag_name: _builtins.str
-    """Name of the tag (an org meta tag key where the org defines them)."""
+    """Name of the tag (an org meta tag key where the org defines them), at most 255 characters."""
     tag_id: _builtins.int
     """Id of the tag."""
     def __init__(
@@ -336,7 +338,7 @@ class Segment(_message.Message):
     SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
     ELIGIBILITY_TYPE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Name of the segment."""
+    """Name of the segment, at most 255 characters."""
     subscription_id: _builtins.int
     """Id of the mapped segment."""
     eligibility_type: Global___EligibilityType.ValueType
@@ -385,7 +387,7 @@ class ListBadgesRequest(_message.Message):
     is_enabled: _builtins.bool
     """Only enabled (true) or disabled (false) badges."""
     tag_name: _builtins.str
-    """Only badges carrying a tag with this tag_name."""
+    """Only badges carrying a tag with this tag_name (at most 255 characters)."""
     @_builtins.property
     def earnable_at(self) -> _timestamp_pb2.Timestamp:
         """Only badges that can be earned at this time (date_start <= t < date_end)."""

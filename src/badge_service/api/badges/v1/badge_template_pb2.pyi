@@ -247,7 +247,10 @@ Global___BadgeTemplateRecommendationType: _TypeAlias = BadgeTemplateRecommendati
 @_typing.final
 class BadgeTemplate(_message.Message):
     """A Credly badge template. Writable fields follow the seed's names; counters, links, owner
-    and timestamps are computed by the service.
+    and timestamps are computed by the service. Its own fields are at most 48 KiB as stored
+    (serialized, without what references show of the templates they name), and it names at
+    most 25 other templates in all (required_badge_templates, badge activities and badge
+    recommendations together), so that a page of 50 fits in a reply.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -493,13 +496,13 @@ class BadgeTemplate(_message.Message):
     @_builtins.property
     def recommending_templates(self) -> _containers.RepeatedCompositeFieldContainer[Global___BadgeTemplateReference]:
         """GetBadgeTemplate only: the templates of the organisation whose badge recommendations name
-        this one.
+        this one; the first 100 by name, then id.
         """
 
     @_builtins.property
     def criterion_for(self) -> _containers.RepeatedCompositeFieldContainer[Global___BadgeTemplateReference]:
         """GetBadgeTemplate only: the templates of the organisation that require this one (in
-        required_badge_templates or in a badge activity).
+        required_badge_templates or in a badge activity); the first 100 by name, then id.
         """
 
     def __init__(
@@ -908,12 +911,14 @@ class ListBadgeTemplatesRequest(_message.Message):
     collection_id (each a comma-separated list, matching templates with any of them; tags and
     skills ignore case), created_at_min, created_at_max, updated_at_min and updated_at_max
     (YYYY-MM-DD, UTC, inclusive). Each key at most once. Unknown keys, pairs without "::",
-    empty values, bad booleans and bad dates are INVALID_ARGUMENT on field "filter".
+    empty values, bad booleans and bad dates are INVALID_ARGUMENT on field "filter". At most
+    4096 characters, and at most 100 comma-separated values for one key.
     """
     sort: _builtins.str
     """Credly sort: keys joined by "|", each optionally prefixed by "-" for descending, among
     badges_count, created_at, name (ignoring case) and updated_at. Ties are broken by id.
     Empty means "-created_at" (newest first). Unknown or repeated keys are INVALID_ARGUMENT.
+    At most 256 characters.
     """
     page: _builtins.int
     """Credly page number, from 1; 0 means the first page, negative is INVALID_ARGUMENT. A page

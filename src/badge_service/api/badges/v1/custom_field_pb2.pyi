@@ -45,11 +45,11 @@ class CustomField(_message.Message):
     org_id: _builtins.int
     """The organisation the field belongs to."""
     name: _builtins.str
-    """Unique (case sensitive) name within the organisation."""
+    """Unique (case sensitive) name within the organisation, at most 255 characters."""
     is_mandatory: _builtins.bool
     """Whether badges must carry a value; a mandatory field needs a default value (742)."""
     default_value: _builtins.str
-    """Default value, written as text; it must be of `data_type` (744)."""
+    """Default value, written as text, at most 255 characters; it must be of `data_type` (744)."""
     is_active: _builtins.bool
     """Whether the field is in use. Inactive fields are not checked or filled in.
     Defaults to true on create.

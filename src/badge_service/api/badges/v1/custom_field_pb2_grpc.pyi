@@ -31,6 +31,10 @@ class CustomFieldServiceStub:
     """Capillary custom fields: typed fields an organisation defines for the extra data of its
     badges. Names are unique per organisation and case sensitive.
 
+    Quotas (RESOURCE_EXHAUSTED, reason QUOTA_EXCEEDED, naming the limit): at most 100 fields
+    per organisation (Capillary sets none, but every badge and award is checked against all of
+    them), and the defaults of its active fields fill at most 8 KiB (serialized) into extra data.
+
     Capillary error codes ride in google.rpc.ErrorInfo metadata["code"]:
     740 duplicate name (ALREADY_EXISTS), 741 data type missing, 742 mandatory field without
     a default value, 744 default value not of the data type (all INVALID_ARGUMENT).
@@ -56,6 +60,10 @@ class CustomFieldServiceAsyncStub(CustomFieldServiceStub):
     """Capillary custom fields: typed fields an organisation defines for the extra data of its
     badges. Names are unique per organisation and case sensitive.
 
+    Quotas (RESOURCE_EXHAUSTED, reason QUOTA_EXCEEDED, naming the limit): at most 100 fields
+    per organisation (Capillary sets none, but every badge and award is checked against all of
+    them), and the defaults of its active fields fill at most 8 KiB (serialized) into extra data.
+
     Capillary error codes ride in google.rpc.ErrorInfo metadata["code"]:
     740 duplicate name (ALREADY_EXISTS), 741 data type missing, 742 mandatory field without
     a default value, 744 default value not of the data type (all INVALID_ARGUMENT).
@@ -76,6 +84,10 @@ class CustomFieldServiceAsyncStub(CustomFieldServiceStub):
 class CustomFieldServiceServicer(metaclass=_abc_1.ABCMeta):
     """Capillary custom fields: typed fields an organisation defines for the extra data of its
     badges. Names are unique per organisation and case sensitive.
+
+    Quotas (RESOURCE_EXHAUSTED, reason QUOTA_EXCEEDED, naming the limit): at most 100 fields
+    per organisation (Capillary sets none, but every badge and award is checked against all of
+    them), and the defaults of its active fields fill at most 8 KiB (serialized) into extra data.
 
     Capillary error codes ride in google.rpc.ErrorInfo metadata["code"]:
     740 duplicate name (ALREADY_EXISTS), 741 data type missing, 742 mandatory field without

@@ -134,7 +134,9 @@ Global___CustomPropertyTarget: _TypeAlias = CustomPropertyTarget  # noqa: Y015
 
 @_typing.final
 class Issuer(_message.Message):
-    """A Badgr issuer."""
+    """A Badgr issuer. At most 320 KiB as stored and returned (its fields together, serialized),
+    so that a page of 25 fits in a reply.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -203,7 +205,9 @@ class Issuer(_message.Message):
 
     @_builtins.property
     def extensions(self) -> _struct_pb2.Struct:
-        """Extension properties, any JSON object (at most 64 KiB as JSON, no NUL characters)."""
+        """Extension properties, any JSON object (at most 64 KiB serialized, nested at most 32
+        levels, every Value with its kind set, no NUL characters).
+        """
 
     @_builtins.property
     def badge_skill_linking_preferences(self) -> Global___BadgeSkillLinkingPreferences:
@@ -539,7 +543,7 @@ class ListIssuersRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Issuers per page: default 50, at most 100 (larger values are clamped). Negative is
+    """Issuers per page: default and at most 25 (larger values are clamped). Negative is
     invalid.
     """
     page_token: _builtins.str

@@ -44,7 +44,9 @@ class OrgMeta(_message.Message):
     """Id of the API key that last changed it."""
     @_builtins.property
     def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrgMetaTag]:
-        """The metadata tags. Keys are unique."""
+        """The metadata tags. Keys are unique. At most 1,000 per organisation: more is
+        RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED).
+        """
 
     @_builtins.property
     def created_on(self) -> _timestamp_pb2.Timestamp:
@@ -84,11 +86,11 @@ class OrgMetaTag(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     MANDATORY_FIELD_NUMBER: _builtins.int
     key: _builtins.str
-    """The name of the tag; badge tags refer to it by `tag_name`."""
+    """The name of the tag, at most 255 characters; badge tags refer to it by `tag_name`."""
     data_type: _common_pb2.DataType.ValueType
     """The type of data stored in the tag."""
     description: _builtins.str
-    """A brief description."""
+    """A brief description, at most 255 characters."""
     mandatory: _builtins.bool
     """Whether every badge must carry this tag."""
     def __init__(
