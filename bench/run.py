@@ -49,11 +49,16 @@ from badge_service.api.badges.v1 import award_pb2 as award_pb
 from badge_service.api.badges.v1 import award_pb2_grpc as award_pb_grpc
 from badge_service.api.badges.v1 import badge_pb2 as pb
 from badge_service.api.badges.v1 import badge_pb2_grpc as pb_grpc
+from badge_service.api.badges.v1 import custom_field_pb2 as field_pb
+from badge_service.api.badges.v1 import custom_field_pb2_grpc as field_pb_grpc
+from badge_service.api.badges.v1 import org_meta_pb2 as meta_pb
+from badge_service.api.badges.v1 import org_meta_pb2_grpc as meta_pb_grpc
+from badge_service.domain import limits
 from badge_service.store.models import awards as awards_table
 from badge_service.store.models import badges as badges_table
 from bench import frames, seed
 from bench.h2gen import percentile
-from bench.seed import SeededAwards, SeededOrg, sample_award, sample_badge
+from bench.seed import SeededAwards, SeededNoisy, SeededOrg, sample_award, sample_badge
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -67,6 +72,11 @@ STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
 # Replaced by a per-request counter in what must be unique: CreateBadge names, CreateAward
 # recipients.
 PLACEHOLDER = "~" * 12
+# The scenario that measures one org's CreateAward while another writes at its limits; it
+# runs on the service only (the baseline does no work to be slowed down).
+NOISY = "Noisy neighbour"
+# Org A's badge names in that scenario begin so.
+NOISY_PREFIX = "noisya-"
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,7 @@ class Profile:
     warmup: float
     rounds: int
     watchers: int  # idle WatchAwards streams of the watcher rows
+    noisy_streams: int = 1  # org A's writes in flight in the noisy-neighbour scenario
 
 
 FULL = Profile("full", 100_000, 10_000, 1_000_000, 10_000, 4, 8, 5.0, 1.0, 3, 2_000)
@@ -611,6 +622,25 @@ class Row:
 
 
 @dataclass
+class Noisy:
+    """The noisy-neighbour scenario: org B's CreateAward quiet and beside org A's writes, and
+    what org A's load did."""
+
+    quiet: Row = field(default_factory=Row)
+    loud: Row = field(default_factory=Row)
+    a_rps: list[float] = field(default_factory=list)
+    a_acknowledged: int = 0  # org A's creates answered OK
+    a_request_bytes: int = 0
+    a_what: str = ""
+
+    @property
+    def ratio(self) -> float:
+        """Org B's quiet rate over its rate beside org A (1.0: not slowed at all)."""
+        loud = self.loud.median("rps")
+        return self.quiet.median("rps") / loud if loud else float("inf")
+
+
+@dataclass
 class Report:
     """Everything the Markdown report shows."""
 
@@ -627,6 +657,7 @@ class Report:
     watch_idle_cpu: list[float] = field(default_factory=list)  # % of a core, watchers idle
     memory: dict[str, tuple[float, float]] = field(default_factory=dict)
     durable: dict[str, str] = field(default_factory=dict)
+    noisy: Noisy | None = None
     notes: list[str] = field(default_factory=list)
     load_before: float = field(default_factory=lambda: os.getloadavg()[0])
     errors: list[str] = field(default_factory=list)
@@ -742,7 +773,7 @@ def run(
         report = Report(profile, "PostgreSQL" if pg else "SQLite", awards=profile.awards)
         sizes = {"main": profile.main, "small": profile.small, "large": profile.large}
         sizes["writes"] = 1
-        orgs, awarded, report.seed_seconds = seed_database(url, sizes, profile.awards, work)
+        orgs, awarded, noisy, report.seed_seconds = seed_database(url, sizes, profile.awards, work)
         loader = Loader(h2load, profile, work)
         py = sys.executable
         service = ServiceServer(
@@ -765,7 +796,7 @@ def run(
             deep_after = main.first_id + deep_page * 25 - 1
             plan = scenarios(main, orgs["writes"], awarded, token, deep_after)
             if only:
-                unknown = only - {sc.name for sc in plan}
+                unknown = only - {sc.name for sc in plan} - {NOISY}
                 if unknown:
                     raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
                 plan = [sc for sc in plan if sc.name in only]
@@ -808,7 +839,9 @@ def run(
                             f"p50 {r.p50_ms:6.2f} ms p99 {r.p99_ms:6.2f} ms failed {r.failed}",
                             flush=True,
                         )
-            _check_writes(report, url, orgs)
+            if not only or NOISY in only:
+                _noisy_neighbour(report, loader, service, orgs["writes"], awarded, noisy, work)
+            _check_writes(report, url, orgs, noisy)
             if not only:
                 _scale(report, loader, service, orgs)
             report.memory["service"] = service.memory()
@@ -839,6 +872,8 @@ def _failed_rows(report: Report) -> list[str]:
         (f"{name} on {srv}", row) for name, per in report.rows.items() for srv, row in per.items()
     ]
     rows += [(f"scale {name}", row) for name, row in report.scale.items()]
+    if report.noisy is not None:
+        rows += [(f"{NOISY} alone", report.noisy.quiet), (f"{NOISY} beside A", report.noisy.loud)]
     rows += [(f"workers {name}", row) for name, row in report.workers.items()]
     rows += [(f"watchers GetBadge {name}", row) for name, row in report.watch.items()]
     out = []
@@ -854,14 +889,15 @@ def _failed_rows(report: Report) -> list[str]:
 
 def seed_database(
     url: str, sizes: dict[str, int], awards: int, work: Path
-) -> tuple[dict[str, SeededOrg], SeededAwards, float]:
+) -> tuple[dict[str, SeededOrg], SeededAwards, SeededNoisy, float]:
     """Orgs and keys through the store, each org's first badge through a (temporary) service's
     CreateBadge, the rest bulk-copied from it; then, through the same service, an uncapped
     badge in the ``awards`` org awarded to ``awards`` members with BatchCreateAwards (for
-    ListAwards), and an uncapped badge in the ``writes`` org (for CreateAward)."""
+    ListAwards), an uncapped badge in the ``writes`` org (for CreateAward), and the ``noisy``
+    org at its quotas (every org meta tag and custom field it may have)."""
     started = time.perf_counter()
     print(f"seeding {sizes} badges and {awards:,} awards ...", flush=True)
-    created = asyncio.run(seed.create_orgs(url, [*sizes, "awards"]))
+    created = asyncio.run(seed.create_orgs(url, [*sizes, "awards", "noisy"]))
     service = ServiceServer(
         "seeder",
         [sys.executable, "-m", "bench.serve_bench", "--database-url", url],
@@ -886,12 +922,30 @@ def seed_database(
         listed = _create_badge(service.port, key, "award-listed")
         first_ids = _award_many(service.port, key, listed, awards)[:25]
         seeded_awards = SeededAwards(org_id, key, listed, awards, tuple(first_ids), write_badge)
+        noisy = SeededNoisy(*created["noisy"])
+        _fill_quotas(service.port, noisy.key)
     finally:
         service.stop()
     asyncio.run(seed.settle(url))
     seconds = time.perf_counter() - started
     print(f"seeded in {seconds:.1f}s", flush=True)
-    return out, seeded_awards, seconds
+    return out, seeded_awards, noisy, seconds
+
+
+def _fill_quotas(port: int, key: str) -> None:
+    """Takes an org to its org meta tag and custom field quotas, through the service."""
+    metadata = [("authorization", f"Bearer {key}")]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        meta_pb_grpc.OrgMetaServiceStub(channel).UpdateOrgMeta(
+            meta_pb.UpdateOrgMetaRequest(org_meta=meta_pb.OrgMeta(tags=seed.noisy_meta_tags())),
+            metadata=metadata,
+            timeout=60,
+        )
+        fields = field_pb_grpc.CustomFieldServiceStub(channel)
+        for f in seed.noisy_fields():
+            fields.CreateCustomField(
+                field_pb.CreateCustomFieldRequest(custom_field=f), metadata=metadata, timeout=60
+            )
 
 
 def _create_badge(port: int, key: str, name: str) -> int:
@@ -920,23 +974,36 @@ def _award_many(port: int, key: str, badge_id: int, count: int) -> list[str]:
     return ids
 
 
-def _check_writes(report: Report, url: str, orgs: dict[str, SeededOrg]) -> None:
+def _check_writes(report: Report, url: str, orgs: dict[str, SeededOrg], noisy: SeededNoisy) -> None:
     """Every create the generator saw acknowledged is in the database, and no other: badges
     by name, awards by recipient."""
     checks = (
-        ("CreateBadge", orgs["writes"], "badges"),
-        ("Mixed 9:1", orgs["main"], "badges"),
-        ("CreateAward", orgs["writes"], "awards"),
+        ("CreateBadge", orgs["writes"].org_id, "badges"),
+        ("Mixed 9:1", orgs["main"].org_id, "badges"),
+        ("CreateAward", orgs["writes"].org_id, "awards"),
     )
-    for sc_name, org, table in checks:
+    for sc_name, org_id, table in checks:
         row = report.rows.get(sc_name, {}).get("service")
         if row is None:
             continue
         acknowledged = sum(r.writes_acknowledged for r in row.results)
-        stored = asyncio.run(_count_written(url, table, org.org_id, write_prefix(sc_name)))
-        report.durable[sc_name] = f"{acknowledged:,} acknowledged, {stored:,} stored"
-        if stored != acknowledged:
-            report.errors.append(f"{sc_name}: {acknowledged} acknowledged but {stored} stored")
+        _durable(report, sc_name, acknowledged, url, table, org_id, write_prefix(sc_name))
+    if report.noisy is not None:
+        b = sum(
+            r.writes_acknowledged for r in report.noisy.loud.results + report.noisy.quiet.results
+        )
+        _durable(report, NOISY, b, url, "awards", orgs["writes"].org_id, write_prefix(NOISY))
+        a = report.noisy.a_acknowledged
+        _durable(report, f"{NOISY} (org A)", a, url, "badges", noisy.org_id, NOISY_PREFIX)
+
+
+def _durable(
+    report: Report, label: str, acknowledged: int, url: str, table: str, org_id: int, prefix: str
+) -> None:
+    stored = asyncio.run(_count_written(url, table, org_id, prefix))
+    report.durable[label] = f"{acknowledged:,} acknowledged, {stored:,} stored"
+    if stored != acknowledged:
+        report.errors.append(f"{label}: {acknowledged} acknowledged but {stored} stored")
 
 
 def _scale(report: Report, loader: Loader, service: Server, orgs: dict[str, SeededOrg]) -> None:
@@ -1175,6 +1242,94 @@ def _watch(
         channel.close()
 
 
+def _noisy_neighbour(
+    report: Report,
+    loader: Loader,
+    service: Server,
+    writes: SeededOrg,
+    awarded: SeededAwards,
+    noisy: SeededNoisy,
+    work: Path,
+) -> None:
+    """Org B's CreateAward (the CreateAward scenario's call, under the same load) measured
+    alone and while org A, at its org meta tag and custom field quotas, creates badges at
+    every limit (bench/noisy.py, ``noisy_streams`` concurrent calls), alternating which comes
+    first in each round. A's creates are checked once through the real stub first."""
+    p = report.profile
+    b_call = Call(
+        "CreateAward",
+        sample_award(awarded.write_badge_id, f"bench-{PLACEHOLDER}"),
+        award_pb.Award,
+        _set_member_id,
+        AWARDS,
+    )
+    b = Scenario(NOISY, [b_call], writes.key, lambda _r: None, "h2gen")
+    a_request = pb.CreateBadgeRequest(badge=seed.noisy_badge(f"{NOISY_PREFIX}{PLACEHOLDER}"))
+    check = Call("CreateBadge", a_request, pb.Badge, _set_badge_name)
+    _, raw = stub_call(service.port, noisy.key, check, NOISY)
+    made = pb.Badge.FromString(raw)
+    expect(
+        len(made.tags) == limits.BADGE_TAGS
+        and made.badge_extra_data.ByteSize() > limits.BADGE_EXTRA_DATA_BYTES - 100,
+        f"{NOISY}: org A's badge {made.name} is not at its limits",
+    )
+
+    def a_spec(rnd: int) -> Path:
+        # Each round's A process counts from 0: the round keeps its names apart.
+        named = pb.CreateBadgeRequest()
+        named.CopyFrom(a_request)
+        named.badge.name = f"{NOISY_PREFIX}{rnd}-{PLACEHOLDER}"
+        body = base64.b64encode(named.SerializeToString()).decode()
+        spec = {
+            "port": service.port,
+            "key": noisy.key,
+            "items": [{"path": check.path, "body": body, "placeholder": PLACEHOLDER}],
+            "streams": p.noisy_streams,
+            # Covers B's whole run: its generator's start, warm-up and measured window.
+            "duration": p.warmup + p.duration + 2.0,
+        }
+        path = work / f"noisy-{rnd}.json"
+        path.write_text(json.dumps(spec))
+        return path
+
+    result = report.noisy = Noisy(
+        a_request_bytes=a_request.ByteSize(),
+        a_what=(
+            f"CreateBadge with {limits.BADGE_TAGS} tags, {limits.BADGE_SEGMENTS} segments and "
+            f"{made.badge_extra_data.ByteSize():,} bytes of extra data, in an org with "
+            f"{limits.ORG_META_TAGS_PER_ORG:,} meta tags and {limits.CUSTOM_FIELDS_PER_ORG} "
+            f"custom fields, in a closed loop of {p.noisy_streams} call(s) at a time"
+        ),
+    )
+    for rnd in range(p.rounds):
+        for mode in ("quiet", "loud") if rnd % 2 == 0 else ("loud", "quiet"):
+            if mode == "quiet":
+                r = measure(loader, b, service, result.quiet, f"q{rnd}")
+            else:
+                a = subprocess.Popen(
+                    [sys.executable, "-m", "bench.noisy", str(a_spec(rnd))],
+                    cwd=REPO,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                time.sleep(0.5)  # A's channel connects and its calls are under way
+                r = measure(loader, b, service, result.loud, f"n{rnd}")
+                out, _ = a.communicate(timeout=120)
+                a_result = json.loads(out)
+                result.a_rps.append(float(a_result["rps"]))
+                result.a_acknowledged += int(a_result["unique_ok"])
+                if a_result["failed"]:
+                    some = sorted(a_result["errors"].items())[:3]
+                    report.errors.append(
+                        f"{NOISY}: {a_result['failed']} of org A's calls failed, e.g. {some}"
+                    )
+            print(
+                f"round {rnd + 1} {NOISY} org B {mode:5} {r.rps:9.0f} req/s "
+                f"p50 {r.p50_ms:6.2f} ms p99 {r.p99_ms:6.2f} ms failed {r.failed}",
+                flush=True,
+            )
+
+
 # --- the report ----------------------------------------------------------------------------
 
 
@@ -1267,6 +1422,8 @@ def render(report: Report) -> str:
                 )
             )
 
+    if report.noisy is not None:
+        lines += _render_noisy(report.noisy, targets)
     lines += [
         "## Scale (service)",
         "",
@@ -1414,6 +1571,46 @@ def _render_watch(report: Report, targets: list[tuple[str, str, bool | str]]) ->
     return lines
 
 
+NOISY_TARGET = 1.5
+
+
+def _render_noisy(noisy: Noisy, targets: list[tuple[str, str, bool | str]]) -> list[str]:
+    """The noisy-neighbour section, and its target."""
+    ratio = noisy.ratio
+    lines = [
+        f"## {NOISY} (service)",
+        "",
+        f"Org B's CreateAward (as the CreateAward scenario) alone, and while org A runs "
+        f"{noisy.a_what}: {noisy.a_request_bytes:,} bytes a request.",
+        "",
+        "| org B's CreateAward | req/s | p50 ms | p99 ms | failed | per-round req/s |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for label, row in (("alone", noisy.quiet), ("beside org A", noisy.loud)):
+        fails = sum(r.failed for r in row.results) + row.failures + row.cancelled
+        lines.append(
+            f"| {label} | {_fmt(row.median('rps'), 0)} | {_fmt(row.median('p50_ms'))} | "
+            f"{_fmt(row.median('p99_ms'))} | {fails} | "
+            + ", ".join(_fmt(r.rps, 0) for r in row.results)
+            + " |"
+        )
+    a_rps = statistics.median(noisy.a_rps) if noisy.a_rps else 0.0
+    lines += [
+        f"| alone / beside org A | {ratio:.2f}x | | | | |",
+        "",
+        f"Org A: {a_rps:,.0f} creates/s (median).",
+        "",
+    ]
+    targets.append(
+        (
+            f"{NOISY}: org B's CreateAward within {NOISY_TARGET}x of its rate alone",
+            f"{ratio:.2f}x",
+            ratio <= NOISY_TARGET,
+        )
+    )
+    return lines
+
+
 def _git_commit() -> str:
     out = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
@@ -1462,11 +1659,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--connections", type=int, help="connections per load run")
     p.add_argument("--streams", type=int, help="concurrent streams per connection")
     p.add_argument("--watchers", type=int, help="idle WatchAwards streams of the watcher rows")
+    p.add_argument(
+        "--noisy-streams", type=int, help="org A's calls at a time in the noisy-neighbour run"
+    )
     args = p.parse_args(argv)
     profile = SMOKE if args.smoke else FULL
     if args.rounds:
         profile = Profile(**{**profile.__dict__, "rounds": args.rounds})
-    for name in ("duration", "connections", "streams", "watchers"):
+    for name in ("duration", "connections", "streams", "watchers", "noisy_streams"):
         if getattr(args, name):
             profile = Profile(**{**profile.__dict__, name: getattr(args, name)})
     default_out = "smoke.md" if args.smoke else "latest.md"

@@ -20,11 +20,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf import struct_pb2
 from sqlalchemy import event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from badge_service.api.badges.v1 import award_pb2, badge_pb2
+from badge_service.api.badges.v1 import (
+    award_pb2,
+    badge_pb2,
+    common_pb2,
+    custom_field_pb2,
+    org_meta_pb2,
+)
+from badge_service.domain import limits
 from badge_service.domain.auth import Role
 from badge_service.store import keys, orgs
 from badge_service.store.db import Database
@@ -32,8 +40,8 @@ from badge_service.store.migrate import upgrade
 from badge_service.store.models import badge_tags, badges, org_badge_counts
 
 BATCH = 50_000
-# Awards per BatchCreateAwards call when seeding (the RPC takes at most 10,000).
-AWARD_BATCH = 5_000
+# Awards per BatchCreateAwards call when seeding (as many as the RPC takes).
+AWARD_BATCH = limits.BATCH_AWARDS
 
 
 def sample_badge(name: str) -> badge_pb2.Badge:
@@ -265,3 +273,92 @@ async def _insert_copies(
     )
     if counted.rowcount != 1:
         raise RuntimeError(f"org {template['org_id']} has no badge count row")
+
+
+# --- The noisy neighbour: an org at its quotas, writing badges at their limits ---------------
+
+
+@dataclass(frozen=True)
+class SeededNoisy:
+    """The org of the noisy-neighbour scenario: at its org meta tag and custom field quotas."""
+
+    org_id: int
+    key: str
+
+
+NOISY_MANDATORY = 10  # of the org's meta tags, every badge must carry these
+
+
+def noisy_meta_tags() -> list[org_meta_pb2.OrgMetaTag]:
+    """As many org meta tags as an org may have, the first NOISY_MANDATORY mandatory."""
+    return [
+        org_meta_pb2.OrgMetaTag(
+            key=f"tag-{i:04d}",
+            data_type=common_pb2.DATA_TYPE_STRING,
+            description=f"Meta tag {i} of the noisy org",
+            mandatory=i < NOISY_MANDATORY,
+        )
+        for i in range(limits.ORG_META_TAGS_PER_ORG)
+    ]
+
+
+def noisy_field_names() -> list[str]:
+    """As many custom fields as an org may have."""
+    return [f"field-{i:03d}" for i in range(limits.CUSTOM_FIELDS_PER_ORG)]
+
+
+def noisy_default() -> str:
+    """The longest default every field can have within the org's defaults quota."""
+    names = noisy_field_names()
+    for length in range(limits.CUSTOM_FIELD_DEFAULT_CHARS, 0, -1):
+        filled = dict.fromkeys(names, "d" * length)
+        if limits.struct_bytes(filled) <= limits.CUSTOM_FIELD_DEFAULTS_BYTES_PER_ORG:
+            return "d" * length
+    raise AssertionError("no default fits the quota")
+
+
+def noisy_fields() -> list[custom_field_pb2.CustomField]:
+    """The noisy org's custom fields: strings, each with the longest default the quota
+    allows."""
+    default = noisy_default()
+    return [
+        custom_field_pb2.CustomField(
+            name=name, data_type=common_pb2.DATA_TYPE_STRING, default_value=default
+        )
+        for name in noisy_field_names()
+    ]
+
+
+def noisy_badge(name: str) -> badge_pb2.Badge:
+    """A badge of the noisy org at its limits: as many tags (the mandatory meta tags among
+    them) and segments as a badge may have, 255-character texts, and extra data of every
+    field filling its size limit."""
+    text = "x" * limits.BADGE_TEXT_CHARS
+    names = noisy_field_names()
+    # The largest value every field can hold together within the extra data limit.
+    length = 0
+    while limits.struct_bytes(dict.fromkeys(names, "v" * (length + 1))) <= (
+        limits.BADGE_EXTRA_DATA_BYTES
+    ):
+        length += 1
+    extra = struct_pb2.Struct()
+    extra.update(dict.fromkeys(names, "v" * length))
+    return badge_pb2.Badge(
+        name=name,
+        title=text,
+        badge_states=[
+            badge_pb2.BadgeState(state=badge_pb2.BADGE_STATE_TYPE_EARNED, order=1, description=text)
+        ],
+        tags=[
+            badge_pb2.BadgeTag(tag_name=f"tag-{i:04d}", tag_id=i) for i in range(limits.BADGE_TAGS)
+        ],
+        segment=[
+            badge_pb2.Segment(
+                name=f"{i:03d}" + text[3:],
+                subscription_id=i,
+                eligibility_type=badge_pb2.ELIGIBILITY_TYPE_INCLUSION,
+            )
+            for i in range(limits.BADGE_SEGMENTS)
+        ],
+        badge_extra_data=extra,
+    )

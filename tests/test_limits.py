@@ -30,6 +30,8 @@ from badge_service.api.badges.v1 import org_meta_pb2 as opb
 from badge_service.domain import limits
 from badge_service.rpc import wire
 from badge_service.rpc.convert import dict_to_struct, stored_size
+from badge_service.store.models import custom_fields as fields_table
+from badge_service.store.models import org_meta as org_meta_table
 from tests.support import Backend, Client, ErrorDetails, Org, expect_error
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -802,3 +804,42 @@ async def test_verify_award_image_at_its_limit(org: Org) -> None:
 def test_wire_helpers_build_what_protobuf_builds() -> None:
     # (Used above to reason about sizes: a length-delimited field is tag, length, payload.)
     assert wire.message_field(3, b"xy") == pb.BadgeState(description="xy").SerializeToString()
+
+
+# --- Rules kept between writes ----------------------------------------------------------------
+
+
+async def test_a_badge_sees_every_change_to_its_orgs_rules(backend: Backend, org: Org) -> None:
+    # The org's tag rules and fields are kept between writes (decoding them at the quotas was
+    # most of a badge write's cost); any change must still count at once, also one another
+    # process made (here: straight in the database, as another worker would).
+    await org.admin.meta.UpdateOrgMeta(
+        opb.UpdateOrgMetaRequest(org_meta=opb.OrgMeta(tags=meta_tags(3)))
+    )
+    await field_call(org, name="f", default_value="one")
+    first = await create(org, badge("first", tags=[pb.BadgeTag(tag_name="0000")]))
+    assert first.badge_extra_data["f"] == "one"
+    async with backend.db.write() as conn:
+        await conn.execute(
+            org_meta_table.update()
+            .where(org_meta_table.c.org_id == org.id)
+            .values(tags=[{"key": "0001", "data_type": "STRING", "mandatory": True}])
+        )
+        await conn.execute(
+            fields_table.update().where(fields_table.c.org_id == org.id).values(default_value="two")
+        )
+    await expect_error(
+        create(org, badge("second", tags=[pb.BadgeTag(tag_name="0000")])),
+        INVALID,
+        reason="UNKNOWN_TAG",
+        field="badge.tags[0].tag_name",
+    )
+    second = await create(org, badge("second", tags=[pb.BadgeTag(tag_name="0001")]))
+    assert second.badge_extra_data["f"] == "two"
+    # And through the API: a field deleted fills nothing in.
+    listed = await org.reader.fields.ListCustomFields(cpb.ListCustomFieldsRequest())
+    await org.admin.fields.DeleteCustomField(
+        cpb.DeleteCustomFieldRequest(id=listed.custom_fields[0].id)
+    )
+    third = await create(org, badge("third", tags=[pb.BadgeTag(tag_name="0001")]))
+    assert dict(third.badge_extra_data) == {}

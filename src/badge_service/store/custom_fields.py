@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
@@ -12,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from badge_service.domain.custom_fields import CustomField, DataType, duplicate_name
 from badge_service.domain.errors import NotFound
 from badge_service.domain.ids import is_hex_id
-from badge_service.store.db import from_micros, to_micros
+from badge_service.store.db import execute_prepared, from_micros, to_micros
 from badge_service.store.models import custom_fields as t
 
 RESOURCE = "custom field"
@@ -24,9 +27,9 @@ def _from_row(row: Any) -> CustomField:
         org_id=row.org_id,
         name=row.name,
         data_type=DataType(row.data_type),
-        is_mandatory=row.is_mandatory,
+        is_mandatory=bool(row.is_mandatory),
         default_value=row.default_value,
-        is_active=row.is_active,
+        is_active=bool(row.is_active),
         created_on=from_micros(row.created_on),
         created_by=row.created_by,
         last_updated_on=from_micros(row.last_updated_on),
@@ -77,8 +80,8 @@ def list_fields(
 ) -> list[CustomField]:
     """The org's fields in id (creation) order, optionally after a keyset position
     (synchronous: async callers use ``conn.run_sync``)."""
-    if after is None and limit is None:  # every create and update of a badge asks this
-        return [_from_row(r) for r in conn.execute(_ALL_OF_ORG, {"org_id": org_id})]
+    if after is None and limit is None:  # every badge and award write asks this
+        return _all_of_org(conn, org_id)
     stmt = select(t).where(t.c.org_id == org_id).order_by(t.c.id)
     if after is not None:
         stmt = stmt.where(t.c.id > after)
@@ -89,6 +92,30 @@ def list_fields(
 
 # Built once, so its cache key is too.
 _ALL_OF_ORG = select(t).where(t.c.org_id == bindparam("org_id")).order_by(t.c.id)
+_COLUMNS = [c.key for c in t.c]
+# Fields built from an org's rows, by org, with the rows they came from.
+_FIELDS: OrderedDict[int, tuple[list[tuple[Any, ...]], list[CustomField]]] = OrderedDict()
+_FIELDS_MAX = 256
+_FIELDS_LOCK = threading.Lock()  # run_write, run_read and the event loop share it
+
+
+def _all_of_org(conn: Connection, org_id: int) -> list[CustomField]:
+    """Every field of the org. The rows are read in the caller's transaction, as always, but
+    the fields are built from them only when they differ from the rows last read for the org:
+    at CUSTOM_FIELDS_PER_ORG, building them was most of what checking a badge cost."""
+    rows = [tuple(r) for r in execute_prepared(conn, _ALL_OF_ORG, {"org_id": org_id})]
+    with _FIELDS_LOCK:
+        found = _FIELDS.get(org_id)
+        if found is not None and found[0] == rows:
+            _FIELDS.move_to_end(org_id)
+            return list(found[1])
+    fields = [_from_row(SimpleNamespace(**dict(zip(_COLUMNS, r, strict=True)))) for r in rows]
+    with _FIELDS_LOCK:
+        _FIELDS[org_id] = (rows, fields)
+        _FIELDS.move_to_end(org_id)
+        while len(_FIELDS) > _FIELDS_MAX:
+            _FIELDS.popitem(last=False)
+    return list(fields)
 
 
 async def count_fields(conn: AsyncConnection, org_id: int) -> int:
