@@ -407,20 +407,23 @@ def _ref(r: Any) -> TemplateRef:
         id=r.id,
         name=r.name,
         vanity_slug=r.vanity_slug,
-        image_url=r.doc.get("image_url", ""),
+        image_url=r.image_url or "",
         state=TemplateState(r.state),
         primary_badge_template_id=r.primary_badge_template_id or "",
-        variants_allowed=bool(r.doc.get("variants_allowed", False)),
+        variants_allowed=bool(r.variants_allowed),
     )
 
 
+# Two values of each named template's document, not the document: a page of templates names
+# up to 1,250 others, each document up to BADGE_TEMPLATE_BYTES.
 _REF_COLUMNS = (
     t.c.id,
     t.c.name,
     t.c.vanity_slug,
-    t.c.doc,
+    t.c.doc["image_url"].as_string().label("image_url"),
     t.c.state,
     t.c.primary_badge_template_id,
+    t.c.doc["variants_allowed"].as_boolean().label("variants_allowed"),
 )
 
 
