@@ -843,3 +843,23 @@ async def test_a_badge_sees_every_change_to_its_orgs_rules(backend: Backend, org
     )
     third = await create(org, badge("third", tags=[pb.BadgeTag(tag_name="0001")]))
     assert dict(third.badge_extra_data) == {}
+
+
+async def test_struct_depth_is_reached_before_protobuf_refuses_the_request(org: Org) -> None:
+    # The deepest place a Struct is taken: custom data inside a batch. One level past the
+    # limit is still a request protobuf parses, so the client is told which limit it passed.
+    badge_id = await a_badge(org)
+    deepest, deeper = (
+        apb.CreateAwardRequest(
+            award=apb.Award(badge_id=badge_id, recipient=member(name), custom_data=nested(depth))
+        )
+        for name, depth in (("a", limits.STRUCT_DEPTH), ("b", limits.STRUCT_DEPTH + 1))
+    )
+    reply = await awards(org.admin).BatchCreateAwards(
+        apb.BatchCreateAwardsRequest(requests=[deepest, deeper])
+    )
+    assert reply.results[0].award.custom_data == deepest.award.custom_data
+    info = error_details_pb2.ErrorInfo()
+    assert reply.results[1].error.details[0].Unpack(info)
+    assert info.reason == "LIMIT_EXCEEDED" and info.metadata["limit"] == "struct_depth"
+    assert info.metadata["field"] == "requests[1].award.custom_data" + ".a" * limits.STRUCT_DEPTH

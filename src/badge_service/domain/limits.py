@@ -75,8 +75,10 @@ PAGE_TOKEN_CHARS = _limit(
 UPDATE_MASK_PATHS = _limit(100, "update_mask_paths", "paths", "`update_mask` paths")
 UPDATE_MASK_PATH_CHARS = _limit(256, "update_mask_path_chars", "characters", "one mask path")
 URL_BYTES = _limit(2048, "url_bytes", "bytes (UTF-8)", "every URL field")
+# (Deeper than about 32 objects, a request is past protobuf's own parsing depth: the limit is
+# below that, so that over it a client is told which limit, not that the request is malformed.)
 STRUCT_DEPTH = _limit(
-    20,
+    30,
     "struct_depth",
     "levels",
     "nesting of objects and lists in a Struct (extra data, custom data, extensions)",

@@ -276,7 +276,7 @@ class Award(_message.Message):
     @_builtins.property
     def custom_data(self) -> _struct_pb2.Struct:
         """Custom data, checked against the org's custom fields like badge extra data: at most
-        16 KiB serialized with the defaults filled in, nested at most 32 levels, every Value with
+        16 KiB serialized with the defaults filled in, nested at most 30 levels, every Value with
         its kind set.
         """
 

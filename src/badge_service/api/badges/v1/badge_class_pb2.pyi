@@ -152,7 +152,7 @@ class BadgeClass(_message.Message):
 
     @_builtins.property
     def extensions(self) -> _struct_pb2.Struct:
-        """Extension properties, any JSON object (at most 64 KiB serialized, nested at most 32
+        """Extension properties, any JSON object (at most 64 KiB serialized, nested at most 30
         levels, every Value with its kind set, no NUL characters).
         """
 

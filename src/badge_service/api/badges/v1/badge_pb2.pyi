@@ -182,7 +182,7 @@ class Badge(_message.Message):
     def badge_extra_data(self) -> _struct_pb2.Struct:
         """Extra data, checked against the org's active custom fields: values of their type,
         defaults filled in for missing fields; unknown keys are refused once the org has fields.
-        At most 64 KiB serialized with the defaults filled in, nested at most 32 levels, and
+        At most 64 KiB serialized with the defaults filled in, nested at most 30 levels, and
         every Value with its kind set (LIMIT_EXCEEDED / VALUE_KIND_MISSING otherwise).
         """
 
