@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -75,6 +75,11 @@ PLACEHOLDER = "~" * 12
 # The scenario that measures one org's CreateAward while another writes at its limits; it
 # runs on the service only (the baseline does no work to be slowed down).
 NOISY = "Noisy neighbour"
+FLOOD = "Unauthenticated flood"
+FLOOD_TARGET = 2.0
+FLOOD_CALLER_STREAMS = 4
+# Issue 11's flood: about 1,200 calls a second, each with a new random key.
+FLOOD_RATE = 1200.0
 # Org A's badge names in that scenario begin so.
 NOISY_PREFIX = "noisya-"
 
@@ -95,6 +100,7 @@ class Profile:
     rounds: int
     watchers: int  # idle WatchAwards streams of the watcher rows
     noisy_streams: int = 1  # org A's writes in flight in the noisy-neighbour scenario
+    flood_streams: int = 32  # unauthenticated calls in flight in the flood scenario
 
 
 FULL = Profile("full", 100_000, 10_000, 1_000_000, 10_000, 4, 8, 5.0, 1.0, 3, 2_000)
@@ -115,6 +121,7 @@ class Counts:
     failed: int
     cancelled: int
     cpu_s: float
+    statuses: dict[str, int] = field(default_factory=dict)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -199,6 +206,7 @@ class ServiceServer(Server):
             int(line["failures"]) - cancelled,
             cancelled,
             cpu_seconds([self.pid]),
+            statuses,
         )
 
 
@@ -641,6 +649,23 @@ class Noisy:
 
 
 @dataclass
+class Flood:
+    """A legitimate caller's GetBadge quiet and beside a flood of calls with random API keys,
+    and the flood's rate of (refused) calls."""
+
+    quiet: Row = field(default_factory=Row)
+    loud: Row = field(default_factory=Row)
+    flood_rps: list[float] = field(default_factory=list)
+    wrongly_served: int = 0  # flood calls answered OK: must stay 0
+
+    @property
+    def ratio(self) -> float:
+        """The caller's p50 beside the flood over its p50 quiet (1.0: not slowed at all)."""
+        quiet = self.quiet.median("p50_ms")
+        return self.loud.median("p50_ms") / quiet if quiet else float("inf")
+
+
+@dataclass
 class Report:
     """Everything the Markdown report shows."""
 
@@ -658,15 +683,22 @@ class Report:
     memory: dict[str, tuple[float, float]] = field(default_factory=dict)
     durable: dict[str, str] = field(default_factory=dict)
     noisy: Noisy | None = None
+    flood: Flood | None = None
     notes: list[str] = field(default_factory=list)
     load_before: float = field(default_factory=lambda: os.getloadavg()[0])
     errors: list[str] = field(default_factory=list)
 
 
 def measure(
-    loader: Loader, scenario: Scenario, server: Server | WorkersServer, row: Row, tag: str
+    loader: Loader,
+    scenario: Scenario,
+    server: Server | WorkersServer,
+    row: Row,
+    tag: str,
+    expected: frozenset[str] = frozenset(),
 ) -> Result:
-    """One run, plus what the server counted during it: failures, and CPU per call."""
+    """One run, plus what the server counted during it: failures (other than the
+    ``expected`` statuses another client causes meanwhile), and CPU per call."""
     before = server.counts()
     result = loader.run(scenario, server.port, tag)
     after = _settled(server)
@@ -674,6 +706,8 @@ def measure(
     result.server_cpu_us = (after.cpu_s - before.cpu_s) / calls * 1e6 if calls else 0.0
     row.results.append(result)
     row.failures += after.failed - before.failed
+    caused = sum(after.statuses.get(s, 0) - before.statuses.get(s, 0) for s in expected)
+    row.failures = max(0, row.failures - caused)
     # A timed h2load run stops with up to connections x streams calls in flight; the server
     # sees those as CANCELLED. More than that would be a real problem.
     in_flight = loader.profile.connections * loader.profile.streams
@@ -796,7 +830,7 @@ def run(
             deep_after = main.first_id + deep_page * 25 - 1
             plan = scenarios(main, orgs["writes"], awarded, token, deep_after)
             if only:
-                unknown = only - {sc.name for sc in plan} - {NOISY}
+                unknown = only - {sc.name for sc in plan} - {NOISY, FLOOD}
                 if unknown:
                     raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
                 plan = [sc for sc in plan if sc.name in only]
@@ -841,6 +875,8 @@ def run(
                         )
             if not only or NOISY in only:
                 _noisy_neighbour(report, loader, service, orgs["writes"], awarded, noisy, work)
+            if not only or FLOOD in only:
+                _unauthenticated_flood(report, loader, service, main, work)
             _check_writes(report, url, orgs, noisy)
             if not only:
                 _scale(report, loader, service, orgs)
@@ -1330,6 +1366,112 @@ def _noisy_neighbour(
             )
 
 
+def _unauthenticated_flood(
+    report: Report, loader: Loader, service: Server, main: SeededOrg, work: Path
+) -> None:
+    """A legitimate caller's GetBadge (as the GetBadge scenario) measured quiet and while a
+    flood of GetBadge calls with a new random API key each (bench/noisy.py, ``flood_streams``
+    calls at a time) hits the same server, alternating which comes first in each round."""
+    p = report.profile
+    get = Call("GetBadge", pb.GetBadgeRequest(id=main.middle_id), pb.Badge)
+    caller = Scenario(FLOOD, [get], main.key, lambda _r: None)
+    # The caller is an ordinary client (1 connection, 4 calls at a time), not the saturating
+    # load of the other scenarios: at saturation any extra work shows in its p50 one for one.
+    loader = Loader(
+        loader.h2load, replace(p, connections=1, streams=FLOOD_CALLER_STREAMS), loader.workdir
+    )
+    spec_path = work / "flood.json"
+    spec_path.write_text(
+        json.dumps(
+            {
+                "port": service.port,
+                "key": "",
+                "random_keys": True,
+                "items": [
+                    {
+                        "path": get.path,
+                        "body": base64.b64encode(get.request.SerializeToString()).decode(),
+                    }
+                ],
+                "streams": p.flood_streams,
+                "rate": FLOOD_RATE,
+                "duration": p.warmup + p.duration + 2.0,
+            }
+        )
+    )
+    result = report.flood = Flood()
+    for rnd in range(p.rounds):
+        for mode in ("quiet", "loud") if rnd % 2 == 0 else ("loud", "quiet"):
+            if mode == "quiet":
+                r = measure(loader, caller, service, result.quiet, f"fq{rnd}")
+            else:
+                flood = subprocess.Popen(
+                    [sys.executable, "-m", "bench.noisy", str(spec_path)],
+                    cwd=REPO,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                time.sleep(0.5)  # the flood's channel connects and its calls are under way
+                r = measure(
+                    loader, caller, service, result.loud, f"fl{rnd}", frozenset({"UNAUTHENTICATED"})
+                )
+                out, _ = flood.communicate(timeout=120)
+                flooded = json.loads(out)
+                result.flood_rps.append(float(flooded["rps"]))
+                result.wrongly_served += int(flooded["ok"])
+                if flooded["failed"] or flooded["ok"]:
+                    report.errors.append(
+                        f"{FLOOD}: {flooded['ok']} random keys were served and "
+                        f"{flooded['failed']} calls failed otherwise than UNAUTHENTICATED"
+                    )
+            print(
+                f"round {rnd + 1} {FLOOD} caller {mode:5} {r.rps:9.0f} req/s "
+                f"p50 {r.p50_ms:6.2f} ms p99 {r.p99_ms:6.2f} ms failed {r.failed}",
+                flush=True,
+            )
+
+
+def _render_flood(
+    flood: Flood, streams: int, targets: list[tuple[str, str, bool | str]]
+) -> list[str]:
+    """The unauthenticated-flood section, and its target."""
+    ratio = flood.ratio
+    lines = [
+        f"## {FLOOD} (service)",
+        "",
+        f"A legitimate caller's GetBadge (1 connection, {FLOOD_CALLER_STREAMS} calls at a time) "
+        f"quiet, and while another client sends {FLOOD_RATE:,.0f} GetBadge calls a second "
+        f"({streams} at most at a time), each with a new random API key (half with ids no key "
+        "has, half of the older shape without an id).",
+        "",
+        "| caller's GetBadge | req/s | p50 ms | p99 ms | failed | per-round p50 ms |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for label, row in (("quiet", flood.quiet), ("beside the flood", flood.loud)):
+        fails = sum(r.failed for r in row.results) + row.failures + row.cancelled
+        lines.append(
+            f"| {label} | {_fmt(row.median('rps'), 0)} | {_fmt(row.median('p50_ms'))} | "
+            f"{_fmt(row.median('p99_ms'))} | {fails} | "
+            + ", ".join(_fmt(r.p50_ms) for r in row.results)
+            + " |"
+        )
+    flood_rps = statistics.median(flood.flood_rps) if flood.flood_rps else 0.0
+    lines += [
+        f"| p50 beside / quiet | {ratio:.2f}x | | | | |",
+        "",
+        f"Flood: {flood_rps:,.0f} refused calls/s (median), {flood.wrongly_served} served.",
+        "",
+    ]
+    targets.append(
+        (
+            f"{FLOOD}: the caller's p50 within {FLOOD_TARGET}x of quiet",
+            f"{ratio:.2f}x",
+            ratio <= FLOOD_TARGET and flood.wrongly_served == 0,
+        )
+    )
+    return lines
+
+
 # --- the report ----------------------------------------------------------------------------
 
 
@@ -1424,6 +1566,8 @@ def render(report: Report) -> str:
 
     if report.noisy is not None:
         lines += _render_noisy(report.noisy, targets)
+    if report.flood is not None:
+        lines += _render_flood(report.flood, report.profile.flood_streams, targets)
     lines += [
         "## Scale (service)",
         "",

@@ -42,7 +42,7 @@ from badge_service.api.badges.v1 import badge_pb2
 from badge_service.store.faults import LOG_INTERVAL
 from tests.private_pg import PrivateCluster, private_cluster
 from tests.support import Client, details_of
-from tests.test_serve import BIN, ServeProcess, free_port
+from tests.test_serve import BIN, ServeProcess, free_port, json_lines
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -363,6 +363,11 @@ async def test_sqlite_disk_full_and_freed(tmp_path: Path) -> None:
         assert {code for _, code in running.outcomes} <= ALLOWED, running.outcomes
         assert running.count("GetBadge", "UNAVAILABLE") == 0, running.outcomes
         await check_stored(server, org, running.created)
+        # The recovery's INFO line may be written up to 0.2 s after health answers SERVING.
+        for _ in range(100):
+            if health_changes(json_lines(server.stderr())) == [True, False, True]:
+                break
+            await asyncio.sleep(0.05)
         lines = check_log(server.stderr(), time.monotonic() - began, fresh=True)
         assert health_changes(lines) == [True, False, True], health_changes(lines)
         failed = running.count("CreateBadge", "UNAVAILABLE")

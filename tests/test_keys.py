@@ -236,13 +236,21 @@ async def test_unknown_keys_are_refused_without_flooding_the_database(
         got = details_of(await _failure(stub(wrong).GetOrgMeta(org_meta_pb2.GetOrgMetaRequest())))
         assert got.info is not None and got.info.reason == "INVALID_API_KEY"
     assert auth.lookups == before
-    # Keys that might be new (ids above any loaded, or of the older shape): looked up, at most
-    # lookups_per_second a second (100), however many come.
-    began = time.monotonic()
-    flood = [new_api_key(10**12 + i) for i in range(400)]
-    flood += [KEY_PREFIX + secrets.token_urlsafe(32) for _ in range(400)]
+    # Keys that cannot exist: ids far above any loaded, keys of the older shape (no longer
+    # made, all loaded): refused from memory too.
+    hopeless = [new_api_key(10**12 + i) for i in range(200)]
+    hopeless += [KEY_PREFIX + secrets.token_urlsafe(32) for _ in range(200)]
     await asyncio.gather(
-        *(_failure(stub(key).GetOrgMeta(org_meta_pb2.GetOrgMetaRequest())) for key in flood)
+        *(_failure(stub(key).GetOrgMeta(org_meta_pb2.GetOrgMetaRequest())) for key in hopeless)
+    )
+    assert auth.lookups == before
+    # Ids just above the highest loaded may be keys made since the last reload: looked up, at
+    # most lookups_per_second (100) a second, however many come.
+    began = time.monotonic()
+    top = auth._max_id
+    maybe = [new_api_key(top + 1 + i) for i in range(800)]
+    await asyncio.gather(
+        *(_failure(stub(key).GetOrgMeta(org_meta_pb2.GetOrgMetaRequest())) for key in maybe)
     )
     elapsed = time.monotonic() - began
     assert 0 < auth.lookups - before <= 100 * (elapsed + 1), (auth.lookups - before, elapsed)

@@ -8,12 +8,13 @@ at its expiry (checked on every call), and authenticating costs no database roun
 
 Unknown keys are cheap. A key of our shape carries its id: the key of an id the process holds
 is checked against that key's hash in memory, and an id at or below the highest one loaded
-that it does not hold does not exist. Only a key that may have been created since the last
-reload (an id above that, or a key of the older shape without an id) is looked up, at most
-``lookups_per_second`` times a second per process; past that, such a key waits for the next
-poll (which reloads if any key changed) and is judged by what is then in memory. What a
-lookup finds, or does not, is kept until the next reload, so each id (or older-shape key)
-costs at most one lookup per reload.
+that it does not hold does not exist, nor does one more than ``ID_HORIZON`` above it (that many
+keys are not made between two polls). Keys of the older shape (without an id) are no longer
+made, so one not loaded does not exist either. Only an id just above the highest loaded, which
+may have been created since the last reload, is looked up, at most ``lookups_per_second``
+times a second per process; past that, it waits for the next poll (which reloads if any key
+changed) and is judged by what is then in memory. What a lookup finds, or does not, is kept
+until the next reload, so each id costs at most one lookup per reload.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ _current: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal"
 # How often last-use times are written (a write per call would cost more than the call).
 LAST_USE_INTERVAL = 60.0
 _NEVER = float("inf")
+# Ids further than this above the highest loaded one are refused unlooked-up.
+ID_HORIZON = 10_000
 
 
 def current_principal() -> Principal:
@@ -80,8 +83,8 @@ class Authenticator:
         self._by_hash: dict[str, ApiKey] = {}  # keys of the older shape, without an id
         self._max_id = 0
         self._epoch: int | None = None
-        # Ids and older-shape hashes looked up and not found since the last reload.
-        self._unknown: set[int | str] = set()
+        # Ids looked up and not found since the last reload.
+        self._unknown: set[int] = set()
         self._tokens = lookups_per_second
         self._tokens_at = time.monotonic()
         # Accepted credentials by their header values, so a repeat call skips parsing and
@@ -149,10 +152,11 @@ class Authenticator:
 
     async def _look_up(self, key_id: int | None, digest: str) -> ApiKey:
         """A key not among those loaded: one created since the last reload, or none."""
-        if key_id is not None and key_id <= self._max_id:
-            raise invalid_key()  # ids are never reused: this one does not exist
-        wanted: int | str = digest if key_id is None else key_id
-        if wanted in self._unknown:
+        if key_id is None:
+            raise invalid_key()  # older-shape keys are all loaded: this one does not exist
+        if key_id <= self._max_id or key_id > self._max_id + ID_HORIZON:
+            raise invalid_key()  # ids are never reused, and not made that fast
+        if key_id in self._unknown:
             raise invalid_key()
         if not self._take_token():
             # Over the lookup budget (a flood, or a burst of new keys): the next poll brings
@@ -160,23 +164,17 @@ class Authenticator:
             if self._task is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._polled.wait(), self._refresh * 4)
-            found = self._by_hash.get(digest) if key_id is None else self._by_id.get(key_id)
+            found = self._by_id.get(key_id)
             if found is None:
                 raise invalid_key()
             return found
         self.lookups += 1
-        if key_id is None:
-            found = await self._db.run_read(keys.find_key, digest)
-        else:
-            found = await self._db.run_read(keys.find_key_by_id, key_id)
+        found = await self._db.run_read(keys.find_key_by_id, key_id)
         if found is None:
             if len(self._unknown) < self._max:
-                self._unknown.add(wanted)
+                self._unknown.add(key_id)
             raise invalid_key()
-        if key_id is None:
-            self._by_hash[digest] = found
-        else:
-            self._by_id[key_id] = found
+        self._by_id[key_id] = found
         return found
 
     def _take_token(self) -> bool:
