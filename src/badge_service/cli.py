@@ -11,7 +11,7 @@ import os
 from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn
 
-from badge_service import logs
+from badge_service import logs, metrics
 from badge_service.config import Settings, check_address, check_free, check_log_level
 from badge_service.domain.auth import ApiKey, Role, parse_duration
 from badge_service.domain.errors import DomainError
@@ -108,6 +108,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         check_address(settings.address)  # workers share the port (SO_REUSEPORT)
     else:
         check_free(settings.address)
+    if settings.metrics_address:
+        try:
+            metrics.parse_address(settings.metrics_address)
+        except metrics.MetricsError as exc:
+            raise SystemExit(f"error: {exc}") from None
     logs.configure(settings.log_level, settings.log_format)
     if settings.workers > 1:
         raise SystemExit(serve_workers(settings))
@@ -323,6 +328,11 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="events a WatchAwards stream may fall behind before it is dropped (default 1000)",
     )
+    serve.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics there (default: none)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
@@ -393,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tls_client_ca=getattr(args, "tls_client_ca", None),
         workers=getattr(args, "workers", None),
         public_base_url=getattr(args, "public_base_url", None),
+        metrics_address=getattr(args, "metrics_address", None),
         db_statement_timeout=getattr(args, "db_statement_timeout", None),
         db_connect_timeout=getattr(args, "db_connect_timeout", None),
         watch_max_per_org=getattr(args, "watch_max_per_org", None),

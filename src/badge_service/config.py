@@ -55,6 +55,8 @@ class Settings:
     watch_buffer: int = 1000
     watch_poll_seconds: float = 0.5
     watch_stall_seconds: float = 30.0
+    # HOST:PORT of the Prometheus metrics endpoint; empty: no metrics.
+    metrics_address: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

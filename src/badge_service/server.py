@@ -10,17 +10,21 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from badge_service import metrics
 from badge_service.api.badges.v1 import (
     award_pb2,
     award_pb2_grpc,
@@ -39,6 +43,7 @@ from badge_service.api.badges.v1 import (
 )
 from badge_service.config import Settings
 from badge_service.domain import requests
+from badge_service.metrics import MetricsError
 from badge_service.rpc.auth import Authenticator
 from badge_service.rpc.awards import AwardServicer
 from badge_service.rpc.badge_classes import BadgeClassServicer
@@ -53,6 +58,15 @@ from badge_service.store import events, faults, request_ids
 from badge_service.store.db import Database
 from badge_service.store.migrate import upgrade
 from badge_service.tls import CertificateReloader, TlsError, TlsFiles, is_loopback
+from badge_service.tracing import (
+    Tracing,
+    TracingError,
+    check_tracing_environment,
+    provider_from_environment,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("badge_service.server")
 
@@ -130,6 +144,8 @@ class Running:
     housekeeping: asyncio.Task[None]
     auth: Authenticator
     tls: CertificateReloader | None = None
+    metrics_endpoint: metrics.Endpoint | None = None
+    tracing: Tracing | None = None
 
     async def shutdown(self, drain_delay: float, grace: float) -> None:
         """SIGTERM's sequence: health NOT_SERVING at once; new calls still served for
@@ -195,6 +211,14 @@ class Running:
         await self.auth.stop()
         self.interceptor.summarise_log(None)
         await self.db.close()
+        _close_observers(self.metrics_endpoint, self.tracing)
+
+
+def _close_observers(endpoint: metrics.Endpoint | None, tracing: Tracing | None) -> None:
+    if endpoint is not None:
+        endpoint.close()
+    if tracing is not None:
+        tracing.shutdown()  # exports the spans still batched
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -213,14 +237,69 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-async def start(settings: Settings, db: Database | None = None) -> Running:
-    """Migrates (unless disabled), builds and starts the server; returns once it listens."""
-    db = db or Database(
-        settings.database_url,
-        pool_size=settings.db_pool_size,
-        statement_timeout=settings.db_statement_timeout,
-        connect_timeout=settings.db_connect_timeout,
-    )
+async def start(
+    settings: Settings,
+    db: Database | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+) -> Running:
+    """Migrates (unless disabled), builds and starts the server; returns once it listens.
+
+    Metrics are served on ``settings.metrics_address`` when it is set (a worker of ``serve
+    --workers`` has them on without an address: its parent serves them). Traces follow the
+    OTEL_* environment, or go to ``tracer_provider`` when one is given (tests). A ``db``
+    handed in is used as it is, so its calls are not measured or traced.
+    """
+    endpoint: metrics.Endpoint | None = None
+    tracing: Tracing | None = None
+    try:
+        if settings.metrics_address:
+            endpoint = metrics.serve(settings.metrics_address)
+            log.info(
+                "metrics listening",
+                extra={"address": settings.metrics_address, "port": endpoint.port},
+            )
+        if tracer_provider is None:
+            tracer_provider = provider_from_environment()
+            owned = True
+        else:
+            owned = False
+        if tracer_provider is not None:
+            tracing = Tracing(tracer_provider, owned=owned)
+    except (MetricsError, TracingError) as exc:
+        _close_observers(endpoint, tracing)
+        raise SystemExit(f"error: {exc}") from None
+    try:
+        return await _start(settings, db, metrics.active(), endpoint, tracing)
+    except BaseException:
+        _close_observers(endpoint, tracing)
+        raise
+
+
+async def _start(
+    settings: Settings,
+    db: Database | None,
+    meter: metrics.Metrics | None,
+    endpoint: metrics.Endpoint | None,
+    tracing: Tracing | None,
+) -> Running:
+    if db is None:
+        options = {
+            "pool_size": settings.db_pool_size,
+            "statement_timeout": settings.db_statement_timeout,
+            "connect_timeout": settings.db_connect_timeout,
+        }
+        if meter is None and tracing is None:
+            db = Database(settings.database_url, **options)  # type: ignore[arg-type]
+        else:
+            from badge_service.store.observed import ObservedDatabase
+
+            tracer = tracing.tracer if tracing is not None else None
+            db = ObservedDatabase(settings.database_url, meter=meter, tracer=tracer, **options)
+            if tracing is not None:
+                tracing.instrument_engines(
+                    [e for e in (db.engine.sync_engine, db.sync_engine) if e is not None]
+                )
     try:
         # Storage that cannot be written (read-only, full) stops the start, with one line.
         await db.probe(write=True)
@@ -233,8 +312,15 @@ async def start(settings: Settings, db: Database | None = None) -> Running:
         await db.close()
         raise SystemExit(line) from None
     auth = Authenticator(db, refresh=settings.auth_refresh_seconds)
-    interceptor = ServiceInterceptor(auth, write_methods(SERVICES))
-    server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
+    writes = write_methods(SERVICES)
+    if meter is not None:
+        meter.register(SERVICES)
+    interceptor = ServiceInterceptor(auth, writes, meter)
+    interceptors: list[grpc.aio.ServerInterceptor] = [interceptor]
+    if tracing is not None:
+        # First: its server span covers the whole call, and is current while it runs.
+        interceptors.insert(0, tracing.server_interceptor(writes))
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
     org_meta_pb2_grpc.add_OrgMetaServiceServicer_to_server(OrgMetaServicer(db), server)
     custom_field_pb2_grpc.add_CustomFieldServiceServicer_to_server(CustomFieldServicer(db), server)
     badge_pb2_grpc.add_BadgeServiceServicer_to_server(BadgeServicer(db), server)
@@ -295,7 +381,9 @@ async def start(settings: Settings, db: Database | None = None) -> Running:
             "network unencrypted; use --tls-cert and --tls-key",
             extra={"address": settings.address},
         )
-    return Running(server, port, db, health, interceptor, monitor, housekeeping, auth, tls)
+    return Running(
+        server, port, db, health, interceptor, monitor, housekeeping, auth, tls, endpoint, tracing
+    )
 
 
 def _tls(settings: Settings) -> CertificateReloader | None:
@@ -411,17 +499,59 @@ def serve_workers(settings: Settings) -> int:
     """
     try:
         _tls(settings)  # a bad file stops here with one line, not once per worker
-    except TlsError as exc:
+        check_tracing_environment()  # so does a trace exporter that is not installed
+    except (TlsError, TracingError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    if settings.migrate_on_start:
-        asyncio.run(_migrate_once(settings))
+    metrics_dir = None
+    if settings.metrics_address:
+        metrics_dir = tempfile.mkdtemp(prefix="badge-service-metrics-")
+        try:
+            exit_code = _serve_workers(settings, metrics_dir)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        return exit_code
+    return _serve_workers(settings, None)
+
+
+def _serve_workers(settings: Settings, metrics_dir: str | None) -> int:
+    endpoint = None
+    if metrics_dir is not None:
+        try:
+            endpoint = metrics.serve_multiprocess(settings.metrics_address, metrics_dir)
+        except MetricsError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        # Multiprocess mode: spawned workers inherit the variable, so prometheus-client in
+        # each of them keeps its values in files there, which this process sums per scrape.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        log.info(
+            "metrics listening",
+            extra={
+                "address": settings.metrics_address,
+                "port": endpoint.port,
+                "multiprocess_dir": metrics_dir,
+            },
+        )
+    try:
+        if settings.migrate_on_start:
+            asyncio.run(_migrate_once(settings))
+        return _run_workers(settings, metrics_dir)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def _run_workers(settings: Settings, metrics_dir: str | None) -> int:
     # A port of 0 would give every worker its own ephemeral port; pick one for all of them and
     # keep a bound (never listening) SO_REUSEPORT socket on it so nothing else takes it.
     address, reserved = _reserve_port(settings.address)
-    child = replace(settings, address=address, migrate_on_start=False)
+    # Workers count into the parent's endpoint; they serve none of their own.
+    child = replace(settings, address=address, migrate_on_start=False, metrics_address="")
     ctx = multiprocessing.get_context("spawn")
     workers = [
-        ctx.Process(target=_worker_main, args=(child,), name=f"badge-service-{i}")
+        ctx.Process(
+            target=_worker_main, args=(child, metrics_dir is not None), name=f"badge-service-{i}"
+        )
         for i in range(settings.workers)
     ]
     stopping = False
@@ -458,6 +588,8 @@ def serve_workers(settings: Settings) -> int:
             for w in [w for w in pending if w.sentinel in ready]:
                 w.join()
                 pending.remove(w)
+                if metrics_dir is not None and w.pid is not None:
+                    metrics.worker_exited(w.pid, metrics_dir)  # its open streams are gone
                 # A worker told to stop before it installed its handler dies of the SIGTERM.
                 clean = w.exitcode == 0 or (stopping and w.exitcode == -signal.SIGTERM)
                 if not clean:
@@ -501,11 +633,14 @@ def _reserve_port(address: str) -> tuple[str, socket.socket | None]:
     return f"{host}:{sock.getsockname()[1]}", sock
 
 
-def _worker_main(settings: Settings) -> None:
-    """One worker process: its own event loop (uvloop where installed) and database pool."""
+def _worker_main(settings: Settings, metrics_on: bool = False) -> None:
+    """One worker process: its own event loop (uvloop where installed) and database pool;
+    with ``metrics_on``, metrics counted into the parent's multiprocess directory."""
     from badge_service import logs
 
     logs.configure(settings.log_level, settings.log_format)
+    if metrics_on:
+        metrics.enable()
 
     async def run() -> None:
         # If the parent dies without stopping us (e.g. SIGKILL), stop gracefully rather than

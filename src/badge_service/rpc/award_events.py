@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from badge_service import metrics
 from badge_service.api.badges.v1 import award_pb2 as pb
 from badge_service.domain import paging
 from badge_service.domain.awards import Recipient, RecipientKind, check_recipient, recipient_key
@@ -157,6 +158,7 @@ class AwardEventsMixin:
             raise InvalidArgument("after_sequence", "must be 0 or more")
         hub = self._hub
         sub = hub.open(who.org_id)
+        metrics.watch_opened()
         try:
             current = await self._db.run_read(events.last_sequence, who.org_id)
             if after > current:
@@ -187,6 +189,7 @@ class AwardEventsMixin:
             raise sub.error from None
         finally:
             hub.leave(sub)
+            metrics.watch_closed()
 
     async def _read_events(self, org_id: int, after: int, limit: int) -> list[Event]:
         """The org's events after ``after`` (at most ``limit``), serialized: what the watch

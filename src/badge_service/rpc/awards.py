@@ -15,13 +15,14 @@ reads its rows and kept count with ``Database.fetch``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from sqlalchemy.engine import Connection
 
+from badge_service import metrics
 from badge_service.api.badges.v1 import award_pb2 as pb
 from badge_service.api.badges.v1 import award_pb2_grpc as pb_grpc
 from badge_service.domain import awards as domain
@@ -42,6 +43,8 @@ from badge_service.domain.badgr import BadgeClass
 from badge_service.domain.custom_fields import CustomField, check_extra_data
 from badge_service.domain.errors import DomainError, InvalidArgument, NotFound
 from badge_service.domain.ids import new_hex_id
+from badge_service.domain.requests import RequestKey
+from badge_service.metrics import CAP_REASONS
 from badge_service.rpc import wire
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.award_events import AwardEventsMixin, recipient_to_proto
@@ -362,6 +365,52 @@ def _prepare(
     return _Prepared(index, award, dedupe_key, stored.SerializeToString(), size, caps)
 
 
+class _Tally:
+    """What a create wrote (awards by kind, cap refusals by reason), filled in its
+    transaction and counted in the metrics once the caller is answered with it (_counted).
+    A retry answered from a stored reply runs no create, so it counts nothing again."""
+
+    __slots__ = ("issued", "refused")
+
+    def __init__(self) -> None:
+        self.issued: dict[str, int] = {}
+        self.refused: dict[str, int] = {}
+
+    def add(self, results: Sequence[_Created | DomainError]) -> None:
+        """Counts a create's results."""
+        for r in results:
+            if isinstance(r, _Created):
+                kind = r.award.kind.value
+                self.issued[kind] = self.issued.get(kind, 0) + 1
+            elif r.reason in CAP_REASONS:
+                self.refused[r.reason] = self.refused.get(r.reason, 0) + 1
+
+
+async def _counted(
+    db: Database,
+    key: RequestKey | None,
+    now: dt.datetime,
+    fn: Callable[..., T],
+    args: tuple[Any, ...],
+    encode: Callable[[T], bytes],
+) -> bytes:
+    """write_once of a create (``fn`` takes a _Tally last), its outcome counted in the metrics
+    when they are on: the awards and refusals of a committed write, or the cap refusal that
+    one raised (CreateAward, RedeemClaimCode)."""
+    meter = metrics.active()
+    if meter is None:
+        return await write_once(db, key, now, fn, args, encode)
+    tally = _Tally()
+    try:
+        reply = await write_once(db, key, now, fn, (*args, tally), encode)
+    except DomainError as err:
+        if err.reason in CAP_REASONS:
+            meter.count_awards({}, {err.reason: 1})
+        raise
+    meter.count_awards(tally.issued, tally.refused)
+    return reply
+
+
 def _create(
     conn: Connection,
     org_id: int,
@@ -369,9 +418,10 @@ def _create(
     prefixes: Sequence[str],
     now: dt.datetime,
     defs: _Definitions | None = None,
+    tally: _Tally | None = None,
 ) -> list[_Created | DomainError]:
     """Creates the awards that pass their rules, in the caller's transaction, and returns one
-    result per item in order: the award, or why it was refused."""
+    result per item in order: the award, or why it was refused (counted in ``tally``)."""
     defs = defs or _Definitions(conn, org_id)
     # Every award below ends as created or refused; None only until then.
     results: list[_Created | DomainError | None] = [
@@ -454,19 +504,29 @@ def _create(
         events.append_events(conn, org_id, appended, now)
     done = [r for r in results if r is not None]
     assert len(done) == len(items)
+    if tally is not None:
+        tally.add(done)
     return done
 
 
-def _create_one(conn: Connection, org_id: int, award: Award, now: dt.datetime) -> _Created:
+def _create_one(
+    conn: Connection, org_id: int, award: Award, now: dt.datetime, tally: _Tally | None = None
+) -> _Created:
     """CreateAward's transaction: the award, or its refusal raised (which rolls it back)."""
-    (result,) = _create(conn, org_id, [award], ["award"], now)
+    (result,) = _create(conn, org_id, [award], ["award"], now, None, tally)
     if isinstance(result, DomainError):
         raise result
     return result
 
 
 def _redeem(
-    conn: Connection, org_id: int, key: badgr.Key, code: str, award: Award, now: dt.datetime
+    conn: Connection,
+    org_id: int,
+    key: badgr.Key,
+    code: str,
+    award: Award,
+    now: dt.datetime,
+    tally: _Tally | None = None,
 ) -> _Created:
     """RedeemClaimCode's transaction: one use of the code and the award, both or neither."""
     defs = _Definitions(conn, org_id)
@@ -475,7 +535,7 @@ def _redeem(
     store.use_claim_code(conn, org_id, badge_class.id, code, now)
     award.badge_class_id = badge_class.id
     defs.known_class(badge_class)
-    (result,) = _create(conn, org_id, [award], [""], now, defs)
+    (result,) = _create(conn, org_id, [award], [""], now, defs, tally)
     if isinstance(result, DomainError):
         raise result
     return result
@@ -611,7 +671,7 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
         award = self._new_award(
             award_from_proto(request.award, "award"), who.org_id, who.key_id, now
         )
-        return await write_once(
+        return await _counted(
             self._db, key, now, _create_one, (who.org_id, award, now), self._reply_now
         )
 
@@ -645,8 +705,13 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
                 )
             except DomainError as err:
                 items.append(err)
-        return await write_once(
-            self._db, key, now, _create, (who.org_id, items, prefixes, now), self._batch_reply
+        return await _counted(
+            self._db,
+            key,
+            now,
+            _create,
+            (who.org_id, items, prefixes, now, None),
+            self._batch_reply,
         )
 
     def _batch_reply(self, results: list[_Created | DomainError]) -> bytes:
@@ -685,7 +750,7 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
         self._new_award(award, who.org_id, who.key_id, now)
         # The recipient and details are checked before a use is taken.
         domain.check_details(award, now=now, prefix="")
-        return await write_once(
+        return await _counted(
             self._db,
             request_id,
             now,

@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from badge_service.domain.auth import Principal
 from badge_service.domain.errors import DomainError, InvalidArgument, ShuttingDown
 from badge_service.logs import AccessLog, request_id
+from badge_service.metrics import MethodMetrics, Metrics
 from badge_service.rpc.auth import Authenticator, set_principal
 from badge_service.rpc.errors import status_code, to_status
 from badge_service.store import faults
@@ -172,6 +173,10 @@ class _Outcome:
         self.request_id: str | None = None
 
 
+# _admit_known and _log, as a method's wrapper calls them (see _metered).
+_Admit = Callable[[str, bool, grpc.aio.ServicerContext, _Outcome], bool]
+_Log = Callable[[str, grpc.aio.ServicerContext, _Outcome, float], float]
+
 REQUEST_ID = "x-request-id"
 # Generated request ids: this process's random prefix and a counter (unique, and cheaper than
 # a UUID per call).
@@ -201,9 +206,12 @@ async def _abort(context: grpc.aio.ServicerContext, status: Any, outcome: _Outco
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Authenticates, authorises, maps errors and logs every call to our services."""
 
-    def __init__(self, auth: Authenticator, writes: dict[str, bool]) -> None:
+    def __init__(
+        self, auth: Authenticator, writes: dict[str, bool], meter: Metrics | None = None
+    ) -> None:
         self._auth = auth
         self._writes = writes
+        self._meter = meter
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
         self.failures = 0  # non-OK calls, for the benchmark's correctness check
         self.statuses: dict[str, int] = {}  # calls finished, by status name
@@ -243,6 +251,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         is_write = self._writes[method]
+        # The wrappers call these two at a call's start and end. With metrics on they are
+        # replaced by versions that also count; with metrics off nothing here measures.
+        admit_known: _Admit = self._admit_known
+        log: _Log = self._log
+        sent: Callable[[], None] | None = None
+        if self._meter is not None:
+            admit_known, log, sent = _metered(
+                self._meter.method(method, _grpc_type(handler)), admit_known, log
+            )
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
 
@@ -250,7 +267,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 outcome = _Outcome()
                 start = time.perf_counter()
                 try:
-                    if not self._admit_known(method, is_write, context, outcome):
+                    if not admit_known(method, is_write, context, outcome):
                         await self._admit(method, is_write, context, outcome)
                     if isinstance(request, _Rejected):
                         raise request.error
@@ -258,7 +275,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 except BaseException as exc:
                     await self._fail(exc, context, outcome)
                 finally:
-                    self._log(method, context, outcome, start)
+                    log(method, context, outcome, start)
 
             factory = (
                 grpc.unary_unary_rpc_method_handler
@@ -289,17 +306,19 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             outcome = _Outcome()
             start = time.perf_counter()
             try:
-                if not self._admit_known(method, is_write, context, outcome):
+                if not admit_known(method, is_write, context, outcome):
                     await self._admit(method, is_write, context, outcome)
                 if isinstance(request, _Rejected):
                     raise request.error
                 async with contextlib.aclosing(inner_stream(request, context)) as items:
                     async for item in items:
                         await context.write(item)
+                        if sent is not None:
+                            sent()
             except BaseException as exc:
                 await self._fail(exc, context, outcome)
             finally:
-                self._log(method, context, outcome, start)
+                log(method, context, outcome, start)
 
         factory = (
             grpc.unary_stream_rpc_method_handler
@@ -392,7 +411,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _log(
         self, method: str, context: grpc.aio.ServicerContext, outcome: _Outcome, start: float
-    ) -> None:
+    ) -> float:
+        """Writes the call's access line; returns the seconds the call took."""
+        elapsed = time.perf_counter() - start
         if outcome.counted:
             self.in_flight -= 1
         code = outcome.code
@@ -405,7 +426,49 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             principal.org_id if principal else None,
             principal.key_id if principal else None,
             name,
-            round((time.perf_counter() - start) * 1000, 3),
+            round(elapsed * 1000, 3),
             context.peer(),
             outcome.request_id,
         )
+        return elapsed
+
+
+def _grpc_type(handler: grpc.RpcMethodHandler) -> str:
+    """go-grpc-prometheus's ``grpc_type`` of a handler."""
+    if handler.request_streaming:
+        return "bidi_stream" if handler.response_streaming else "client_stream"
+    return "server_stream" if handler.response_streaming else "unary"
+
+
+def _metered(meter: MethodMetrics, admit_known: _Admit, log: _Log) -> tuple[_Admit, _Log, Any]:
+    """``admit_known`` and ``log`` that also count the call in its method's metrics (started
+    at its start, handled with its code and its duration at its end), and the count of a
+    stream's sent messages (None for a unary method)."""
+    started = meter.started.inc
+    received = meter.received.inc if meter.received is not None else None
+    ok = meter.handled["OK"].inc
+    # Keyed by the code itself: the interceptor's outcome holds a grpc.StatusCode.
+    handled = {code: meter.handled[code.name].inc for code in grpc.StatusCode}
+    observe = meter.seconds.observe
+
+    def counted_admit(
+        method: str, is_write: bool, context: grpc.aio.ServicerContext, outcome: _Outcome
+    ) -> bool:
+        started()
+        if received is not None:  # a server stream's one request (no client streams here)
+            received()
+        return admit_known(method, is_write, context, outcome)
+
+    def counted_log(
+        method: str, context: grpc.aio.ServicerContext, outcome: _Outcome, start: float
+    ) -> float:
+        elapsed = log(method, context, outcome, start)
+        code = outcome.code
+        if code is _OK:
+            ok()
+        else:
+            handled[code]()
+        observe(elapsed)
+        return elapsed
+
+    return counted_admit, counted_log, meter.sent.inc if meter.sent is not None else None

@@ -150,6 +150,9 @@ class _Job(Generic[T]):
 class Database:
     """One engine and the transaction boundaries of the service."""
 
+    # Told each group commit's number of writes (ObservedDatabase sets it for metrics).
+    _group_commits: Callable[[int], None] | None = None
+
     def __init__(
         self,
         url: str,
@@ -354,6 +357,8 @@ class Database:
                     del self._queue[:_GROUP_COMMIT_MAX]
                     if not batch:
                         continue
+                    if self._group_commits is not None:
+                        self._group_commits(len(batch))
                     try:
                         outcomes = await asyncio.shield(
                             loop.run_in_executor(self._writer, _commit_batch, self, batch)

@@ -1,0 +1,248 @@
+"""OpenTelemetry traces, opt-in by the standard ``OTEL_*`` environment variables.
+
+Tracing is on when ``OTEL_TRACES_EXPORTER`` names an exporter other than ``none``, or when
+an OTLP endpoint is set (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``;
+the exporter is then ``otlp``), unless ``OTEL_SDK_DISABLED=true``. Everything else is the
+SDK's own environment configuration, as ``opentelemetry-instrument`` reads it: exporters are
+found by name among the ``opentelemetry_traces_exporter`` entry points (``otlp`` goes to
+``otlp_proto_grpc`` or, with ``OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf``,
+``otlp_proto_http``), and the TracerProvider, the exporters and the batch processor read their
+own settings (OTEL_TRACES_SAMPLER and _ARG, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
+OTEL_EXPORTER_OTLP_*, OTEL_BSP_*, OTEL_PROPAGATORS).
+
+Off, nothing of OpenTelemetry is imported or called. On, each call to our services gets a
+server span from opentelemetry-instrumentation-grpc's aio server interceptor (ServerSpans
+below, which fixes two gaps of it), with the database spans of store/observed.py under it, and
+statement spans from opentelemetry-instrumentation-sqlalchemy under those where SQLAlchemy
+executes the statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Tracer
+    from sqlalchemy.engine import Engine
+
+SERVICE_NAME = "badge-service"
+_CANCELLED = grpc.StatusCode.CANCELLED.value[0]
+_PROTOCOLS = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
+
+
+class TracingError(Exception):
+    """Tracing configuration that cannot be used; the message is one line."""
+
+
+def configured(environ: Mapping[str, str]) -> bool:
+    """Whether the OTEL_* environment asks for traces."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    names = environ.get("OTEL_TRACES_EXPORTER")
+    if names is not None:
+        return any(n.strip() not in ("", "none") for n in names.split(","))
+    return bool(
+        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def exporter_names(environ: Mapping[str, str]) -> list[str]:
+    """The entry point names of the exporters asked for (``otlp`` resolved by protocol)."""
+    names = [n.strip() for n in environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")]
+    protocol = (
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "grpc"
+    ).strip()
+    out = []
+    for name in names:
+        if name in ("", "none"):
+            continue
+        if name == "otlp":
+            if protocol not in _PROTOCOLS:
+                raise TracingError(
+                    f"OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol {protocol!r} "
+                    f"(use {' or '.join(_PROTOCOLS)})"
+                )
+            name = _PROTOCOLS[protocol]
+        out.append(name)
+    return out
+
+
+def provider_from_environment(environ: Mapping[str, str] | None = None) -> TracerProvider | None:
+    """A TracerProvider exporting as the environment asks, or None when it asks for no
+    traces. TracingError names an exporter that is not installed."""
+    env = os.environ if environ is None else environ
+    if not configured(env):
+        return None
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    exporters = _exporters(env)
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over our default name.
+    named = "OTEL_SERVICE_NAME" in env or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    resource = Resource.create({} if named else {"service.name": SERVICE_NAME})
+    provider = TracerProvider(resource=resource)  # the sampler comes from OTEL_TRACES_SAMPLER
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter()))
+    return provider
+
+
+def check_tracing_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Raises TracingError when the environment asks for an exporter that cannot be had."""
+    env = os.environ if environ is None else environ
+    if configured(env):
+        _exporters(env)
+
+
+def _exporters(env: Mapping[str, str]) -> list[type[Any]]:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    out = []
+    for name in exporter_names(env):
+        found = list(entry_points(group="opentelemetry_traces_exporter", name=name))
+        if not found:
+            raise TracingError(
+                f"OTEL_TRACES_EXPORTER: no trace exporter {name!r} is installed "
+                "(otlp needs opentelemetry-exporter-otlp-proto-grpc, or -http for "
+                "http/protobuf)"
+            )
+        exporter = found[0].load()
+        if not (isinstance(exporter, type) and issubclass(exporter, SpanExporter)):
+            raise TracingError(f"OTEL_TRACES_EXPORTER: {name!r} is not a trace exporter")
+        out.append(exporter)
+    return out
+
+
+class Tracing:
+    """What the server needs from a TracerProvider: the server-span interceptor, a tracer for
+    database spans, and statement spans on its engines."""
+
+    def __init__(self, provider: TracerProvider, *, owned: bool) -> None:
+        from badge_service import __version__
+
+        self.provider = provider
+        self._owned = owned
+        self.tracer: Tracer = provider.get_tracer("badge_service", __version__)
+        self._engine_tracers: list[Any] = []
+
+    def server_interceptor(self, methods: Collection[str]) -> grpc.aio.ServerInterceptor:
+        """The server-span interceptor for ``methods`` (full paths; others, health and
+        reflection, are not traced). It goes first in the server's list, so that its span
+        covers the whole call and is the parent of everything the call does."""
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+        stock = aio_server_interceptor(tracer_provider=self.provider)
+        return _server_spans(stock._tracer, frozenset(methods))
+
+    def instrument_engines(self, engines: list[Engine]) -> None:
+        """SQLAlchemy statement spans on ``engines`` only (no process-wide patching)."""
+        from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+        from opentelemetry.instrumentation.sqlalchemy.version import __version__ as version
+        from opentelemetry.metrics import NoOpMeterProvider
+
+        tracer = self.provider.get_tracer("opentelemetry.instrumentation.sqlalchemy", version)
+        # EngineTracer also counts pool connections; metrics are Prometheus's job here.
+        usage = NoOpMeterProvider().get_meter("badge_service").create_up_down_counter("unused")
+        self._engine_tracers += [EngineTracer(tracer, engine, usage) for engine in engines]
+
+    def shutdown(self) -> None:
+        """Exports what is still batched (a provider handed in is its owner's to shut)."""
+        if self._owned:
+            self.provider.shutdown()
+
+
+def _server_spans(tracer: Tracer, methods: frozenset[str]) -> grpc.aio.ServerInterceptor:
+    from opentelemetry.instrumentation.grpc._aio_server import (
+        OpenTelemetryAioServerInterceptor,
+        _OpenTelemetryAioServicerContext,
+    )
+    from opentelemetry.instrumentation.grpc._server import _wrap_rpc_behavior
+    from opentelemetry.instrumentation.grpc._utilities import _server_status
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+    from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
+        RPC_GRPC_STATUS_CODE,
+    )
+
+    class _Context(_OpenTelemetryAioServicerContext):
+        """The stock span-aware context, which misses ``abort_with_status`` (how the
+        interceptor answers every domain error): the span kept code 0 for a NOT_FOUND."""
+
+        async def abort_with_status(self, status: grpc.Status) -> None:
+            code = status.code
+            self._self_code = code
+            self._self_active_span.set_attribute(RPC_GRPC_STATUS_CODE, code.value[0])
+            self._self_active_span.set_status(_server_status(code, status.details))
+            await self.__wrapped__.abort_with_status(status)
+
+    Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+    class ServerSpans(OpenTelemetryAioServerInterceptor):
+        """opentelemetry-instrumentation-grpc's aio server interceptor, for our services'
+        handlers (ServiceInterceptor's), with:
+
+        - streams as coroutines: the stock stream wrapper is an async generator that iterates
+          the handler (open-telemetry/opentelemetry-python-contrib#3066), which our streaming
+          handlers are not (they write with context.write, see rpc/interceptor.py), and which
+          would bring back a generator that grpc.aio never closes;
+        - the status of ``abort_with_status`` on the span, and no exception event for an abort
+          (it is how a status is sent, not a failure);
+        - one wrapped handler per method, not one built per call;
+        - the span-aware context only when the span records: an unsampled call runs with the
+          plain context.
+        """
+
+        def __init__(self) -> None:
+            super().__init__(tracer)  # type: ignore[no-untyped-call]
+            self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+        async def intercept_service(
+            self,
+            continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+            details: grpc.HandlerCallDetails,
+        ) -> grpc.RpcMethodHandler:
+            handler = await continuation(details)
+            method = details.method
+            if handler is None or method not in methods or not is_instrumentation_enabled():
+                return handler
+            wrapped = self._wrapped.get(method)
+            if wrapped is None:
+
+                def wrap(behavior: Behavior, _req: bool, _resp: bool) -> Behavior:
+                    return self._traced(behavior, details)
+
+                wrapped = self._wrapped[method] = _wrap_rpc_behavior(handler, wrap)
+            return wrapped
+
+        def _traced(self, behavior: Behavior, details: grpc.HandlerCallDetails) -> Behavior:
+            async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                aborted: grpc.aio.AbortError | None = None
+                with (
+                    self._set_remote_context(context),
+                    self._start_span(details, context, set_status_on_exception=False) as span,  # type: ignore[no-untyped-call]
+                ):
+                    if not span.is_recording():
+                        return await behavior(request, context)
+                    try:
+                        return await behavior(request, _Context(context, span))  # type: ignore[no-untyped-call]
+                    except grpc.aio.AbortError as exc:
+                        aborted = exc  # raised below, once the span has ended cleanly
+                    except asyncio.CancelledError:
+                        # The client went away (or its deadline passed): grpc ended the call.
+                        span.set_attribute(RPC_GRPC_STATUS_CODE, _CANCELLED)
+                        raise
+                assert aborted is not None
+                raise aborted
+
+            return traced
+
+    return ServerSpans()
