@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -677,6 +678,7 @@ class Report:
     awards: int = 0  # awards seeded for ListAwards
     scale: dict[str, Row] = field(default_factory=dict)
     workers: dict[str, Row] = field(default_factory=dict)
+    observed: dict[str, Row] = field(default_factory=dict)  # GetBadge by variant (_observed)
     watch: dict[str, Row] = field(default_factory=dict)  # GetBadge: "none" / "idle watchers"
     fan_out_ms: list[tuple[float, float]] = field(default_factory=list)  # (from ack, from send)
     watch_idle_cpu: list[float] = field(default_factory=list)  # % of a core, watchers idle
@@ -891,6 +893,8 @@ def run(
                 baseline.stop()
         if not only:
             _workers(report, loader, url, orgs["main"], work)
+        if not only or "GetBadge" in only:
+            _observed(report, loader, orgs["main"], url, work)
         text = render(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -1472,6 +1476,96 @@ def _render_flood(
     return lines
 
 
+# GetBadge on the service as it runs with metrics and traces off, with metrics on, and with
+# tracing configured but not sampled (the OTLP exporter set up, every call's sampling decision
+# made, nothing recorded or sent): the cost of each, as a ratio to off in the same run.
+OBSERVED_VARIANTS: dict[str, dict[str, str]] = {
+    "off": {},
+    "metrics on": {"BADGE_SERVICE_METRICS_ADDRESS": "127.0.0.1:0"},
+    "tracing unsampled": {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        # Nothing listens there; with always_off nothing is ever sent.
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+        "OTEL_TRACES_SAMPLER": "always_off",
+    },
+}
+
+
+def _observed(report: Report, loader: Loader, main: SeededOrg, url: str, work: Path) -> None:
+    """GetBadge on one service process per OBSERVED_VARIANTS entry, alternating."""
+    get = Scenario(
+        "GetBadge",
+        [Call("GetBadge", pb.GetBadgeRequest(id=main.middle_id), pb.Badge)],
+        main.key,
+        lambda _r: None,
+    )
+    (call,) = get.calls
+    servers: list[ServiceServer] = []
+    try:
+        for name, env in OBSERVED_VARIANTS.items():
+            argv = ["env", *(f"{k}={v}" for k, v in env.items()), sys.executable]
+            argv += ["-m", "bench.serve_bench", "--database-url", url]
+            log = work / f"observed-{name.replace(' ', '-')}.log"
+            servers.append(ServiceServer(name, argv, log))
+        for srv in servers:
+            _, raw = stub_call(srv.port, get.key, call, "observed")
+            expect(pb.Badge.FromString(raw).id == main.middle_id, f"{srv.name}: GetBadge reply")
+        for rnd in range(report.profile.rounds):
+            order = servers if rnd % 2 == 0 else servers[::-1]
+            for srv in order:
+                row = report.observed.setdefault(srv.name, Row())
+                r = measure(loader, get, srv, row, f"o{rnd}")
+                print(f"observed round {rnd + 1} GetBadge {srv.name:18} {r.rps:9.0f} req/s")
+        # The metrics variant really counted: its endpoint saw every call its server finished.
+        metered = servers[1]
+        (listening,) = [
+            r for r in read_json_lines(metered.log_path) if r.get("msg") == "metrics listening"
+        ]
+        with urllib.request.urlopen(f"http://127.0.0.1:{listening['port']}/", timeout=30) as f:
+            text = f.read().decode()
+        started = re.search(
+            r'grpc_server_started_total\{grpc_method="GetBadge",[^}]*\} ([0-9.e+]+)', text
+        )
+        counted = float(started.group(1)) if started else 0.0
+        if counted < metered.counts().calls:
+            report.errors.append(f"metrics on: {counted:.0f} GetBadge counted, fewer than served")
+    finally:
+        for srv in servers:
+            srv.stop()
+    for name, row in report.observed.items():
+        if sum(r.failed for r in row.results) or row.failures or row.cancelled:
+            report.errors.append(f"GetBadge ({name}): calls failed")
+
+
+def _render_observed(report: Report, targets: list[tuple[str, str, bool | str]]) -> list[str]:
+    """The metrics-and-traces section, and its two targets."""
+    if not report.observed:
+        return []
+    off = report.observed.get("off", Row())
+    lines = [
+        "## Metrics and traces (GetBadge, service only)",
+        "",
+        "Three service processes on the same data: metrics and traces off; `--metrics-address`;"
+        " tracing configured (OTLP exporter) but not sampled (`OTEL_TRACES_SAMPLER=always_off`)"
+        ". Alternating, as above.",
+        "",
+        "| variant | req/s | p50 ms | p99 ms | server CPU us/call | of off | per-round req/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, row in report.observed.items():
+        ratio = _ratio(row.median("rps"), off.median("rps"))
+        lines.append(
+            f"| {name} | {_fmt(row.median('rps'), 0)} | {_fmt(row.median('p50_ms'))} | "
+            f"{_fmt(row.median('p99_ms'))} | {_fmt(row.median('server_cpu_us'), 0)} | "
+            f"{ratio:.1%} | " + ", ".join(_fmt(r.rps, 0) for r in row.results) + " |"
+        )
+        if name != "off":
+            targets.append(
+                (f"GetBadge with {name} within 5% of off (req/s)", f"{ratio:.1%}", ratio >= 0.95)
+            )
+    return [*lines, ""]
+
+
 # --- the report ----------------------------------------------------------------------------
 
 
@@ -1646,7 +1740,8 @@ def render(report: Report) -> str:
         ("Service RSS < 200 MB at the end of the run", f"{svc_rss:.0f} MB", svc_rss < 200)
     )
 
-    lines += ["", "## Targets", "", "| target | measured | result |", "| --- | ---: | --- |"]
+    lines += ["", *_render_observed(report, targets)]
+    lines += ["## Targets", "", "| target | measured | result |", "| --- | ---: | --- |"]
     for label, measured, passed in targets:
         verdict = passed if isinstance(passed, str) else _verdict(passed)
         lines.append(f"| {label} | {measured} | {verdict} |")

@@ -24,6 +24,7 @@ import os
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import grpc
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 SERVICE_NAME = "badge-service"
+_OK = grpc.StatusCode.OK.value[0]
 _CANCELLED = grpc.StatusCode.CANCELLED.value[0]
 _PROTOCOLS = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
 
@@ -162,6 +164,7 @@ class Tracing:
 
 
 def _server_spans(tracer: Tracer, methods: frozenset[str]) -> grpc.aio.ServerInterceptor:
+    from opentelemetry.context import attach, detach
     from opentelemetry.instrumentation.grpc._aio_server import (
         OpenTelemetryAioServerInterceptor,
         _OpenTelemetryAioServicerContext,
@@ -169,9 +172,22 @@ def _server_spans(tracer: Tracer, methods: frozenset[str]) -> grpc.aio.ServerInt
     from opentelemetry.instrumentation.grpc._server import _wrap_rpc_behavior
     from opentelemetry.instrumentation.grpc._utilities import _server_status
     from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+    from opentelemetry.propagate import extract, get_global_textmap
+    from opentelemetry.semconv._incubating.attributes.net_attributes import (
+        NET_PEER_IP,
+        NET_PEER_NAME,
+        NET_PEER_PORT,
+    )
     from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
         RPC_GRPC_STATUS_CODE,
+        RPC_METHOD,
+        RPC_SERVICE,
+        RPC_SYSTEM,
     )
+    from opentelemetry.trace import Span, SpanKind, set_span_in_context
+
+    # The metadata keys the configured propagators read (traceparent, tracestate, baggage).
+    propagated = frozenset(get_global_textmap().fields)
 
     class _Context(_OpenTelemetryAioServicerContext):
         """The stock span-aware context, which misses ``abort_with_status`` (how the
@@ -187,8 +203,9 @@ def _server_spans(tracer: Tracer, methods: frozenset[str]) -> grpc.aio.ServerInt
     Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
     class ServerSpans(OpenTelemetryAioServerInterceptor):
-        """opentelemetry-instrumentation-grpc's aio server interceptor, for our services'
-        handlers (ServiceInterceptor's), with:
+        """opentelemetry-instrumentation-grpc's aio server interceptor (its tracer, span name
+        and attributes, span-aware context and status mapping), for our services' handlers
+        (ServiceInterceptor's), with:
 
         - streams as coroutines: the stock stream wrapper is an async generator that iterates
           the handler (open-telemetry/opentelemetry-python-contrib#3066), which our streaming
@@ -196,9 +213,11 @@ def _server_spans(tracer: Tracer, methods: frozenset[str]) -> grpc.aio.ServerInt
           would bring back a generator that grpc.aio never closes;
         - the status of ``abort_with_status`` on the span, and no exception event for an abort
           (it is how a status is sent, not a failure);
-        - one wrapped handler per method, not one built per call;
-        - the span-aware context only when the span records: an unsampled call runs with the
-          plain context.
+        - what an unsampled call costs: one wrapped handler per method (the stock one builds
+          one per call), the caller's context extracted only when it sent one, the span
+          started without a context manager, and the peer, the user agent and the span-aware
+          context only for a span that records (the stock one builds them all first). About
+          12 us per unsampled call came down to about 4 (measured in a loop).
         """
 
         def __init__(self) -> None:
@@ -224,25 +243,59 @@ def _server_spans(tracer: Tracer, methods: frozenset[str]) -> grpc.aio.ServerInt
             return wrapped
 
         def _traced(self, behavior: Behavior, details: grpc.HandlerCallDetails) -> Behavior:
+            name = details.method
+            service, method = name.lstrip("/").split("/", 1)
+            # What a sampler is shown; the peer and user agent are added once it records.
+            known = {
+                RPC_SYSTEM: "grpc",
+                RPC_GRPC_STATUS_CODE: _OK,
+                RPC_METHOD: method,
+                RPC_SERVICE: service,
+            }
+
             async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                aborted: grpc.aio.AbortError | None = None
-                with (
-                    self._set_remote_context(context),
-                    self._start_span(details, context, set_status_on_exception=False) as span,  # type: ignore[no-untyped-call]
-                ):
+                parent = None
+                carrier = {
+                    m.key: m.value
+                    for m in context.invocation_metadata() or ()
+                    if m.key in propagated
+                }
+                if carrier:  # a caller's trace context (traceparent, baggage)
+                    parent = extract(carrier)
+                span = tracer.start_span(name, parent, SpanKind.SERVER, known)
+                token = attach(set_span_in_context(span, parent))
+                try:
                     if not span.is_recording():
                         return await behavior(request, context)
+                    _describe(span, context)
                     try:
                         return await behavior(request, _Context(context, span))  # type: ignore[no-untyped-call]
-                    except grpc.aio.AbortError as exc:
-                        aborted = exc  # raised below, once the span has ended cleanly
+                    except grpc.aio.AbortError:
+                        raise  # how a status is sent (already on the span), not a failure
                     except asyncio.CancelledError:
                         # The client went away (or its deadline passed): grpc ended the call.
                         span.set_attribute(RPC_GRPC_STATUS_CODE, _CANCELLED)
                         raise
-                assert aborted is not None
-                raise aborted
+                    except Exception as exc:
+                        span.record_exception(exc)
+                        raise
+                finally:
+                    span.end()
+                    detach(token)
 
             return traced
+
+    def _describe(span: Span, context: grpc.aio.ServicerContext) -> None:
+        """The stock server span's attributes of the caller: user agent and peer address."""
+        for m in context.invocation_metadata() or ():
+            if m.key == "user-agent":
+                span.set_attribute("rpc.user_agent", m.value)
+        peer = context.peer()
+        if peer.startswith(("ipv4:", "ipv6:")):
+            ip, _, port = peer.split(",")[0].split(":", 1)[1].rpartition(":")
+            ip = unquote(ip)
+            span.set_attributes({NET_PEER_IP: ip, NET_PEER_PORT: port})
+            if ip in ("[::1]", "127.0.0.1"):
+                span.set_attribute(NET_PEER_NAME, "localhost")
 
     return ServerSpans()
