@@ -105,10 +105,21 @@ class Metrics:
     """Every metric of one process, in a registry of its own."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            PlatformCollector,
+            ProcessCollector,
+        )
 
         self.registry = CollectorRegistry()
         r = self.registry
+        # process_* (CPU, memory, open fds) and python_info, as the default registry has them;
+        # read at scrape time only. (A --workers parent serves the workers' sums instead.)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         rpc = ["grpc_type", "grpc_service", "grpc_method"]
         # Help texts are go-grpc-prometheus's.
         self.started = Counter(

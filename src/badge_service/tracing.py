@@ -229,11 +229,15 @@ def _server_spans(tracer: Tracer, methods: frozenset[str]) -> grpc.aio.ServerInt
             continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
             details: grpc.HandlerCallDetails,
         ) -> grpc.RpcMethodHandler:
-            handler = await continuation(details)
             method = details.method
+            wrapped = self._wrapped.get(method)
+            if wrapped is not None and is_instrumentation_enabled():
+                # ServiceInterceptor's handler is built once per method too: no need to ask
+                # for it again (as it asks no further once it has one).
+                return wrapped
+            handler = await continuation(details)
             if handler is None or method not in methods or not is_instrumentation_enabled():
                 return handler
-            wrapped = self._wrapped.get(method)
             if wrapped is None:
 
                 def wrap(behavior: Behavior, _req: bool, _resp: bool) -> Behavior:
@@ -263,10 +267,13 @@ def _server_spans(tracer: Tracer, methods: frozenset[str]) -> grpc.aio.ServerInt
                 if carrier:  # a caller's trace context (traceparent, baggage)
                     parent = extract(carrier)
                 span = tracer.start_span(name, parent, SpanKind.SERVER, known)
+                if not span.is_recording():
+                    # Not made current: nothing under an unsampled span would record either
+                    # (the database spans look for a recording one), and the call makes no
+                    # outgoing request that would propagate it.
+                    return await behavior(request, context)
                 token = attach(set_span_in_context(span, parent))
                 try:
-                    if not span.is_recording():
-                        return await behavior(request, context)
                     _describe(span, context)
                     try:
                         return await behavior(request, _Context(context, span))  # type: ignore[no-untyped-call]

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import Executable
 
 from badge_service.domain.errors import DomainError
-from badge_service.metrics import Metrics
+from badge_service.metrics import DB_OPERATIONS, Metrics
 from badge_service.store.db import Database
 
 T = TypeVar("T")
@@ -42,34 +42,31 @@ P = ParamSpec("P")
 
 class _Call:
     """One database call: its timer, and its span (or the suppression of instrumentation)
-    while it runs."""
+    while it runs. Lean, as it wraps every database call: a span's attributes are made only
+    for a span that records."""
 
-    __slots__ = ("_attributes", "_name", "_observe", "_span", "_start", "_token", "_tracer")
+    __slots__ = ("_db", "_fn", "_operation", "_span", "_start", "_token")
 
-    def __init__(
-        self,
-        observe: Callable[[float], None] | None,
-        tracer: Tracer | None,
-        name: str,
-        attributes: dict[str, Any],
-    ) -> None:
-        self._observe = observe
-        self._tracer = tracer
-        self._name = name
-        self._attributes = attributes
+    def __init__(self, db: ObservedDatabase, operation: str, fn: Any = None) -> None:
+        self._db = db
+        self._operation = operation
+        self._fn = fn
         self._span: trace.Span | None = None
         self._token: object = None
-        self._start = 0.0
 
     def __enter__(self) -> _Call:
-        tracer = self._tracer
-        if tracer is not None:
+        db = self._db
+        if db._tracer is not None:
             if trace.get_current_span().is_recording():
-                span = self._span = tracer.start_span(
-                    self._name, kind=SpanKind.CLIENT, attributes=self._attributes
+                attributes = {"db.system.name": db._system}
+                if self._fn is not None:
+                    fn = self._fn
+                    attributes["code.function.name"] = f"{fn.__module__}.{fn.__qualname__}"
+                span = self._span = db._tracer.start_span(
+                    f"Database.{self._operation}", kind=SpanKind.CLIENT, attributes=attributes
                 )
                 self._token = otel_context.attach(trace.set_span_in_context(span))
-            else:
+            elif self._operation in db._suppressed:
                 self._token = otel_context.attach(
                     otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True)
                 )
@@ -82,8 +79,9 @@ class _Call:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._observe is not None:
-            self._observe(time.perf_counter() - self._start)
+        timer = self._db._timers.get(self._operation)
+        if timer is not None:
+            timer(time.perf_counter() - self._start)
         span = self._span
         if span is not None:
             # A domain error (a refused award, a missing row) is the call's answer, not a
@@ -108,12 +106,14 @@ class ObservedDatabase(Database):
             self._group_commits = meter.group_commit
         self._tracer = tracer
         self._system = "sqlite" if self.is_sqlite else "postgresql"
+        # Where SQLAlchemy may execute a statement (and so start a statement span) when the
+        # call is not traced. fetch on SQLite runs on the driver alone: nothing to suppress.
+        self._suppressed = frozenset(
+            op for op in DB_OPERATIONS if not (op == "fetch" and self.is_sqlite)
+        )
 
     def _call(self, operation: str, fn: Callable[..., Any] | None = None) -> _Call:
-        attributes: dict[str, Any] = {"db.system.name": self._system}
-        if fn is not None:
-            attributes["code.function.name"] = f"{fn.__module__}.{fn.__qualname__}"
-        return _Call(self._timers.get(operation), self._tracer, f"Database.{operation}", attributes)
+        return _Call(self, operation, fn)
 
     def _carried(self, fn: Callable[Concatenate[Connection, P], T]) -> Any:
         """``fn``, run in the caller's OpenTelemetry context when it runs in a SQLite thread
