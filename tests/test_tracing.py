@@ -154,8 +154,15 @@ async def test_one_server_span_per_call_with_database_spans_under_it(traced: Tra
     assert database_under("/badges.v1.BadgeService/GetBadge") == ["Database.fetch"] * 2
     assert database_under("/badges.v1.BadgeService/CreateBadge") == ["Database.run_write"]
     assert database_under("/badges.v1.AwardService/CreateAward") == ["Database.run_write"]
-    # The stream reads the current sequence, then the events after it, at least once each.
-    assert set(database_under("/badges.v1.AwardService/WatchAwards")) == {"Database.run_read"}
+    # The stream itself reads the org's current sequence; the events come from the process's
+    # watch hub, whose reads are no call's (its task must not inherit the first stream's span).
+    (watch_span,) = [s for s in servers if s.name.endswith("/WatchAwards")]
+    watch_reads = [
+        d for d in database if d.parent and d.parent.span_id == watch_span.context.span_id
+    ]
+    assert [d.name for d in watch_reads] == ["Database.run_read"]
+    assert watch_reads[0].attributes is not None
+    assert str(watch_reads[0].attributes["code.function.name"]).endswith("last_sequence")
     (created,) = [d for d in database if d.name == "Database.run_write" and d.parent in (
         s.context for s in servers if s.name.endswith("/CreateAward")
     )]  # fmt: skip

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextvars
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -253,7 +254,12 @@ class WatchHub:
         if start >= feed.base:
             sub.pos = feed.start + bisect.bisect_right(feed.seqs, start)
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="watch-hub")
+            # In a context of its own: a task copies its creator's, and the hub serves every
+            # stream for the process's life, not the call that happened to start it (its reads
+            # were children of that call's trace span, its log lines had its request id).
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="watch-hub", context=contextvars.Context()
+            )
 
     async def next(self, sub: Subscription) -> Sequence[Event]:
         """The stream's next events, in sequence order, none it was sent before; waits for
