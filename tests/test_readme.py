@@ -282,7 +282,7 @@ async def list_templates_again(
 
 
 async def test_readme_commands_without_a_key(tmp_path: Path) -> None:
-    block = block_containing("grpc.health.v1.Health/Check")
+    block = block_starting("grpcurl -plaintext localhost:50051 list")
     async with serving(tmp_path, sqlite_url(tmp_path)) as server:
         listed, health = run_block(block, tmp_path, server.env, server.port)
     assert set(listed.split()) == {
@@ -342,3 +342,31 @@ def test_readme_key_lifecycle(tmp_path: Path) -> None:
     ]
     assert "key 1 keeps working until" in rotated
     assert revoked.startswith("revoked key 3 (bsk_3_, organisation 1)")
+
+
+def test_readme_running_in_production(tmp_path: Path) -> None:
+    """The "Running in production" lines, as written: certificates and ports made for the
+    test (the files named as there), an org so that key 1 exists."""
+    from tests.certs import Authority
+    from tests.test_serve import free_port
+
+    block = block_containing("--tls-client-ca ca.pem --drain-delay")
+    work = tmp_path / "readme"
+    work.mkdir()
+    ca = Authority.create(work)
+    ca.cert_path.rename(work / "ca.pem")
+    ca = Authority(ca.name, ca.key, ca.cert, work / "ca.pem")
+    ca.issue(work, "server", server=True)
+    ca.issue(work, "client", server=False)
+    grpc_port, metrics_port = free_port(), free_port()
+    block = block.replace("0.0.0.0:50051", f"127.0.0.1:{grpc_port}")
+    block = block.replace("127.0.0.1:9464", f"127.0.0.1:{metrics_port}")
+    block = block.replace("localhost:9464", f"localhost:{metrics_port}")
+    env = {**os.environ, "BADGE_SERVICE_DATABASE_URL": sqlite_url(tmp_path)}
+    setup = block_starting(".venv/bin/badge-service orgs create")
+    outputs = run_block(setup + block, tmp_path, env, grpc_port)
+    health, metrics, _hup, rotated, _stop = outputs[-5:]
+    assert json.loads(health) == {"status": "SERVING"}
+    started = [line for line in metrics.splitlines() if line.startswith("grpc_server_started")]
+    assert started and all('grpc_service="badges.v1.' in line for line in started), metrics
+    assert "key 1 keeps working until" in rotated

@@ -247,33 +247,3 @@ async def test_plaintext_beyond_loopback_warns_once(tmp_path: Path) -> None:
         await proc.wait()
     async with tls_serving(tmp_path) as local:  # loopback: no warning
         assert [x for x in json_lines(local.stderr()) if x["level"] == "warning"] == []
-
-
-async def test_readme_tls_lines(tmp_path: Path) -> None:
-    """README's mTLS serve flags and grpcurl line, as written (files named as there)."""
-    from tests.test_readme import README_ADDRESS, block_containing
-
-    block = block_containing("--tls-client-ca ca.pem")
-    serve_line, grpcurl_line = [x for x in block.splitlines() if x and not x.startswith("#")]
-    flags = serve_line.split('ARGS="', 1)[1].rstrip('"').split()
-    ca = Authority.create(tmp_path)
-    ca.cert_path.rename(tmp_path / "ca.pem")
-    ca = Authority(ca.name, ca.key, ca.cert, tmp_path / "ca.pem")
-    ca.issue(tmp_path, "server", server=True)
-    ca.issue(tmp_path, "client", server=False)
-    address = flags.index("--address")
-    port = free_port()
-    # Served from the test's directory: the README's file names are relative.
-    flags = [str(tmp_path / f) if f.endswith((".crt", ".key", ".pem")) else f for f in flags]
-    async with tls_serving(tmp_path, *flags[address + 2 :], port=port) as s:
-        argv = grpcurl_line.replace(README_ADDRESS, f"localhost:{s.port}").split()
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [str(GRPCURL), *argv[1:]],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert done.returncode == 0, done.stderr
-    assert "badges.v1.AwardService" in done.stdout.split()
