@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -369,6 +370,12 @@ async def _start(
         )
     await auth.start()
     await server.start()
+    # Everything made so far (modules, the generated descriptors, OpenTelemetry's and
+    # prometheus-client's objects when on) lives as long as the process: moved out of the
+    # collector's generations, it is not traversed again by every full collection. Measured
+    # with metrics on, GetBadge rose from about 94.8% to 96.3% of metrics off (bench smoke).
+    gc.collect()
+    gc.freeze()
     monitor = asyncio.create_task(_watch_store(db, health, ["", *names]))
     housekeeping = asyncio.create_task(_housekeeping(db, interceptor))
     log.info(
