@@ -20,12 +20,13 @@ import signal
 
 from badge_service import logs
 from badge_service.config import Settings
-from badge_service.server import start
+from badge_service.server import freeze_startup, start
 
 
 async def serve(settings: Settings) -> None:
     """Runs the service until SIGTERM/SIGINT, answering SIGUSR1 with the failure count."""
     running = await start(settings)
+    freeze_startup()  # as serve() does
     print(json.dumps({"port": running.port, "pid": os.getpid()}), flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -370,12 +370,6 @@ async def _start(
         )
     await auth.start()
     await server.start()
-    # Everything made so far (modules, the generated descriptors, OpenTelemetry's and
-    # prometheus-client's objects when on) lives as long as the process: moved out of the
-    # collector's generations, it is not traversed again by every full collection. Measured
-    # with metrics on, GetBadge rose from about 94.8% to 96.3% of metrics off (bench smoke).
-    gc.collect()
-    gc.freeze()
     monitor = asyncio.create_task(_watch_store(db, health, ["", *names]))
     housekeeping = asyncio.create_task(_housekeeping(db, interceptor))
     log.info(
@@ -475,9 +469,21 @@ async def _watch_store(db: Database, health: health_aio.HealthServicer, names: l
         await seen.wait((HEALTH_INTERVAL if ok else RETRY_INTERVAL) - PROBE_GAP)
 
 
+def freeze_startup() -> None:
+    """Moves everything made so far out of the garbage collector's generations (call it once
+    the server has started). Modules, the generated descriptors and, when on, OpenTelemetry's
+    and prometheus-client's objects live as long as the process; frozen, they are not walked
+    again by every full collection. Measured with metrics on, GetBadge rose from about 94.8%
+    to 96.3% of metrics off (bench smoke). Not in ``start``: a test process starts many
+    servers and must be able to free them."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(settings: Settings) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
     running = await start(settings)
+    freeze_startup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
