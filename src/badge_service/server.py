@@ -45,7 +45,6 @@ from badge_service.api.badges.v1 import (
 from badge_service.config import Settings
 from badge_service.domain import requests
 from badge_service.metrics import MetricsError
-from badge_service.rpc.auth import Authenticator
 from badge_service.rpc.awards import AwardServicer
 from badge_service.rpc.badge_classes import BadgeClassServicer
 from badge_service.rpc.badge_templates import BadgeTemplateServicer
@@ -55,6 +54,7 @@ from badge_service.rpc.interceptor import ServiceInterceptor, write_methods
 from badge_service.rpc.issuers import IssuerServicer
 from badge_service.rpc.org_meta import OrgMetaServicer
 from badge_service.rpc.watch import WatchLimits
+from badge_service.service.auth import Authenticator
 from badge_service.store import events, faults, request_ids
 from badge_service.store.db import Database
 from badge_service.store.migrate import upgrade

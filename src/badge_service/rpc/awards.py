@@ -58,8 +58,9 @@ from badge_service.rpc.convert import (
 )
 from badge_service.rpc.errors import to_status_proto
 from badge_service.rpc.issuers import after_hex_id, base_url_of
-from badge_service.rpc.request_ids import request_key, write_once
+from badge_service.rpc.request_ids import request_key
 from badge_service.rpc.watch import WatchHub, WatchLimits
+from badge_service.service.request_ids import write_once
 from badge_service.store import award_definitions as definitions
 from badge_service.store import awards as store
 from badge_service.store import custom_fields as fields_store

@@ -24,7 +24,6 @@ from badge_service.domain.badgr import (
 )
 from badge_service.domain.errors import InvalidArgument
 from badge_service.domain.ids import new_hex_id
-from badge_service.rpc import request_ids
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import (
     check_stored_size,
@@ -42,6 +41,8 @@ from badge_service.rpc.issuers import (
     struct_of,
     wants_open_badges,
 )
+from badge_service.rpc.request_ids import request_key
+from badge_service.service import request_ids
 from badge_service.store import badgr as store
 from badge_service.store.db import Database
 
@@ -290,7 +291,7 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
     ) -> pb.BadgeClass:
         """Creates a badge class of one of the caller's issuers."""
         who = current_principal()
-        request_id = request_ids.request_key(request, who.org_id)
+        request_id = request_key(request, who.org_id)
         issuer_key = badgr.key_of_id_or_entity_id(
             request.badge_class.issuer, "badge_class.issuer", badgr.ISSUER
         )
@@ -312,7 +313,7 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
             out = to_proto(bc, self._base)
             check_stored_size(out, limits.BADGE_CLASS_BYTES, "badge_class")
             await store.insert_badge_class(conn, bc)
-            await request_ids.complete(conn, request_id, out)
+            await request_ids.complete(conn, request_id, out.SerializeToString())
         return out
 
     async def UpdateBadgeClass(
@@ -362,7 +363,7 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
     ) -> pb.CreateClaimCodesResponse:
         """Creates one claim code, or a batch, for a badge class that is not archived."""
         who = current_principal()
-        request_id = request_ids.request_key(request, who.org_id)
+        request_id = request_key(request, who.org_id)
         key = _class_key(request.id_or_entity_id)
         now = dt.datetime.now(dt.UTC)
         batch = badgr.validate_claim_code_batch(
@@ -396,7 +397,7 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
             reply = pb.CreateClaimCodesResponse(
                 claim_codes=[code_to_proto(c, bc.entity_id) for c in codes]
             )
-            await request_ids.complete(conn, request_id, reply)
+            await request_ids.complete(conn, request_id, reply.SerializeToString())
         return reply
 
     async def ListClaimCodes(

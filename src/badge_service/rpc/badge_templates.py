@@ -50,9 +50,10 @@ from badge_service.domain.credly_query import (
     sort_text,
 )
 from badge_service.domain.errors import InvalidArgument, LimitExceeded
-from badge_service.rpc import request_ids
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import check_stored_size, merge_update, ts
+from badge_service.rpc.request_ids import request_key
+from badge_service.service import request_ids
 from badge_service.store import badge_templates as store
 from badge_service.store import orgs as orgs_store
 from badge_service.store.db import Database
@@ -584,7 +585,7 @@ class BadgeTemplateServicer(pb_grpc.BadgeTemplateServiceServicer):
     ) -> pb.BadgeTemplate:
         """Creates a template (draft unless asked for active)."""
         who = current_principal()
-        key = request_ids.request_key(request, who.org_id)
+        key = request_key(request, who.org_id)
         now = dt.datetime.now(dt.UTC)
         async with self._db.write() as conn:
             owner = await self._owner(conn, request.organization_id)
@@ -599,7 +600,7 @@ class BadgeTemplateServicer(pb_grpc.BadgeTemplateServiceServicer):
             b = await self._validate(conn, b, owner, creating=True)
             await store.insert_template(conn, b)
             reply = await self._reply(conn, b, owner)
-            await request_ids.complete(conn, key, reply)
+            await request_ids.complete(conn, key, reply.SerializeToString())
             return reply
 
     async def UpdateBadgeTemplate(

@@ -30,7 +30,8 @@ from badge_service.domain.errors import InvalidArgument, NotFound
 from badge_service.rpc import wire
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import dict_to_struct, from_ts, merge_update, struct_to_dict, ts
-from badge_service.rpc.request_ids import request_key, write_once
+from badge_service.rpc.request_ids import request_key
+from badge_service.service.request_ids import write_once
 from badge_service.store import badges as store
 from badge_service.store import custom_fields as fields_store
 from badge_service.store import orgs as orgs_store

@@ -18,9 +18,10 @@ from badge_service.domain.custom_fields import (
 )
 from badge_service.domain.errors import InvalidArgument
 from badge_service.domain.ids import is_hex_id, new_hex_id
-from badge_service.rpc import request_ids
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import data_type, data_type_proto, iso, merge_update, ts
+from badge_service.rpc.request_ids import request_key
+from badge_service.service import request_ids
 from badge_service.store import custom_fields as store
 from badge_service.store import orgs as orgs_store
 from badge_service.store.db import Database
@@ -79,7 +80,7 @@ class CustomFieldServicer(pb_grpc.CustomFieldServiceServicer):
         """Creates a field; 740/741/742/744 as Capillary; RESOURCE_EXHAUSTED past the org's
         quotas (fields, defaults)."""
         who = current_principal()
-        key = request_ids.request_key(request, who.org_id)
+        key = request_key(request, who.org_id)
         field = validate_custom_field(from_proto(request.custom_field, "custom_field"))
         now = dt.datetime.now(dt.UTC)
         field.id = new_hex_id()
@@ -95,7 +96,7 @@ class CustomFieldServicer(pb_grpc.CustomFieldServiceServicer):
             check_org_fields([*fields, field])
             await store.insert_field(conn, field)
             reply = to_proto(field)
-            await request_ids.complete(conn, key, reply)
+            await request_ids.complete(conn, key, reply.SerializeToString())
         return reply
 
     async def GetCustomField(

@@ -25,8 +25,9 @@ from badge_service.domain.auth import Principal
 from badge_service.domain.errors import DomainError, InvalidArgument, ShuttingDown
 from badge_service.logs import AccessLog, request_id
 from badge_service.metrics import MethodMetrics, Metrics
-from badge_service.rpc.auth import Authenticator, set_principal
+from badge_service.rpc.auth import set_principal
 from badge_service.rpc.errors import status_code, to_status
+from badge_service.service.auth import Authenticator
 from badge_service.store import faults
 
 error_log = logging.getLogger("badge_service.error")

@@ -33,7 +33,6 @@ from badge_service.domain.badgr import (
 )
 from badge_service.domain.errors import InvalidArgument
 from badge_service.domain.ids import is_hex_id, new_hex_id
-from badge_service.rpc import request_ids
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import (
     check_stored_size,
@@ -42,6 +41,8 @@ from badge_service.rpc.convert import (
     struct_to_dict,
     ts,
 )
+from badge_service.rpc.request_ids import request_key
+from badge_service.service import request_ids
 from badge_service.store import badgr as store
 from badge_service.store.db import Database
 
@@ -361,7 +362,7 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
     ) -> pb.Issuer:
         """Creates an issuer."""
         who = current_principal()
-        key = request_ids.request_key(request, who.org_id)
+        key = request_key(request, who.org_id)
         issuer = badgr.validate_issuer(from_proto(request.issuer, "issuer"))
         now = dt.datetime.now(dt.UTC)
         issuer.id, issuer.entity_id = new_hex_id(), badgr.new_entity_id()
@@ -374,7 +375,7 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
             if first is not None:
                 return pb.Issuer.FromString(first)
             await store.insert_issuer(conn, issuer)
-            await request_ids.complete(conn, key, out)
+            await request_ids.complete(conn, key, out.SerializeToString())
         return out
 
     async def UpdateIssuer(
