@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import os
@@ -179,6 +180,8 @@ _Admit = Callable[[str, bool, grpc.aio.ServicerContext, _Outcome], bool]
 _Log = Callable[[str, grpc.aio.ServicerContext, _Outcome, float], float]
 
 REQUEST_ID = "x-request-id"
+# The metadata of the call being served, set by intercept_service (see there).
+call_metadata: contextvars.ContextVar[Any] = contextvars.ContextVar("call_metadata", default=())
 # Generated request ids: this process's random prefix and a counter (unique, and cheaper than
 # a UUID per call).
 _ID_PREFIX = os.urandom(6).hex()
@@ -240,6 +243,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         """Returns the method's handler wrapped with auth, logging and error mapping."""
         method = details.method
+        # The call's metadata as gRPC already built it for the interceptors (asked of the
+        # context, it is built again, a tuple of namedtuples each time); this runs in the
+        # call's own task, so the handler finds it there.
+        call_metadata.set(details.invocation_metadata)
         cached = self._wrapped.get(method)
         if cached is not None:
             return cached
@@ -341,7 +348,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         without a coroutine (the usual case); False when _admit must look them up."""
         self.started += 1
         authorization = api_key = sent_id = None
-        for key, value in context.invocation_metadata() or ():
+        for key, value in call_metadata.get() or ():
             if key == "authorization":
                 authorization = value
             elif key == "x-api-key":
@@ -369,7 +376,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     async def _admit(
         self, method: str, is_write: bool, context: grpc.aio.ServicerContext, outcome: _Outcome
     ) -> None:
-        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        metadata = {k: v for k, v in (call_metadata.get() or ()) if isinstance(v, str)}
         principal = await self._auth.authenticate(metadata)
         if is_write:
             principal.require_write(method.rsplit("/", 1)[-1])
