@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from badge_service.domain import limits
 from badge_service.domain.errors import InvalidArgument
+from badge_service.domain.ids import is_hex_id
 
 
 def resolve_page_size(
@@ -94,6 +95,30 @@ def decode_page_token(token: str, fingerprint: str, field: str = "page_token") -
     if data["f"] != fingerprint:
         raise InvalidArgument(field, "was issued for different filters or sort")
     return data["a"]
+
+
+def resume_after(
+    token: str,
+    fingerprint: str,
+    valid: Callable[[object], bool] | None = None,
+    field: str = "page_token",
+) -> object | None:
+    """The key a request's page token resumes after, None without a token. ``valid`` says
+    whether a decoded key has the shape this list issues (a token of another list, or one
+    made by hand, is INVALID_ARGUMENT like a malformed one). The one page-token check every
+    List use case calls."""
+    if not token:
+        return None
+    after = decode_page_token(token, fingerprint, field)
+    if valid is not None and not valid(after):
+        raise InvalidArgument(field, "is not a token this service issued")
+    return after
+
+
+def after_hex_id(token: str, fingerprint: str) -> str | None:
+    """The 24-hex id a page token resumes after (None without a token)."""
+    after = resume_after(token, fingerprint, lambda a: isinstance(a, str) and is_hex_id(a))
+    return after if isinstance(after, str) else None
 
 
 T = TypeVar("T")
