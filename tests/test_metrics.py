@@ -312,3 +312,42 @@ async def test_off_by_default_nothing_measures(backend: Backend) -> None:
     assert running.metrics_endpoint is None and running.tracing is None
     assert type(running.db) is Database
     assert running.interceptor._meter is None
+
+
+def test_tallies_expose_what_direct_children_would() -> None:
+    """The buffered per-call series (see metrics.Tally) expose, after a flush, exactly what
+    prometheus-client's own children show for the same increments and observations: bucket
+    edges inclusive, +Inf, sum and count; and a second flush adds only what is new."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client.parser import text_string_to_metric_families as parse
+
+    bounds = metrics.HANDLING_BUCKETS
+    values = [0.0, 0.0005, 0.0004999, 0.00051, 0.01, 0.3, 10.0, 10.5, 99.0, 0.0025]
+
+    def exposed(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+        from prometheus_client import generate_latest
+
+        text = generate_latest(registry).decode()
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for family in parse(text)
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    direct, buffered = CollectorRegistry(), CollectorRegistry()
+    d_hist = Histogram("h", "h", buckets=bounds, registry=direct)
+    d_count = Counter("c", "c", registry=direct)
+    b_hist = metrics.TallyHistogram(Histogram("h", "h", buckets=bounds, registry=buffered), bounds)
+    b_count = metrics.Tally(Counter("c", "c", registry=buffered))
+    for rounds in (values, values[:3]):
+        for v in rounds:
+            d_hist.observe(v)
+            b_hist.observe(v)
+            d_count.inc()
+            b_count.inc()
+        b_hist.flush()
+        b_count.flush()
+        assert exposed(buffered) == exposed(direct)
+    assert exposed(buffered)[("h_count", "")] == 13
+    assert exposed(buffered)[("h_bucket", "0.0005")] == 6  # 0.0, 0.0005, 0.0004999, twice
