@@ -30,6 +30,8 @@ from urllib.parse import unquote
 
 import grpc
 
+from badge_service.store.observed import recording
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Tracer
@@ -126,13 +128,6 @@ def _exporters(env: Mapping[str, str]) -> list[type[Any]]:
         out.append(exporter)
     return out
 
-
-# Whether the call being served has a recording server span: a flag of our own, which the
-# hottest database read checks for the price of one lookup (OpenTelemetry's own current-span
-# lookup costs several calls).
-recording: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "badge_service_recording", default=False
-)
 
 # TraceIdRatioBased compares a trace id's low 64 bits with its bound.
 _TRACE_ID_LIMIT = (1 << 64) - 1

@@ -18,6 +18,7 @@ asyncio does not hand the caller's context: a traced call's functions take it wi
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -35,7 +36,14 @@ from sqlalchemy.sql.expression import Executable
 from badge_service.domain.errors import DomainError
 from badge_service.metrics import DB_OPERATIONS, Metrics
 from badge_service.store.db import Database
-from badge_service.tracing import recording
+
+# Whether the call being served has a recording server span (set by tracing.ServerSpans): a
+# flag of our own, which the hottest database read checks for the price of one lookup
+# (OpenTelemetry's own current-span lookup costs several calls). Here, not in tracing, so
+# the store imports nothing of the transport that tracing wraps.
+recording: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "badge_service_recording", default=False
+)
 
 T = TypeVar("T")
 P = ParamSpec("P")
