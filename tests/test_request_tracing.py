@@ -1,6 +1,7 @@
 """Every call has a request id: the caller's ``x-request-id`` when it sends a sane one, else a
-generated one; it comes back in the reply's trailers (on success and on failure) and is on
-every log line of the call. ``--log-format text`` writes readable lines instead of JSON."""
+generated one; it comes back in the reply's trailers (on success and on failure), in its
+initial metadata too when the caller sent it, and is on every log line of the call.
+``--log-format text`` writes readable lines instead of JSON."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ async def test_the_callers_request_id_comes_back(org: Org) -> None:
     call = org.reader.meta.GetOrgMeta(
         org_meta_pb2.GetOrgMetaRequest(), metadata=[("x-request-id", "trace-42.a:b")]
     )
+    assert ("x-request-id", "trace-42.a:b") in tuple(await call.initial_metadata())
     await call
     assert await call_trailer(call) == "trace-42.a:b"
     failing = org.reader.badges.GetBadge(
@@ -44,6 +46,7 @@ async def test_the_callers_request_id_comes_back(org: Org) -> None:
     except grpc.aio.AioRpcError as err:
         assert err.code() == grpc.StatusCode.NOT_FOUND
         assert trailer(err) == "trace-43"
+        assert ("x-request-id", "trace-43") in tuple(err.initial_metadata() or ())
         # The rich status details are still there beside it.
         assert any(k == "grpc-status-details-bin" for k, _ in err.trailing_metadata() or ())
     else:
@@ -57,6 +60,8 @@ async def test_a_request_id_is_made_when_none_or_a_bad_one_is_sent(org: Org) -> 
         metadata = [] if sent is None else [("x-request-id", sent)]
         call = org.reader.meta.GetOrgMeta(org_meta_pb2.GetOrgMetaRequest(), metadata=metadata)
         await call
+        # A made one is in the trailers only (see ServiceInterceptor._admit_known).
+        assert all(k != "x-request-id" for k, _ in await call.initial_metadata())
         got = await call_trailer(call)
         assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", got), got
         seen.add(got)
@@ -76,7 +81,9 @@ async def test_every_line_of_a_call_carries_its_request_id(tmp_path: Path) -> No
                 org_meta_pb2.GetOrgMetaRequest(), metadata=[("x-request-id", "abc-2")]
             )
         except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.UNAUTHENTICATED
             assert trailer(err) == "abc-2"
+            assert ("x-request-id", "abc-2") in tuple(err.initial_metadata() or ())
         code, _ = await asyncio.to_thread(server.signal_and_wait, signal.SIGTERM, GRACE + 10)
         assert code == 0
     calls = [x for x in json_lines(server.stderr()) if x.get("msg") == "rpc"]
