@@ -21,8 +21,8 @@ from badge_service.api.badges.v1 import award_pb2 as apb
 from badge_service.config import Settings
 from badge_service.domain.awards import Recipient, RecipientKind
 from badge_service.domain.errors import InvalidArgument
-from badge_service.rpc.watch import hub_of
 from badge_service.server import start
+from badge_service.service.watch import hub_of
 from badge_service.store import badges as badge_store
 from badge_service.store import events
 from badge_service.store import progress as progress_store

@@ -1,4 +1,4 @@
-"""The watch hub behind WatchAwards (``rpc.watch``), on SQLite and PostgreSQL: hundreds of idle
+"""The watch hub behind WatchAwards (``service.watch``), on SQLite and PostgreSQL: hundreds of idle
 watchers cost no reads and one write reaches them all with one read; subscribers that start
 (with or without ``after_sequence``) while writes go on get every event exactly once, in order,
 also when they are dropped for reading slowly and resume; events written by another server
@@ -25,8 +25,8 @@ import pytest
 from badge_service.api.badges.v1 import award_pb2 as apb
 from badge_service.api.badges.v1 import award_pb2_grpc, badge_pb2
 from badge_service.config import Settings
-from badge_service.rpc.watch import WatchHub, hub_of
 from badge_service.server import Running, start
+from badge_service.service.watch import WatchHub, hub_of
 from tests.support import Backend, Client, Org, details_of, own_database_url
 from tests.test_serve import BIN, json_lines, serving
 

@@ -53,8 +53,8 @@ from badge_service.rpc.custom_fields import CustomFieldServicer
 from badge_service.rpc.interceptor import ServiceInterceptor, write_methods
 from badge_service.rpc.issuers import IssuerServicer
 from badge_service.rpc.org_meta import OrgMetaServicer
-from badge_service.rpc.watch import WatchLimits
 from badge_service.service.auth import Authenticator
+from badge_service.service.watch import WatchLimits
 from badge_service.store import events, faults, request_ids
 from badge_service.store.db import Database
 from badge_service.store.migrate import upgrade

@@ -1,9 +1,11 @@
 """The watch hub: one per server process and database, it feeds every open WatchAwards stream
 from memory, so that an idle stream costs nothing and the cost of an event does not grow with
-the number of streams beyond handing each one the same bytes.
+the number of streams beyond handing each one the same bytes. It sits below the transports:
+events reach it already encoded by the transport that made the hub (``service.award_events``
+wires it), and a transport's stream (``rpc.award_events.WatchAwards``) only takes from it.
 
 What it reads: for each organisation that has streams (a *feed*), the org's new events, once,
-in batches of at most ``BATCH``, each serialized once. It learns that there are some from the
+in batches of at most ``BATCH``, each encoded once. It learns that there are some from the
 event bell (``store.events``: commits in this process ring it with their orgs, at once) and from
 one poll per ``poll_seconds`` of the watched orgs' last sequences (commits of other processes:
 ``serve --workers``, another server on the same database). With no stream open, the hub has no
@@ -22,10 +24,10 @@ Catching up: a stream that starts before the window (``after_sequence``) reads i
 the database itself, in batches, and moves to the window once its last sequence is inside it;
 it skips any event it has already sent, so it joins the live feed without gap or duplicate.
 
-Dropping a stream blocked in ``context.write`` (a client that does not read keeps the write
-waiting on HTTP/2 flow control, and the servicer's generator is not resumed meanwhile): the hub
-never waits on a stream. It cancels the stream's task, which is the gRPC call's own task
-(``Subscription.task``). The CancelledError arrives at the interceptor's
+Dropping a stream blocked in a write (on gRPC ``context.write``: a client that does not read
+keeps the write waiting on HTTP/2 flow control, and the servicer's generator is not resumed
+meanwhile): the hub never waits on a stream. It cancels the stream's task, which is the call's
+own task (``Subscription.task``). The CancelledError arrives at the interceptor's
 ``await context.write(item)``, inside that task while the call is alive; the interceptor closes
 the servicer's generator there, and the generator (``WatchAwards``) raises the drop's error
 instead, which the interceptor sends as the call's status. gRPC queues the status behind the
@@ -36,7 +38,7 @@ freed); nothing touches the call after its task has ended.
 Limits: at most ``max_per_org`` open streams per organisation and ``max_streams`` per process;
 one more is RESOURCE_EXHAUSTED (``WATCH_STREAMS_PER_ORG_LIMIT`` /
 ``WATCH_STREAMS_PER_PROCESS_LIMIT``, metadata ``limit``). A stream's slot is freed however it
-ends (``leave`` runs in the servicer's ``finally``, and a drop frees it at once).
+ends (``leave`` runs in the stream's ``finally``, and a drop frees it at once).
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ TAKE = 64
 # A failing poll or read is logged at most once per this many seconds.
 WARN_EVERY = 30.0
 
-# An event as streams send it: (sequence, serialized badges.v1.AwardEvent).
+# An event as streams send it: (sequence, the event as the transport encoded it: on gRPC a
+# serialized badges.v1.AwardEvent).
 Event = tuple[int, bytes]
 # Reads an org's events after a sequence, at most ``limit`` of them, in sequence order.
 Fetch = Callable[[int, int, int], Awaitable[Sequence[Event]]]
@@ -145,7 +148,7 @@ class Subscription:
 
     def __init__(self, org_id: int, task: asyncio.Task[object] | None) -> None:
         self.org_id = org_id
-        # The gRPC call's task, which the generator runs in; cancelled to end a blocked write.
+        # The call's task, which the stream runs in; cancelled to end a blocked write.
         self.task = task
         self.feed: _Feed | None = None
         self.last = 0  # the sequence of the last event handed to a write
