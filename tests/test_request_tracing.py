@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from badge_service.api.badges.v1 import badge_pb2, org_meta_pb2
+from badge_service.api.badges.v1 import award_pb2, award_pb2_grpc, badge_pb2, org_meta_pb2
 from tests.support import Org
 from tests.test_serve import GRACE, json_lines, serving, sqlite_url
 
@@ -115,3 +115,17 @@ async def test_text_log_format(tmp_path: Path) -> None:
         for line in lines
     ), lines
     assert not [line for line in lines if line.startswith("{")]
+
+
+async def test_a_watch_stream_names_its_request_id_in_its_initial_metadata(org: Org) -> None:
+    awards = org.reader.stub(award_pb2_grpc.AwardServiceStub)
+    for sent in ("watch-7", None):
+        metadata = [] if sent is None else [("x-request-id", sent)]
+        call = awards.WatchAwards(award_pb2.WatchAwardsRequest(), metadata=metadata)
+        initial = dict(await call.initial_metadata())
+        call.cancel()
+        if sent is not None:
+            assert initial["x-request-id"] == sent
+        else:
+            assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", initial["x-request-id"])
+        assert "x-watch-after-sequence" in initial

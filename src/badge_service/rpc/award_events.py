@@ -28,8 +28,10 @@ from badge_service import metrics
 from badge_service.api.badges.v1 import award_pb2 as pb
 from badge_service.domain.badges import BadgeStateType
 from badge_service.domain.errors import InvalidArgument
+from badge_service.logs import request_id
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.award_messages import required_recipient, state_to_proto
+from badge_service.rpc.interceptor import REQUEST_ID
 from badge_service.service import Database, award_events
 from badge_service.service.watch import WatchHub
 
@@ -100,7 +102,12 @@ class AwardEventsMixin:
             # Joined before the initial metadata: an event committed once the client has the
             # metadata is delivered (from the window, or read with the backlog).
             start = await award_events.join_watch(self._db, hub, sub, after)
-            await context.send_initial_metadata(((WATCH_METADATA_KEY, str(start)),))
+            # The call's request id rides along (free here: the stream sends initial
+            # metadata anyway), made or sent, as a unary call echoes a sent one.
+            rid = request_id.get()
+            await context.send_initial_metadata(
+                ((WATCH_METADATA_KEY, str(start)),) + (((REQUEST_ID, rid),) if rid else ())
+            )
             while True:
                 for sequence, data in await hub.next(sub):
                     hub.writing(sub, sequence)
