@@ -26,7 +26,7 @@ from badge_service import metrics
 from badge_service.api.badges.v1 import award_pb2 as pb
 from badge_service.api.badges.v1 import award_pb2_grpc as pb_grpc
 from badge_service.domain import awards as domain
-from badge_service.domain import badgr, limits, openbadges, paging
+from badge_service.domain import badge_classes, claim_codes, limits, lookups, openbadges, paging
 from badge_service.domain.awards import (
     Award,
     AwardFilter,
@@ -36,10 +36,10 @@ from badge_service.domain.awards import (
     Recipient,
     RecipientKind,
 )
+from badge_service.domain.badge_classes import BadgeClass
 from badge_service.domain.badge_templates import RESOURCE as TEMPLATE
 from badge_service.domain.badge_templates import BadgeTemplate, parse_template_id
 from badge_service.domain.badges import Badge
-from badge_service.domain.badgr import BadgeClass
 from badge_service.domain.custom_fields import CustomField, check_extra_data
 from badge_service.domain.errors import DomainError, InvalidArgument, NotFound
 from badge_service.domain.ids import new_hex_id
@@ -308,7 +308,7 @@ class _Definitions:
         """A class of the org by id or entity id, or its NOT_FOUND."""
         if ref not in self._classes:
             try:
-                key = badgr.key_of_id_or_entity_id(ref, where, badgr.BADGE_CLASS)
+                key = lookups.key_of_id_or_entity_id(ref, where, badge_classes.BADGE_CLASS)
                 self._classes[ref] = definitions.badge_class(self._conn, self._org_id, key)
             except DomainError as err:
                 self._classes[ref] = err
@@ -523,7 +523,7 @@ def _create_one(
 def _redeem(
     conn: Connection,
     org_id: int,
-    key: badgr.Key,
+    key: lookups.Key,
     code: str,
     award: Award,
     now: dt.datetime,
@@ -576,8 +576,8 @@ def _list_filter(conn: Connection, org_id: int, request: pb.ListAwardsRequest) -
         definitions.template(conn, org_id, template_id)
         return AwardFilter(badge_template_id=template_id, revoked=revoked, expired=expired)
     if which == "badge_class_id":
-        key = badgr.key_of_id_or_entity_id(
-            request.badge_class_id, "badge_class_id", badgr.BADGE_CLASS
+        key = lookups.key_of_id_or_entity_id(
+            request.badge_class_id, "badge_class_id", badge_classes.BADGE_CLASS
         )
         badge_class = definitions.badge_class(conn, org_id, key)
         return AwardFilter(badge_class_id=badge_class.id, revoked=revoked, expired=expired)
@@ -589,7 +589,11 @@ def _list_filter(conn: Connection, org_id: int, request: pb.ListAwardsRequest) -
 
 def _not_found(kind: str, ref: int | str) -> NotFound:
     """The NOT_FOUND of a definition a list names, as the definition stores raise it."""
-    resource = {store.BADGE: BADGE, store.TEMPLATE: TEMPLATE, store.CLASS: badgr.BADGE_CLASS}
+    resource = {
+        store.BADGE: BADGE,
+        store.TEMPLATE: TEMPLATE,
+        store.CLASS: badge_classes.BADGE_CLASS,
+    }
     return NotFound(resource[kind], ref)
 
 
@@ -735,10 +739,10 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
         who = current_principal()
         request_id = request_key(request, who.org_id)
         now = dt.datetime.now(dt.UTC)
-        key = badgr.key_of_id_or_entity_id(
-            request.id_or_entity_id, "id_or_entity_id", badgr.BADGE_CLASS
+        key = lookups.key_of_id_or_entity_id(
+            request.id_or_entity_id, "id_or_entity_id", badge_classes.BADGE_CLASS
         )
-        code = badgr.claim_code_of(request.claim_code, "claim_code")
+        code = claim_codes.claim_code_of(request.claim_code, "claim_code")
         award = Award(
             kind=AwardKind.CLASS,
             recipient=recipient_from_proto(  # type: ignore[arg-type]
@@ -841,8 +845,8 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
             flt = AwardFilter(badge_template_id=template_id)
             shown = template_id
         else:
-            key = badgr.key_of_id_or_entity_id(
-                request.badge_class_id, "badge_class_id", badgr.BADGE_CLASS
+            key = lookups.key_of_id_or_entity_id(
+                request.badge_class_id, "badge_class_id", badge_classes.BADGE_CLASS
             )
             ref = shown = key.value
             if key.by_entity_id:
