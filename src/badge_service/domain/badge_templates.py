@@ -24,7 +24,7 @@ from badge_service.domain.errors import (
     LimitExceeded,
     NotFound,
 )
-from badge_service.domain.fields import check_http_url, check_text, is_slug
+from badge_service.domain.fields import check_http_url, check_text, is_date_text, is_slug
 
 RESOURCE = "badge template"
 PREFIX = "badge_template"
@@ -41,9 +41,9 @@ PAGE_SIZE = limits.BADGE_TEMPLATES_PAGE
 # Where template and organisation pages live unless the server is configured otherwise.
 DEFAULT_PUBLIC_BASE_URL = "http://localhost:50051"
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# \Z, not $: $ also matches before a trailing newline.
+_UUID = re.compile(r"^[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\Z")
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*\Z")
 _UTC_MIDNIGHT = dt.time(tzinfo=dt.UTC)
 
 
@@ -573,7 +573,7 @@ def _check_expiry(t: BadgeTemplate, p: str) -> None:
         where = f"{p}.default_expires_at_date"
         if not t.default_expires_at_date:
             raise InvalidArgument(where, "is required when default_expires_at_type is date")
-        if not _DATE.match(t.default_expires_at_date):
+        if not is_date_text(t.default_expires_at_date):
             raise InvalidArgument(where, "must be a date YYYY-MM-DD")
         try:
             dt.date.fromisoformat(t.default_expires_at_date)

@@ -1,5 +1,5 @@
 """The rules for fields every resource shares: free text, http(s) URLs, images given as a URL
-or a data URI, e-mail addresses, slugs, JSON held in a field, and lists of 24-hex ids.
+or a data URI, e-mail addresses, slugs, dates, JSON held in a field, and lists of 24-hex ids.
 
 One rule per kind of field, so that a value means the same to every resource: a URL a badge
 template takes is one an issuer, a badge class, a badge state and an award take too
@@ -36,16 +36,19 @@ _URL_BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f\\]")
 _HOST_BAD_CHARS = re.compile(r"[<>^|\[\]:]")
 _IPV6_HOST_BAD_CHARS = re.compile(r"[<>^|\[\]]")
 
+# Patterns end in \Z, not $: $ also matches before a trailing newline.
+
 # The address forms RFC 5322 allows without quoting (dot-atom local part) at a domain of at
 # least two labels of letters, digits and inner hyphens; not quoted local parts, IP literals
 # or internationalised addresses.
 _EMAIL = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+\Z"
 )
-_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\Z")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 _DATA_IMAGE = re.compile(
-    r"^data:image/(?:png|jpeg|gif|svg\+xml|webp);base64,([A-Za-z0-9+/]+={0,2})$"
+    r"^data:image/(?:png|jpeg|gif|svg\+xml|webp);base64,([A-Za-z0-9+/]+={0,2})\Z"
 )
 
 NOT_HTTP_URL = "must be an http(s) URL"
@@ -130,7 +133,7 @@ def check_image(value: str, where: str, *, limit: limits.Limit, required: bool =
     check_http_url(value, where, required=required)
 
 
-# --- E-mail addresses and slugs ---------------------------------------------------------------
+# --- E-mail addresses, slugs and dates --------------------------------------------------------
 
 
 def is_email(value: str) -> bool:
@@ -151,6 +154,12 @@ def is_slug(value: str) -> bool:
     """Whether ``value`` is a slug: lower-case ASCII letters and digits in words joined by
     single hyphens."""
     return _SLUG.match(value) is not None
+
+
+def is_date_text(value: str) -> bool:
+    """Whether ``value`` is written as a date YYYY-MM-DD in ASCII digits (whether that day
+    exists is ``datetime.date.fromisoformat``'s to say; it also takes other ISO forms)."""
+    return _DATE.match(value) is not None
 
 
 # --- JSON and ids -----------------------------------------------------------------------------

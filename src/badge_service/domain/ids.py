@@ -11,8 +11,9 @@ import threading
 import time
 import uuid
 
-_HEX24 = re.compile(r"^[0-9a-f]{24}$")
-_ENTITY_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+# \Z, not $: $ also matches before a trailing newline, which no id holds.
+_HEX24 = re.compile(r"^[0-9a-f]{24}\Z")
+_ENTITY_ID = re.compile(r"^[A-Za-z0-9_-]{22}\Z")
 _COUNTER_MAX = 0xFFFFFF
 
 _lock = threading.Lock()

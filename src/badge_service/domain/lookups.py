@@ -13,7 +13,7 @@ from badge_service.domain.errors import InvalidArgument, NotFound, echo
 from badge_service.domain.fields import is_http_url
 from badge_service.domain.ids import is_entity_id, is_hex_id
 
-_BASE64 = re.compile(r"^[A-Za-z0-9+/_-]+={0,2}$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/_-]+={0,2}\Z")
 
 
 @dataclass(frozen=True, slots=True)
