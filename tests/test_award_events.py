@@ -410,8 +410,8 @@ async def test_a_commit_in_this_process_wakes_the_stream_at_once(
             assert event.sequence == watch.after + i + 1
 
 
-async def test_append_many_numbers_a_batch_in_order(backend: Backend, org: Org) -> None:
-    """store.events.append_many: one sequence bump for many events, in payload order, after
+async def test_append_events_numbers_a_batch_in_order(backend: Backend, org: Org) -> None:
+    """store.events.append_events: one sequence bump for many events, in payload order, after
     whatever the org already has, and an empty batch appends nothing."""
     badge = await new_badge(org, "many")
     now = dt.datetime.now(dt.UTC)
@@ -431,9 +431,10 @@ async def test_append_many_numbers_a_batch_in_order(backend: Backend, org: Org) 
 def _append_twice(
     conn: Connection, org_id: int, payloads: list[dict[str, Any]], now: dt.datetime
 ) -> tuple[int, int]:
-    """An empty append_many, then one of ``payloads``, in one transaction."""
-    unchanged = events.append_many(conn, org_id, "progress", [], now)
-    return unchanged, events.append_many(conn, org_id, "progress", payloads, now)
+    """An empty append_events, then one "progress" event per payload, in one transaction."""
+    unchanged = events.append_events(conn, org_id, [], now)
+    items = [("progress", p) for p in payloads]
+    return unchanged, events.append_events(conn, org_id, items, now)
 
 
 # --- Wake-ups of group-committed writes ---------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from badge_service.domain import badgr, openbadges
+from badge_service.domain import badge_classes, issuers, openbadges
 from badge_service.domain.awards import (
     Award,
     AwardKind,
@@ -271,26 +271,26 @@ def test_salts_make_equal_recipients_unlinkable() -> None:
 
 
 def test_badge_class_and_issuer_documents_pass_the_checker() -> None:
-    bc = badgr.BadgeClass(
+    bc = badge_classes.BadgeClass(
         name="Math Expert",
         description="Mastery of Math.",
         image="https://example.com/math.png",
         criteria_narrative="Pass the final exam.",
-        alignments=[badgr.Alignment("Algebra", "https://example.org/algebra")],
+        alignments=[badge_classes.Alignment("Algebra", "https://example.org/algebra")],
         tags=["math"],
         entity_id=CLASS_ENTITY,
         issuer_entity_id=ISSUER_ENTITY,
     )
-    doc = badgr.open_badges_badge_class(bc, BASE)
+    doc = openbadges.open_badges_badge_class(bc, BASE)
     assert check_badge_class(doc) == []
     assert doc["id"] == assertion_of(award())["badge"]
-    issuer = badgr.Issuer(
+    issuer = issuers.Issuer(
         name="Faculty",
         email="contact@example.com",
         url="https://example.com",
         entity_id=ISSUER_ENTITY,
     )
-    profile = badgr.open_badges_issuer(issuer, BASE)
+    profile = openbadges.open_badges_issuer(issuer, BASE)
     assert check_profile(profile) == []
     assert profile["id"] == doc["issuer"]
 

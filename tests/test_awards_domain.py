@@ -10,8 +10,8 @@ import pytest
 
 from badge_service.domain import awards as domain
 from badge_service.domain.awards import Award, AwardKind, AwardState, Recipient, RecipientKind
+from badge_service.domain.badge_classes import BadgeClass, Expires, ExpiresDuration
 from badge_service.domain.badges import FrequencyPeriod
-from badge_service.domain.badgr import BadgeClass, Expires, ExpiresDuration
 from badge_service.domain.errors import InvalidArgument
 
 UTC = dt.UTC

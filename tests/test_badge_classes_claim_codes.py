@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from badge_service.api.badges.v1 import badge_class_pb2 as pb
 from badge_service.domain import paging
-from badge_service.domain.badgr import CLAIM_CODE_ALPHABET, ClaimCode
+from badge_service.domain.claim_codes import CLAIM_CODE_ALPHABET, ClaimCode
 from badge_service.store import badgr as store
 from badge_service.store.models import badgr_claim_codes
 from tests.support import Backend, Org, Over, expect_error, reason_for

@@ -11,25 +11,25 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import re
 import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from badge_service.domain import limits
+from badge_service.domain.badge_classes import BadgeClass, ExpiresDuration
 from badge_service.domain.badge_templates import BadgeTemplate, ExpiryType, TemplateState
 from badge_service.domain.badges import Badge, FrequencyPeriod
-from badge_service.domain.badgr import (
-    BadgeClass,
-    ExpiresDuration,
-    check_json_object,
-    is_http_url,
-)
 from badge_service.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
+)
+from badge_service.domain.fields import (
+    check_http_url,
+    check_json_object,
+    check_no_nul,
+    is_email,
 )
 
 RESOURCE = "award"
@@ -37,9 +37,6 @@ RESOURCE = "award"
 # ListAwards: 50 a page by default, at most limits.AWARDS_PAGE.
 LIST_DEFAULT_PAGE_SIZE = 50
 LIST_MAX_PAGE_SIZE = limits.AWARDS_PAGE
-
-# A pragmatic address check (one @, no spaces, a dot in the domain), not RFC 5322 in full.
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class AwardKind(StrEnum):
@@ -164,25 +161,17 @@ def check_recipient(recipient: Recipient | None, where: str) -> Recipient:
     sub = f"{where}.{kind.value}"
     if not value:
         raise InvalidArgument(sub, "is required")
-    _no_nul(value, sub)
+    check_no_nul(value, sub)
     if kind is RecipientKind.MEMBER_ID:
         limits.check_chars(value, limits.AWARD_TEXT_CHARS, sub)
     elif kind is RecipientKind.EMAIL:
         value = value.lower()
         limits.check_chars(value, limits.AWARD_EMAIL_CHARS, sub)
-        if not _EMAIL.match(value):
+        if not is_email(value):
             raise InvalidArgument(sub, "is not an email address", reason="INVALID_EMAIL")
     else:
-        limits.check_url(value, sub)
-        if not is_http_url(value):
-            raise InvalidArgument(sub, "must be an http(s) URL")
+        check_http_url(value, sub)
     return Recipient(kind, value)
-
-
-def _no_nul(value: str, where: str) -> None:
-    # PostgreSQL text cannot hold NUL, so it is refused on both databases alike.
-    if "\x00" in value:
-        raise InvalidArgument(where, "must not contain NUL characters")
 
 
 def check_details(award: Award, *, now: dt.datetime, prefix: str) -> None:
@@ -196,18 +185,16 @@ def check_details(award: Award, *, now: dt.datetime, prefix: str) -> None:
     elif award.issued_at > now:
         raise InvalidArgument(f"{prefix}issued_at", "must not be in the future")
     limits.check_chars(award.narrative, limits.AWARD_NARRATIVE_CHARS, f"{prefix}narrative")
-    _no_nul(award.narrative, f"{prefix}narrative")
+    check_no_nul(award.narrative, f"{prefix}narrative")
     limits.check_items(award.evidence, limits.AWARD_EVIDENCE, f"{prefix}evidence")
     for i, ev in enumerate(award.evidence):
         if not ev.url and not ev.narrative:
             raise InvalidArgument(f"{prefix}evidence[{i}]", "needs a url or a narrative")
-        limits.check_url(ev.url, f"{prefix}evidence[{i}].url")
-        if ev.url and not is_http_url(ev.url):
-            raise InvalidArgument(f"{prefix}evidence[{i}].url", "must be an http(s) URL")
+        check_http_url(ev.url, f"{prefix}evidence[{i}].url")
         limits.check_chars(
             ev.narrative, limits.AWARD_NARRATIVE_CHARS, f"{prefix}evidence[{i}].narrative"
         )
-        _no_nul(ev.narrative, f"{prefix}evidence[{i}].narrative")
+        check_no_nul(ev.narrative, f"{prefix}evidence[{i}].narrative")
     check_json_object(award.custom_data, f"{prefix}custom_data", limits.AWARD_CUSTOM_DATA_BYTES)
     if not award.salt:
         award.salt = new_salt()
@@ -218,7 +205,7 @@ def check_revocation_reason(reason: str, where: str = "reason") -> str:
     reason = reason.strip()
     if not reason:
         raise InvalidArgument(where, "is required: say why the award is revoked")
-    _no_nul(reason, where)
+    check_no_nul(reason, where)
     limits.check_chars(reason, limits.AWARD_REASON_CHARS, where)
     return reason
 

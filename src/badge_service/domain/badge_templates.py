@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from urllib.parse import urlsplit
 
 from badge_service.domain import limits
 from badge_service.domain.errors import (
@@ -25,6 +24,7 @@ from badge_service.domain.errors import (
     LimitExceeded,
     NotFound,
 )
+from badge_service.domain.fields import check_http_url, check_text, is_date_text, is_slug
 
 RESOURCE = "badge template"
 PREFIX = "badge_template"
@@ -32,6 +32,8 @@ PREFIX = "badge_template"
 # Sizes and counts are limits.BADGE_TEMPLATE_* (this is a value range).
 EXPIRY_DAYS_MAX = 36_500
 SLUG_MAX = limits.BADGE_TEMPLATE_SLUG_CHARS
+# Text without a limit of its own has this one.
+_TEXT = limits.BADGE_TEMPLATE_NAME_CHARS
 
 # Credly lists 50 templates a page.
 PAGE_SIZE = limits.BADGE_TEMPLATES_PAGE
@@ -39,10 +41,9 @@ PAGE_SIZE = limits.BADGE_TEMPLATES_PAGE
 # Where template and organisation pages live unless the server is configured otherwise.
 DEFAULT_PUBLIC_BASE_URL = "http://localhost:50051"
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# \Z, not $: $ also matches before a trailing newline.
+_UUID = re.compile(r"^[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\Z")
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*\Z")
 _UTC_MIDNIGHT = dt.time(tzinfo=dt.UTC)
 
 
@@ -270,11 +271,6 @@ def new_uuid() -> str:
     return str(uuid.uuid4())
 
 
-def is_uuid(value: str) -> bool:
-    """Whether ``value`` is a UUID written 8-4-4-4-12."""
-    return bool(_UUID.match(value))
-
-
 def parse_template_id(value: str, where: str = "id") -> str:
     """A template id from a request, lower-cased; INVALID_ARGUMENT unless it is a UUID."""
     if not value:
@@ -456,34 +452,6 @@ class Owner:
 # -- validation -------------------------------------------------------------------------------
 
 
-def _text(
-    value: str,
-    where: str,
-    *,
-    limit: limits.Limit = limits.BADGE_TEMPLATE_NAME_CHARS,
-    required: bool = False,
-) -> None:
-    if "\x00" in value:
-        raise InvalidArgument(where, "must not contain NUL characters")
-    if required and not value.strip():
-        raise InvalidArgument(where, "is required")
-    limits.check_chars(value, limit, where)
-
-
-def _url(value: str, where: str) -> None:
-    if not value:
-        return
-    if "\x00" in value:
-        raise InvalidArgument(where, "must not contain NUL characters")
-    limits.check_url(value, where)
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        raise InvalidArgument(where, "must be an http(s) URL") from None
-    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
-        raise InvalidArgument(where, "must be an http(s) URL")
-
-
 def _sub_id(value: str, where: str, seen: set[str]) -> str:
     if not value:
         value = new_uuid()
@@ -516,7 +484,7 @@ def _labels(values: list[str], where: str, *, what: str) -> list[str]:
     seen: set[str] = set()
     for i, raw in enumerate(values):
         value = raw.strip()
-        _text(value, f"{where}[{i}]", required=True)
+        check_text(value, f"{where}[{i}]", required=True, limit=_TEXT)
         if "," in value or "|" in value:
             raise InvalidArgument(f"{where}[{i}]", "must not contain ',' or '|'")
         if value.lower() in seen:
@@ -545,23 +513,23 @@ def validate_template(
     _check_reference_count(t, p)
     t.visibility = t.visibility or Visibility.PUBLIC
     t.name = t.name.strip()
-    _text(t.name, f"{p}.name", required=True)
-    _text(t.description, f"{p}.description", limit=limits.BADGE_TEMPLATE_LONG_TEXT_CHARS)
+    check_text(t.name, f"{p}.name", required=True, limit=_TEXT)
+    check_text(t.description, f"{p}.description", limit=limits.BADGE_TEMPLATE_LONG_TEXT_CHARS)
     for name in ("variant_type", "variant_name", "criteria_url_name"):
-        _text(getattr(t, name), f"{p}.{name}")
-    _text(
+        check_text(getattr(t, name), f"{p}.{name}", limit=_TEXT)
+    check_text(
         t.linkedin_share_default_message,
         f"{p}.linkedin_share_default_message",
         limit=limits.BADGE_TEMPLATE_LONG_TEXT_CHARS,
     )
     for name in ("earn_this_badge_url", "global_activity_url", "criteria_url", "image_url"):
-        _url(getattr(t, name), f"{p}.{name}")
+        check_http_url(getattr(t, name), f"{p}.{name}")
     if t.enable_earn_this_badge and not t.earn_this_badge_url:
         raise InvalidArgument(f"{p}.earn_this_badge_url", "is required with enable_earn_this_badge")
     _check_expiry(t, p)
     if t.vanity_slug:
-        _text(t.vanity_slug, f"{p}.vanity_slug", limit=limits.BADGE_TEMPLATE_SLUG_CHARS)
-        if not _SLUG.match(t.vanity_slug):
+        check_text(t.vanity_slug, f"{p}.vanity_slug", limit=limits.BADGE_TEMPLATE_SLUG_CHARS)
+        if not is_slug(t.vanity_slug):
             raise InvalidArgument(
                 f"{p}.vanity_slug", "must be lower-case letters and digits joined by single '-'"
             )
@@ -605,7 +573,7 @@ def _check_expiry(t: BadgeTemplate, p: str) -> None:
         where = f"{p}.default_expires_at_date"
         if not t.default_expires_at_date:
             raise InvalidArgument(where, "is required when default_expires_at_type is date")
-        if not _DATE.match(t.default_expires_at_date):
+        if not is_date_text(t.default_expires_at_date):
             raise InvalidArgument(where, "must be a date YYYY-MM-DD")
         try:
             dt.date.fromisoformat(t.default_expires_at_date)
@@ -666,9 +634,11 @@ def _check_alignments(t: BadgeTemplate, p: str) -> None:
     for i, a in enumerate(t.alignments):
         where = f"{p}.alignments[{i}]"
         a.id = _sub_id(a.id, f"{where}.id", seen)
-        _text(a.name, f"{where}.name", required=True)
-        _url(a.url, f"{where}.url")
-        _text(a.description, f"{where}.description", limit=limits.BADGE_TEMPLATE_LONG_TEXT_CHARS)
+        check_text(a.name, f"{where}.name", required=True, limit=_TEXT)
+        check_http_url(a.url, f"{where}.url")
+        check_text(
+            a.description, f"{where}.description", limit=limits.BADGE_TEMPLATE_LONG_TEXT_CHARS
+        )
 
 
 def _check_endorsements(t: BadgeTemplate, p: str) -> None:
@@ -679,9 +649,11 @@ def _check_endorsements(t: BadgeTemplate, p: str) -> None:
     for i, e in enumerate(t.endorsements):
         where = f"{p}.endorsements[{i}]"
         e.id = _sub_id(e.id, f"{where}.id", seen)
-        _text(e.name, f"{where}.name", required=True)
-        _url(e.url, f"{where}.url")
-        _text(e.description, f"{where}.description", limit=limits.BADGE_TEMPLATE_LONG_TEXT_CHARS)
+        check_text(e.name, f"{where}.name", required=True, limit=_TEXT)
+        check_http_url(e.url, f"{where}.url")
+        check_text(
+            e.description, f"{where}.description", limit=limits.BADGE_TEMPLATE_LONG_TEXT_CHARS
+        )
 
 
 def _check_recommendations(t: BadgeTemplate, p: str, refs: Mapping[str, TemplateRef]) -> None:
@@ -695,7 +667,7 @@ def _check_recommendations(t: BadgeTemplate, p: str, refs: Mapping[str, Template
     for i, r in enumerate(t.recommendations):
         where = f"{p}.recommendations[{i}]"
         r.id = _sub_id(r.id, f"{where}.id", seen)
-        _text(r.title, f"{where}.title")
+        check_text(r.title, f"{where}.title", limit=_TEXT)
         if r.type is None:
             raise InvalidArgument(f"{where}.type", "is required: information or badge")
         if r.type is RecommendationType.INFORMATION:
@@ -705,7 +677,7 @@ def _check_recommendations(t: BadgeTemplate, p: str, refs: Mapping[str, Template
                 raise InvalidArgument(
                     f"{where}.recommended_badge_template_id", "is only for badge recommendations"
                 )
-            _url(r.activity_url, f"{where}.activity_url")
+            check_http_url(r.activity_url, f"{where}.activity_url")
             continue
         if r.activity_url:
             raise InvalidArgument(f"{where}.activity_url", "is only for information ones")
@@ -748,9 +720,9 @@ def _check_requirements(
     for i, a in enumerate(t.activities):
         aw = f"{p}.badge_template_activities[{i}]"
         a.id = _sub_id(a.id, f"{aw}.id", seen)
-        _text(a.title, f"{aw}.title", required=True)
-        _text(a.activity_type, f"{aw}.activity_type")
-        _url(a.activity_url, f"{aw}.activity_url")
+        check_text(a.title, f"{aw}.title", required=True, limit=_TEXT)
+        check_text(a.activity_type, f"{aw}.activity_type", limit=_TEXT)
+        check_http_url(a.activity_url, f"{aw}.activity_url")
         if a.required_badge_template_id:
             ref = _reference(
                 a.required_badge_template_id, f"{aw}.required_badge_template_id", t.id, refs

@@ -12,11 +12,14 @@ from typing import Any
 from badge_service.domain import limits
 from badge_service.domain.custom_fields import CustomField, check_extra_data
 from badge_service.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from badge_service.domain.fields import check_http_url, check_text
 from badge_service.domain.org_meta import TagRules, check_badge_tags
 
 # CrowdTwist's list paging: 10 by default, at most 25 (limits.BADGES_PAGE).
 LIST_DEFAULT_PAGE_SIZE = 10
 LIST_MAX_PAGE_SIZE = limits.BADGES_PAGE
+# The limit of every text field of a badge.
+_TEXT = limits.BADGE_TEXT_CHARS
 
 
 class BadgeStateType(IntEnum):
@@ -150,8 +153,8 @@ def validate_badge(
     """Checks every badge rule and returns the badge with defaults filled in (start dates,
     extra data defaults). Its cost is bounded by the badge's own limits and the org's quotas
     (custom fields, org meta tags), whatever else the org or any other org stores."""
-    _text(badge.name, f"{prefix}.name", required=True)
-    _text(badge.title, f"{prefix}.title", required=True)
+    check_text(badge.name, f"{prefix}.name", required=True, limit=_TEXT)
+    check_text(badge.title, f"{prefix}.title", required=True, limit=_TEXT)
     badge.date_start = badge.date_start or now
     badge.display_date_start = badge.display_date_start or now
     if badge.date_end is not None and badge.date_end < badge.date_start:
@@ -168,18 +171,12 @@ def validate_badge(
             raise InvalidArgument(
                 f"{prefix}.segment[{i}].eligibility_type", "is required: inclusion or exclusion"
             )
-        _text(seg.name, f"{prefix}.segment[{i}].name")
+        check_text(seg.name, f"{prefix}.segment[{i}].name", limit=_TEXT)
     where = f"{prefix}.badge_extra_data"
     badge.extra_data = check_extra_data(badge.extra_data, custom_fields, where)
     # As stored and returned, defaults included: what a page of badges carries.
     limits.check_struct(badge.extra_data, limits.BADGE_EXTRA_DATA_BYTES, where)
     return badge
-
-
-def _text(value: str, where: str, *, required: bool = False) -> None:
-    if required and not value.strip():
-        raise InvalidArgument(where, "is required")
-    limits.check_chars(value, limits.BADGE_TEXT_CHARS, where)
 
 
 def _check_states(states: Sequence[BadgeState], where: str) -> None:
@@ -202,10 +199,8 @@ def _check_states(states: Sequence[BadgeState], where: str) -> None:
             raise InvalidArgument(f"{where}[{i}].order", f"repeats the order {st.order}")
         seen_states.add(st.state)
         seen_orders.add(st.order)
-        _text(st.description, f"{where}[{i}].description")
-        if st.image_url and not st.image_url.startswith(("http://", "https://")):
-            raise InvalidArgument(f"{where}[{i}].image_url", "must be an http(s) URL")
-        limits.check_url(st.image_url, f"{where}[{i}].image_url")
+        check_text(st.description, f"{where}[{i}].description", limit=_TEXT)
+        check_http_url(st.image_url, f"{where}[{i}].image_url")
     if BadgeStateType.EARNED not in seen_states:
         raise InvalidArgument(where, "must include the earned state")
     by_order = sorted(states, key=lambda s: s.order)

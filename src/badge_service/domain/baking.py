@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from xml.dom import minidom
@@ -210,21 +209,7 @@ def placeholder_png(size: int = 64, rgb: tuple[int, int, int] = (0x2F, 0x6F, 0xB
     )
 
 
-def iter_png_text(png: bytes) -> Iterator[tuple[str, str]]:
-    """(keyword, text) of every text chunk of a checked PNG (for tests and diagnostics)."""
-    for c in read_png_chunks(png):
-        keyword = _keyword_of(c)
-        if keyword is not None:
-            yield keyword.decode("latin-1"), _text_of(c, IMAGE_FIELD)
-
-
 # --- SVG ------------------------------------------------------------------------------------
-
-
-def is_svg(data: bytes) -> bool:
-    """Whether ``data`` looks like XML text (a cheap sniff; parsing decides)."""
-    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n")
-    return head.startswith(b"<")
 
 
 def decode_svg(data: bytes, where: str = IMAGE_FIELD) -> str:

@@ -7,7 +7,6 @@ Pure functions: every rule of the syntax is here, so it is tested without a serv
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,13 +15,13 @@ from urllib.parse import quote, urlencode
 from badge_service.domain import limits
 from badge_service.domain.badge_templates import TemplateState
 from badge_service.domain.errors import InvalidArgument
+from badge_service.domain.fields import is_date_text
 
 FILTER_FIELD = "filter"
 SORT_FIELD = "sort"
 # limits.CREDLY_*: bounds that keep one request's SQL small (bind parameters, LIKE patterns)
 # on both databases.
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _UTC_MIDNIGHT = dt.time(tzinfo=dt.UTC)
 
 
@@ -168,7 +167,7 @@ def _split_list(key: str, value: str) -> list[str]:
 
 
 def _parse_date(key: str, value: str) -> dt.date:
-    if not _DATE.match(value):
+    if not is_date_text(value):
         raise _bad_filter(f"key {key!r} must be a date YYYY-MM-DD, not {value!r}")
     try:
         return dt.date.fromisoformat(value)

@@ -16,14 +16,14 @@ from typing import Any
 
 from badge_service.domain import limits
 from badge_service.domain.errors import AlreadyExists, InvalidArgument
+from badge_service.domain.fields import check_text, is_date_text
 
 CODE_DUPLICATE_NAME = 740
 CODE_DATA_TYPE_REQUIRED = 741
 CODE_MANDATORY_NEEDS_DEFAULT = 742
 CODE_DEFAULT_NOT_OF_TYPE = 744
 
-_INTEGER = re.compile(r"^[+-]?\d+$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_INTEGER = re.compile(r"^[+-]?[0-9]+\Z")
 _MAX_SAFE_INT = 2**53
 
 
@@ -64,12 +64,12 @@ def duplicate_name(name: str) -> AlreadyExists:
 
 def validate_custom_field(field: CustomField, prefix: str = "custom_field") -> CustomField:
     """Checks every create rule; returns the field with an empty default normalised to None."""
-    if not field.name.strip():
-        raise InvalidArgument(f"{prefix}.name", "is required")
-    limits.check_chars(field.name, limits.CUSTOM_FIELD_NAME_CHARS, f"{prefix}.name")
+    check_text(field.name, f"{prefix}.name", limit=limits.CUSTOM_FIELD_NAME_CHARS, required=True)
     if field.default_value is not None:
-        limits.check_chars(
-            field.default_value, limits.CUSTOM_FIELD_DEFAULT_CHARS, f"{prefix}.default_value"
+        check_text(
+            field.default_value,
+            f"{prefix}.default_value",
+            limit=limits.CUSTOM_FIELD_DEFAULT_CHARS,
         )
     if field.data_type is None:
         raise InvalidArgument(
@@ -120,7 +120,7 @@ def parse_text(data_type: DataType, text: str) -> int | bool | str | None:
     if data_type is DataType.BOOLEAN:
         lowered = text.lower()
         return {"true": True, "false": False}.get(lowered)
-    if _DATE.match(text):
+    if is_date_text(text):
         try:
             dt.date.fromisoformat(text)
         except ValueError:

@@ -10,6 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 ERROR_DOMAIN = "badges.v1"
+# How much of a client's value an error repeats (error details travel in trailers).
+ECHO_MAX = 100
+
+
+def echo(value: str) -> str:
+    """``value`` as an error may repeat it: cut to ECHO_MAX characters (and "...")."""
+    return value if len(value) <= ECHO_MAX else value[:ECHO_MAX] + "..."
 
 
 @dataclass(frozen=True, slots=True)

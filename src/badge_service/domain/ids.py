@@ -1,15 +1,19 @@
-"""Identifier formats: Capillary-style 24-hex ids, laid out as MongoDB ObjectIds: 4 bytes of
-seconds, 5 random bytes per process, a 3-byte counter."""
+"""Identifier formats: Capillary-style 24-hex ids, laid out as MongoDB ObjectIds (4 bytes of
+seconds, 5 random bytes per process, a 3-byte counter), and Badgr's entity ids."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import secrets
 import threading
 import time
+import uuid
 
-_HEX24 = re.compile(r"^[0-9a-f]{24}$")
+# \Z, not $: $ also matches before a trailing newline, which no id holds.
+_HEX24 = re.compile(r"^[0-9a-f]{24}\Z")
+_ENTITY_ID = re.compile(r"^[A-Za-z0-9_-]{22}\Z")
 _COUNTER_MAX = 0xFFFFFF
 
 _lock = threading.Lock()
@@ -41,3 +45,13 @@ def new_hex_id() -> str:
 def is_hex_id(value: str) -> bool:
     """Whether ``value`` has the shape of a 24-hex id."""
     return bool(_HEX24.match(value))
+
+
+def new_entity_id() -> str:
+    """A new Badgr entity id: URL-safe base64 of a random UUID, unpadded (22 characters)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def is_entity_id(value: str) -> bool:
+    """Whether ``value`` has the shape of an entity id."""
+    return bool(_ENTITY_ID.match(value))

@@ -1,5 +1,6 @@
-"""Open Badges 2.0 Assertions of badge class awards, and how a presented assertion is
-checked against the award it claims to be.
+"""Open Badges 2.0 documents: the openBadgeIds of issuers and badge classes under the public
+base URL (as Badgr forms them), their Profile and BadgeClass documents, the Assertions of badge
+class awards, and how a presented assertion is checked against the award it claims to be.
 
 An award of a Badgr badge class is an Open Badges 2.0 Assertion with hosted verification:
 its ``id`` is ``{public base URL}/public/assertions/{award id}`` and its ``badge`` the class's
@@ -18,17 +19,20 @@ import hashlib
 import hmac
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from badge_service.domain.awards import Award, AwardState, Recipient, RecipientKind
-from badge_service.domain.badgr import (
-    BADGE_CLASSES_PATH,
-    OB2_CONTEXT,
-    is_http_url,
-    open_badge_id,
-)
+from badge_service.domain.badge_classes import BadgeClass
 from badge_service.domain.errors import FailedPrecondition
+from badge_service.domain.fields import is_http_url
 from badge_service.domain.ids import is_hex_id
+from badge_service.domain.issuers import Issuer
 
+OB2_CONTEXT = "https://w3id.org/openbadges/v2"
+
+# Path segments of openBadgeIds under the public base URL, as Badgr's.
+ISSUERS_PATH = "issuers"
+BADGE_CLASSES_PATH = "badges"
 ASSERTIONS_PATH = "assertions"
 VERIFICATION_HOSTED = "hosted"
 HASH_PREFIX = "sha256$"
@@ -43,6 +47,69 @@ IDENTITY_TYPES = {
 # What a presented assertion must agree on with the award it names: the claim itself (who,
 # what, when). Status fields (revoked, expires) come from the store, never from the image.
 MATCHED_PROPERTIES = ("id", "type", "recipient", "badge", "issuedOn")
+
+
+def normalize_base_url(value: str) -> str:
+    """The public base URL without a trailing slash; ValueError unless it is an http(s) URL
+    with no query or fragment."""
+    base = value.rstrip("/")
+    if not is_http_url(base) or urlsplit(base).query or urlsplit(base).fragment:
+        raise ValueError(f"{value!r} is not an http(s) URL without query or fragment")
+    return base
+
+
+def open_badge_id(base_url: str, kind: str, entity_id: str) -> str:
+    """The openBadgeId of a resource: ``{base}/public/{issuers|badges}/{entity_id}``."""
+    return f"{base_url}/public/{kind}/{entity_id}"
+
+
+def open_badges_issuer(issuer: Issuer, base_url: str) -> dict[str, Any]:
+    """The Open Badges 2.0 Profile of an issuer (type Issuer)."""
+    doc: dict[str, Any] = {
+        "@context": OB2_CONTEXT,
+        "type": "Issuer",
+        "id": open_badge_id(base_url, ISSUERS_PATH, issuer.entity_id),
+        "name": issuer.name,
+        "url": issuer.url,
+        "email": issuer.email,
+    }
+    if issuer.description:
+        doc["description"] = issuer.description
+    if issuer.image:
+        doc["image"] = issuer.image
+    return doc
+
+
+def open_badges_badge_class(bc: BadgeClass, base_url: str) -> dict[str, Any]:
+    """The Open Badges 2.0 BadgeClass of a badge class."""
+    criteria: dict[str, Any] = {}
+    if bc.criteria_url:
+        criteria["id"] = bc.criteria_url
+    if bc.criteria_narrative:
+        criteria["narrative"] = bc.criteria_narrative
+    alignment = []
+    for a in bc.alignments:
+        item = {"targetName": a.target_name, "targetUrl": a.target_url}
+        for key, value in (
+            ("targetDescription", a.target_description),
+            ("targetFramework", a.target_framework),
+            ("targetCode", a.target_code),
+        ):
+            if value:
+                item[key] = value
+        alignment.append(item)
+    return {
+        "@context": OB2_CONTEXT,
+        "type": "BadgeClass",
+        "id": open_badge_id(base_url, BADGE_CLASSES_PATH, bc.entity_id),
+        "name": bc.name,
+        "description": bc.description,
+        "image": bc.image,
+        "criteria": criteria,
+        "issuer": open_badge_id(base_url, ISSUERS_PATH, bc.issuer_entity_id),
+        "alignment": alignment,
+        "tags": list(bc.tags),
+    }
 
 
 def assertion_url(base_url: str, award_id: str) -> str:

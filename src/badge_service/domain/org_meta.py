@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from badge_service.domain import limits
 from badge_service.domain.custom_fields import DataType
 from badge_service.domain.errors import InvalidArgument
+from badge_service.domain.fields import check_text
 
 
 @dataclass(slots=True)
@@ -56,11 +57,9 @@ def validate_tags(tags: Sequence[OrgMetaTag], prefix: str = "org_meta.tags") -> 
     seen: set[str] = set()
     for i, tag in enumerate(tags):
         where = f"{prefix}[{i}]"
-        if not tag.key.strip():
-            raise InvalidArgument(f"{where}.key", "is required")
-        limits.check_chars(tag.key, limits.ORG_META_TAG_KEY_CHARS, f"{where}.key")
-        limits.check_chars(
-            tag.description, limits.ORG_META_TAG_DESCRIPTION_CHARS, f"{where}.description"
+        check_text(tag.key, f"{where}.key", limit=limits.ORG_META_TAG_KEY_CHARS, required=True)
+        check_text(
+            tag.description, f"{where}.description", limit=limits.ORG_META_TAG_DESCRIPTION_CHARS
         )
         if tag.key in seen:
             raise InvalidArgument(f"{where}.key", f"duplicates the key {tag.key!r}")
@@ -78,9 +77,7 @@ def check_badge_tags(tag_names: Sequence[str], rules: TagRules, prefix: str) -> 
     keys = rules.keys
     for i, name in enumerate(tag_names):
         where = f"{prefix}[{i}].tag_name"
-        if not name.strip():
-            raise InvalidArgument(where, "is required")
-        limits.check_chars(name, limits.BADGE_TEXT_CHARS, where)
+        check_text(name, where, limit=limits.BADGE_TEXT_CHARS, required=True)
         if name in seen:
             raise InvalidArgument(where, f"duplicates the tag {name!r}")
         seen.add(name)

@@ -9,21 +9,30 @@ from google.protobuf import empty_pb2
 
 from badge_service.api.badges.v1 import badge_class_pb2 as pb
 from badge_service.api.badges.v1 import badge_class_pb2_grpc as pb_grpc
-from badge_service.domain import badgr, limits, paging
-from badge_service.domain.badgr import (
+from badge_service.domain import (
+    badge_classes,
+    claim_codes,
+    ids,
+    issuers,
+    limits,
+    lookups,
+    openbadges,
+    paging,
+)
+from badge_service.domain.badge_classes import (
     Alignment,
     BadgeClass,
     BadgeClassFilter,
     BadgeClassPreferences,
-    ClaimCode,
     Expires,
     ExpiresDuration,
-    Key,
     Ob3Properties,
     PropertyValue,
 )
+from badge_service.domain.claim_codes import ClaimCode
 from badge_service.domain.errors import InvalidArgument
 from badge_service.domain.ids import new_hex_id
+from badge_service.domain.lookups import Key
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import (
     check_stored_size,
@@ -143,15 +152,19 @@ def to_proto(b: BadgeClass, base_url: str) -> pb.BadgeClass:
     p = b.preferences
     return pb.BadgeClass(
         id=b.id,
-        entity_type=badgr.ENTITY_TYPE_BADGE_CLASS,
+        entity_type=badge_classes.ENTITY_TYPE_BADGE_CLASS,
         entity_id=b.entity_id,
-        open_badge_id=badgr.open_badge_id(base_url, badgr.BADGE_CLASSES_PATH, b.entity_id),
+        open_badge_id=openbadges.open_badge_id(
+            base_url, openbadges.BADGE_CLASSES_PATH, b.entity_id
+        ),
         source_url=b.source_url,
         original_json=b.original_json,
         created_at=ts(b.created_at),
         created_by=b.created_by,
         issuer=b.issuer_entity_id,
-        issuer_open_badge_id=badgr.open_badge_id(base_url, badgr.ISSUERS_PATH, b.issuer_entity_id),
+        issuer_open_badge_id=openbadges.open_badge_id(
+            base_url, openbadges.ISSUERS_PATH, b.issuer_entity_id
+        ),
         name=b.name,
         image=b.image,
         description=b.description,
@@ -219,7 +232,7 @@ def code_to_proto(c: ClaimCode, class_entity_id: str) -> pb.ClaimCode:
 
 
 def _class_key(value: str) -> Key:
-    return badgr.key_of_id_or_entity_id(value, "id_or_entity_id", badgr.BADGE_CLASS)
+    return lookups.key_of_id_or_entity_id(value, "id_or_entity_id", badge_classes.BADGE_CLASS)
 
 
 class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
@@ -234,8 +247,8 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
             request,
             "badge_class_open_badge_id_base64",
             base_url=self._base,
-            kind=badgr.BADGE_CLASSES_PATH,
-            resource=badgr.BADGE_CLASS,
+            kind=openbadges.BADGE_CLASSES_PATH,
+            resource=badge_classes.BADGE_CLASS,
         )
 
     async def ListBadgeClasses(
@@ -249,7 +262,7 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
             maximum=limits.BADGE_CLASSES_PAGE,
         )
         issuer_key = (
-            badgr.key_of_id_or_entity_id(request.issuer, "issuer", badgr.ISSUER)
+            lookups.key_of_id_or_entity_id(request.issuer, "issuer", issuers.ISSUER)
             if request.issuer
             else None
         )
@@ -283,7 +296,9 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
             bc = await store.get_badge_class(conn, who.org_id, key)
         out = to_proto(bc, self._base)
         if ob2:
-            out.open_badge.CopyFrom(dict_to_struct(badgr.open_badges_badge_class(bc, self._base)))
+            out.open_badge.CopyFrom(
+                dict_to_struct(openbadges.open_badges_badge_class(bc, self._base))
+            )
         return out
 
     async def CreateBadgeClass(
@@ -292,8 +307,8 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
         """Creates a badge class of one of the caller's issuers."""
         who = current_principal()
         request_id = request_key(request, who.org_id)
-        issuer_key = badgr.key_of_id_or_entity_id(
-            request.badge_class.issuer, "badge_class.issuer", badgr.ISSUER
+        issuer_key = lookups.key_of_id_or_entity_id(
+            request.badge_class.issuer, "badge_class.issuer", issuers.ISSUER
         )
         bc = from_proto(request.badge_class, "badge_class")
         now = dt.datetime.now(dt.UTC)
@@ -302,14 +317,14 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
             if first is not None:
                 return pb.BadgeClass.FromString(first)
             issuer = await store.get_issuer(conn, who.org_id, issuer_key)
-            bc = badgr.validate_badge_class(
+            bc = badge_classes.validate_badge_class(
                 bc, definitions=issuer.preferences.custom_property_definitions
             )
-            bc.id, bc.entity_id = new_hex_id(), badgr.new_entity_id()
+            bc.id, bc.entity_id = new_hex_id(), ids.new_entity_id()
             bc.org_id, bc.created_by = who.org_id, str(who.key_id)
             bc.issuer_id, bc.issuer_entity_id = issuer.id, issuer.entity_id
             bc.created_at = bc.updated_at = now
-            badgr.apply_archival(bc, None, now)
+            badge_classes.apply_archival(bc, None, now)
             out = to_proto(bc, self._base)
             check_stored_size(out, limits.BADGE_CLASS_BYTES, "badge_class")
             await store.insert_badge_class(conn, bc)
@@ -322,7 +337,7 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
         """Updates the masked fields; the result must pass every create rule."""
         who = current_principal()
         msg = request.badge_class
-        key = resource_key(msg.id, msg.entity_id, "badge_class", badgr.BADGE_CLASS)
+        key = resource_key(msg.id, msg.entity_id, "badge_class", badge_classes.BADGE_CLASS)
         now = dt.datetime.now(dt.UTC)
         async with self._db.write() as conn:
             existing = await store.get_badge_class(conn, who.org_id, key)
@@ -334,7 +349,7 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
                 mutable=MUTABLE,
             )
             issuer = await store.get_issuer(conn, who.org_id, Key(False, existing.issuer_id))
-            bc = badgr.validate_badge_class(
+            bc = badge_classes.validate_badge_class(
                 from_proto(merged, "badge_class"),
                 definitions=issuer.preferences.custom_property_definitions,
             )
@@ -342,7 +357,7 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
             bc.issuer_id, bc.issuer_entity_id = existing.issuer_id, existing.issuer_entity_id
             bc.created_by, bc.created_at = existing.created_by, existing.created_at
             bc.updated_at = now
-            badgr.apply_archival(bc, existing, now)
+            badge_classes.apply_archival(bc, existing, now)
             out = to_proto(bc, self._base)
             check_stored_size(out, limits.BADGE_CLASS_BYTES, "badge_class")
             await store.update_badge_class(conn, bc)
@@ -366,7 +381,7 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
         request_id = request_key(request, who.org_id)
         key = _class_key(request.id_or_entity_id)
         now = dt.datetime.now(dt.UTC)
-        batch = badgr.validate_claim_code_batch(
+        batch = claim_codes.validate_claim_code_batch(
             request.count,
             request.label,
             request.use_limit if request.HasField("use_limit") else None,
@@ -379,10 +394,10 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
                 return pb.CreateClaimCodesResponse.FromString(first)
             bc = await store.get_badge_class(conn, who.org_id, key)
             if bc.archived:
-                raise badgr.badge_class_archived()
+                raise badge_classes.badge_class_archived()
             codes = [
                 ClaimCode(
-                    code=badgr.new_claim_code(),
+                    code=claim_codes.new_claim_code(),
                     badge_class_id=bc.id,
                     label=batch.label,
                     use_limit=batch.use_limit,
@@ -393,7 +408,7 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
                 )
                 for _ in range(batch.count)
             ]
-            await store.insert_claim_codes(conn, codes, badgr.new_claim_code)
+            await store.insert_claim_codes(conn, codes, claim_codes.new_claim_code)
             reply = pb.CreateClaimCodesResponse(
                 claim_codes=[code_to_proto(c, bc.entity_id) for c in codes]
             )
@@ -408,7 +423,7 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
         key = _class_key(request.id_or_entity_id)
         size = paging.resolve_page_size(
             request.page_size,
-            default=badgr.CLAIM_CODES_DEFAULT_PAGE_SIZE,
+            default=claim_codes.CLAIM_CODES_DEFAULT_PAGE_SIZE,
             maximum=limits.CLAIM_CODES_PAGE,
         )
         async with self._db.read() as conn:
@@ -438,7 +453,7 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
         """Deletes one claim code of a badge class."""
         who = current_principal()
         key = _class_key(request.id_or_entity_id)
-        code = badgr.claim_code_of(request.claim_code, "claim_code")
+        code = claim_codes.claim_code_of(request.claim_code, "claim_code")
         async with self._db.write() as conn:
             bc = await store.get_badge_class(conn, who.org_id, key)
             await store.delete_claim_code(conn, who.org_id, bc.id, code)

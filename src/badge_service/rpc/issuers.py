@@ -16,11 +16,12 @@ from google.protobuf.message import Message
 
 from badge_service.api.badges.v1 import issuer_pb2 as pb
 from badge_service.api.badges.v1 import issuer_pb2_grpc as pb_grpc
-from badge_service.domain import badgr, limits, paging
-from badge_service.domain.badgr import (
+from badge_service.domain import fields, ids, issuers, limits, lookups, openbadges, paging
+from badge_service.domain.errors import InvalidArgument
+from badge_service.domain.ids import is_hex_id, new_hex_id
+from badge_service.domain.issuers import (
     Issuer,
     IssuerPreferences,
-    Key,
     PropertyChoice,
     PropertyDefinition,
     PropertyTarget,
@@ -31,8 +32,7 @@ from badge_service.domain.badgr import (
     UserEmail,
     UserProfile,
 )
-from badge_service.domain.errors import InvalidArgument
-from badge_service.domain.ids import is_hex_id, new_hex_id
+from badge_service.domain.lookups import Key
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import (
     check_stored_size,
@@ -108,7 +108,7 @@ def wants_open_badges(view: int) -> bool:
 def struct_of(msg: struct_pb2.Struct, where: str) -> dict[str, Any]:
     """A Struct as plain JSON values, checked for storage (no NUL, finite numbers, size)."""
     value = struct_to_dict(msg, where, limits.BADGR_EXTENSIONS_BYTES)
-    badgr.check_json_object(value, where)
+    fields.check_json_object(value, where, limits.BADGR_EXTENSIONS_BYTES)
     return value
 
 
@@ -124,21 +124,21 @@ def lookup_key(
         )
     value: str = getattr(request, which)
     if which == "id_or_entity_id":
-        return badgr.key_of_id_or_entity_id(value, which, resource)
+        return lookups.key_of_id_or_entity_id(value, which, resource)
     if which == base64_field:
-        return badgr.key_of_open_badge_id_base64(
+        return lookups.key_of_open_badge_id_base64(
             value, which, base_url=base_url, kind=kind, resource=resource
         )
-    return badgr.key_of_ref(value, which, base_url=base_url, kind=kind, resource=resource)
+    return lookups.key_of_ref(value, which, base_url=base_url, kind=kind, resource=resource)
 
 
 def resource_key(id_value: str, entity_id: str, prefix: str, resource: str) -> Key:
     """The key of an Update request: the resource's `id`, or its `entity_id` when id is
     empty."""
     if id_value:
-        return badgr.key_of_id_or_entity_id(id_value, f"{prefix}.id", resource)
+        return lookups.key_of_id_or_entity_id(id_value, f"{prefix}.id", resource)
     if entity_id:
-        return badgr.key_of_id_or_entity_id(entity_id, f"{prefix}.entity_id", resource)
+        return lookups.key_of_id_or_entity_id(entity_id, f"{prefix}.entity_id", resource)
     raise InvalidArgument(f"{prefix}.id", "is required (or entity_id)")
 
 
@@ -155,7 +155,7 @@ def after_hex_id(token: str, fingerprint: str) -> str | None:
 def base_url_of(value: str) -> str:
     """The configured public base URL, normalised; refuses to start with a bad one."""
     try:
-        return badgr.normalize_base_url(value)
+        return openbadges.normalize_base_url(value)
     except ValueError as exc:
         raise SystemExit(f"error: public base URL: {exc}") from None
 
@@ -238,7 +238,7 @@ def to_proto(i: Issuer, base_url: str) -> pb.Issuer:
         if p is not None:
             member.user_profile.CopyFrom(
                 pb.BadgeUserProfile(
-                    entity_type=badgr.ENTITY_TYPE_USER,
+                    entity_type=issuers.ENTITY_TYPE_USER,
                     entity_id=p.entity_id,
                     first_name=p.first_name,
                     last_name=p.last_name,
@@ -258,9 +258,9 @@ def to_proto(i: Issuer, base_url: str) -> pb.Issuer:
     prefs = i.preferences
     return pb.Issuer(
         id=i.id,
-        entity_type=badgr.ENTITY_TYPE_ISSUER,
+        entity_type=issuers.ENTITY_TYPE_ISSUER,
         entity_id=i.entity_id,
-        open_badge_id=badgr.open_badge_id(base_url, badgr.ISSUERS_PATH, i.entity_id),
+        open_badge_id=openbadges.open_badge_id(base_url, openbadges.ISSUERS_PATH, i.entity_id),
         created_at=ts(i.created_at),
         name=i.name,
         image=i.image,
@@ -317,8 +317,8 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
             request,
             "issuer_open_badge_id_base64",
             base_url=self._base,
-            kind=badgr.ISSUERS_PATH,
-            resource=badgr.ISSUER,
+            kind=openbadges.ISSUERS_PATH,
+            resource=issuers.ISSUER,
         )
 
     async def ListIssuers(
@@ -354,7 +354,9 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
             issuer = await store.get_issuer(conn, who.org_id, key)
         out = to_proto(issuer, self._base)
         if ob2:
-            out.open_badge.CopyFrom(dict_to_struct(badgr.open_badges_issuer(issuer, self._base)))
+            out.open_badge.CopyFrom(
+                dict_to_struct(openbadges.open_badges_issuer(issuer, self._base))
+            )
         return out
 
     async def CreateIssuer(
@@ -363,9 +365,9 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
         """Creates an issuer."""
         who = current_principal()
         key = request_key(request, who.org_id)
-        issuer = badgr.validate_issuer(from_proto(request.issuer, "issuer"))
+        issuer = issuers.validate_issuer(from_proto(request.issuer, "issuer"))
         now = dt.datetime.now(dt.UTC)
-        issuer.id, issuer.entity_id = new_hex_id(), badgr.new_entity_id()
+        issuer.id, issuer.entity_id = new_hex_id(), ids.new_entity_id()
         issuer.org_id, issuer.created_by = who.org_id, str(who.key_id)
         issuer.created_at = issuer.updated_at = now
         out = to_proto(issuer, self._base)
@@ -383,7 +385,7 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
     ) -> pb.Issuer:
         """Updates the masked fields; the result must pass every create rule."""
         who = current_principal()
-        key = resource_key(request.issuer.id, request.issuer.entity_id, "issuer", badgr.ISSUER)
+        key = resource_key(request.issuer.id, request.issuer.entity_id, "issuer", issuers.ISSUER)
         async with self._db.write() as conn:
             existing = await store.get_issuer(conn, who.org_id, key)
             merged = merge_update(
@@ -393,7 +395,7 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
                 prefix="issuer",
                 mutable=MUTABLE,
             )
-            issuer = badgr.validate_issuer(from_proto(merged, "issuer"))
+            issuer = issuers.validate_issuer(from_proto(merged, "issuer"))
             issuer.id, issuer.entity_id, issuer.org_id = (
                 existing.id,
                 existing.entity_id,

@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from badge_service.domain import baking, limits, openbadges
 from badge_service.domain.awards import Award, AwardKind, AwardState
-from badge_service.domain.badgr import BadgeClass, Key
+from badge_service.domain.badge_classes import BadgeClass
 from badge_service.domain.errors import InvalidArgument, NotFound
+from badge_service.domain.lookups import Key
 from badge_service.store import awards as award_store
 from badge_service.store import badgr as badgr_store
 from badge_service.store.db import Database

@@ -33,12 +33,12 @@ from sqlalchemy.engine import Connection
 
 from badge_service import metrics
 from badge_service.domain import awards as domain
-from badge_service.domain import badgr, limits, paging
+from badge_service.domain import badge_classes, claim_codes, limits, lookups, paging
 from badge_service.domain.awards import Award, AwardFilter, AwardKind, Recipient
+from badge_service.domain.badge_classes import BadgeClass
 from badge_service.domain.badge_templates import RESOURCE as TEMPLATE
 from badge_service.domain.badge_templates import BadgeTemplate, parse_template_id
 from badge_service.domain.badges import Badge
-from badge_service.domain.badgr import BadgeClass
 from badge_service.domain.custom_fields import CustomField, check_extra_data
 from badge_service.domain.errors import DomainError, InvalidArgument, NotFound
 from badge_service.domain.ids import new_hex_id
@@ -197,7 +197,7 @@ class _Definitions:
         """A class of the org by id or entity id, or its NOT_FOUND."""
         if ref not in self._classes:
             try:
-                key = badgr.key_of_id_or_entity_id(ref, where, badgr.BADGE_CLASS)
+                key = lookups.key_of_id_or_entity_id(ref, where, badge_classes.BADGE_CLASS)
                 self._classes[ref] = definitions.badge_class(self._conn, self._org_id, key)
             except DomainError as err:
                 self._classes[ref] = err
@@ -422,7 +422,7 @@ def _create_one(
 def _redeem(
     conn: Connection,
     org_id: int,
-    key: badgr.Key,
+    key: lookups.Key,
     code: str,
     award: Award,
     now: dt.datetime,
@@ -504,8 +504,8 @@ async def redeem_claim_code(
     """Takes one use of a claim code of the class ``class_ref`` (id or entity id) and awards
     the class (``award``: the recipient and details asked for), both or neither; the reply
     is ``encoding.created``."""
-    key = badgr.key_of_id_or_entity_id(class_ref, "id_or_entity_id", badgr.BADGE_CLASS)
-    code = badgr.claim_code_of(claim_code, "claim_code")
+    key = lookups.key_of_id_or_entity_id(class_ref, "id_or_entity_id", badge_classes.BADGE_CLASS)
+    code = claim_codes.claim_code_of(claim_code, "claim_code")
     award.kind = AwardKind.CLASS
     award.claim_code = code
     award.id = new_hex_id()
@@ -544,7 +544,11 @@ async def get_award(
 
 def _not_found(kind: str, ref: int | str) -> NotFound:
     """The NOT_FOUND of a definition a list names, as the definition stores raise it."""
-    resource = {store.BADGE: BADGE, store.TEMPLATE: TEMPLATE, store.CLASS: badgr.BADGE_CLASS}
+    resource = {
+        store.BADGE: BADGE,
+        store.TEMPLATE: TEMPLATE,
+        store.CLASS: badge_classes.BADGE_CLASS,
+    }
     return NotFound(resource[kind], ref)
 
 
@@ -568,7 +572,7 @@ def _list_filter(
         return AwardFilter(badge_template_id=template_id, revoked=revoked, expired=expired)
     if subject == "badge_class_id":
         assert isinstance(ref, str)
-        key = badgr.key_of_id_or_entity_id(ref, "badge_class_id", badgr.BADGE_CLASS)
+        key = lookups.key_of_id_or_entity_id(ref, "badge_class_id", badge_classes.BADGE_CLASS)
         badge_class = definitions.badge_class(conn, org_id, key)
         return AwardFilter(badge_class_id=badge_class.id, revoked=revoked, expired=expired)
     assert ref is None or isinstance(ref, Recipient)
@@ -650,7 +654,7 @@ async def list_awards(
             shown = template_id
         else:
             assert isinstance(ref, str)
-            key = badgr.key_of_id_or_entity_id(ref, "badge_class_id", badgr.BADGE_CLASS)
+            key = lookups.key_of_id_or_entity_id(ref, "badge_class_id", badge_classes.BADGE_CLASS)
             key_ref = shown = key.value
             if key.by_entity_id:
                 (rows,) = await db.fetch(

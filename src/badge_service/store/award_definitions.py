@@ -13,11 +13,12 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
+from badge_service.domain.badge_classes import BADGE_CLASS, BadgeClass
 from badge_service.domain.badge_templates import RESOURCE as TEMPLATE
 from badge_service.domain.badge_templates import BadgeTemplate
 from badge_service.domain.badges import Badge
-from badge_service.domain.badgr import BADGE_CLASS, BadgeClass, Key
 from badge_service.domain.errors import NotFound
+from badge_service.domain.lookups import Key
 from badge_service.store import badge_templates as templates_store
 from badge_service.store import badges as badges_store
 from badge_service.store import badgr as badgr_store

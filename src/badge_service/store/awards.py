@@ -47,7 +47,7 @@ from badge_service.domain.awards import (
     Evidence,
     parse_recipient_key,
 )
-from badge_service.domain.badgr import CLAIM_CODE
+from badge_service.domain.claim_codes import CLAIM_CODE
 from badge_service.domain.errors import NotFound
 from badge_service.domain.ids import is_hex_id
 from badge_service.store.db import (

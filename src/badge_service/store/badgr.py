@@ -14,35 +14,36 @@ from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from badge_service.domain.badgr import (
+from badge_service.domain.badge_classes import (
     BADGE_CLASS,
-    CLAIM_CODE,
-    ISSUER,
     Alignment,
     BadgeClass,
     BadgeClassFilter,
     BadgeClassPreferences,
-    ClaimCode,
     Expires,
     ExpiresDuration,
+    Ob3Properties,
+    PropertyValue,
+    badge_class_awarded,
+)
+from badge_service.domain.claim_codes import CLAIM_CODE, ClaimCode
+from badge_service.domain.errors import NotFound
+from badge_service.domain.issuers import (
+    ISSUER,
     Issuer,
     IssuerPreferences,
-    Key,
-    Ob3Properties,
     PropertyChoice,
     PropertyDefinition,
     PropertyTarget,
     PropertyType,
-    PropertyValue,
     SkillLinking,
     StaffMember,
     StaffRole,
     UserEmail,
     UserProfile,
-    badge_class_awarded,
     issuer_has_badge_classes,
 )
-from badge_service.domain.errors import NotFound
+from badge_service.domain.lookups import Key
 from badge_service.store import awards as awards_store
 from badge_service.store.db import from_micros, opt_datetime, opt_micros, to_micros
 from badge_service.store.models import badgr_badge_classes as bct

@@ -214,18 +214,6 @@ def append(
     return append_events(conn, org_id, [(kind, payload)], now)
 
 
-def append_many(
-    conn: Connection,
-    org_id: int,
-    kind: str,
-    payloads: Sequence[dict[str, Any]],
-    now: dt.datetime,
-) -> int:
-    """Appends one event of ``kind`` per payload, in order (see append_events); returns the
-    last sequence (the org's current one when ``payloads`` is empty)."""
-    return append_events(conn, org_id, [(kind, p) for p in payloads], now)
-
-
 def append_events(
     conn: Connection,
     org_id: int,
