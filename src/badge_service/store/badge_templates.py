@@ -384,6 +384,8 @@ async def delete_template(conn: AsyncConnection, org_id: int, template_id: str) 
                 delete(t).where(t.c.id == template_id, t.c.org_id == org_id)
             )
     except IntegrityError:
+        # Not a models.VIOLATIONS rule: which error it is, and its metadata (the templates
+        # that use this one), take reads in the transaction.
         if await awards_store.template_award_count(conn, org_id, template_id):
             raise template_awarded(template_id) from None
         users = await users_of(conn, org_id, template_id)

@@ -671,8 +671,10 @@ def execute_prepared(
         return list(result.all()) if result.returns_rows else []
     if isinstance(params, Mapping):
         prepared = _prepared(stmt, conn.dialect, params)
-        if prepared.writes is not None:
-            _note_write(raw, prepared.writes)
+        if prepared.writes is not None:  # for the batch's cache; inline, as on every write
+            batch = _BATCHES.get(raw)
+            if batch is not None:
+                batch.written.add(prepared.writes)
         sql, values = prepared.bind(params)
         try:
             return list(raw.execute(sql, values).fetchall())
@@ -681,7 +683,9 @@ def execute_prepared(
     if params:
         prepared = _prepared(stmt, conn.dialect, params[0])
         if prepared.writes is not None:
-            _note_write(raw, prepared.writes)
+            batch = _BATCHES.get(raw)
+            if batch is not None:
+                batch.written.add(prepared.writes)
         try:
             raw.executemany(prepared.sql, [prepared.bind(p)[1] for p in params])
         except sqlite3.Error as exc:
@@ -789,12 +793,6 @@ class BatchCache:
 # The batch each writer connection is in, by its sqlite3 connection: execute_prepared has the
 # driver's connection in hand, and a dict lookup is cheaper than SQLAlchemy's conn.info.
 _BATCHES: dict[sqlite3.Connection, BatchCache] = {}
-
-
-def _note_write(raw: sqlite3.Connection, table: str) -> None:
-    batch = _BATCHES.get(raw)
-    if batch is not None:
-        batch.written.add(table)
 
 
 def _written_table(stmt: Any) -> str | None:
