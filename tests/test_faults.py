@@ -31,7 +31,14 @@ from badge_service.api.badges.v1 import badge_pb2
 from badge_service.config import Settings
 from badge_service.server import start
 from badge_service.store.db import Database
-from badge_service.store.faults import ABORTED, UNAVAILABLE, Fault, classify
+from badge_service.store.faults import (
+    ABORTED,
+    STORE_FAULTS,
+    UNAVAILABLE,
+    Fault,
+    StoreUnavailable,
+    classify,
+)
 from tests.support import (
     Backend,
     create_pg_database,
@@ -109,9 +116,14 @@ async def test_postgresql_errors_are_classified_by_sqlstate(pg_database: str) ->
                     f"DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{state}'; END $$"
                 )
 
-            with pytest.raises(DBAPIError) as raised:
+            with pytest.raises(Exception) as raised:
                 await db.run_read(fail)
-            fault = classify(raised.value)
+            # A store fault is raised as its domain error, from the driver's; the rest as is.
+            error = raised.value
+            assert isinstance(
+                error.__cause__ if isinstance(error, STORE_FAULTS) else error, DBAPIError
+            )
+            fault = classify(error)
             got[state] = fault.code if fault else None
             if fault is not None:
                 assert fault.label == f"SQLSTATE {state}"
@@ -123,8 +135,9 @@ async def test_postgresql_errors_are_classified_by_sqlstate(pg_database: str) ->
 async def test_a_slow_statement_ends_at_the_statement_timeout(pg_database: str) -> None:
     db = Database(pg_database, statement_timeout=0.2)
     try:
-        with pytest.raises(DBAPIError) as raised:
+        with pytest.raises(StoreUnavailable) as raised:
             await db.run_read(lambda c: c.exec_driver_sql("SELECT pg_sleep(30)").all())
+        assert isinstance(raised.value.__cause__, DBAPIError)
         assert classify(raised.value) == Fault(UNAVAILABLE, "SQLSTATE 57014")
         # The connection is fine afterwards.
         assert await db.run_read(lambda c: c.exec_driver_sql("SELECT 1").scalar()) == 1
@@ -135,10 +148,11 @@ async def test_a_slow_statement_ends_at_the_statement_timeout(pg_database: str) 
 async def test_a_terminated_connection_is_unavailable(pg_database: str) -> None:
     db = Database(pg_database)
     try:
-        with pytest.raises(DBAPIError) as raised:
+        with pytest.raises(StoreUnavailable) as raised:
             await db.run_read(
                 lambda c: c.exec_driver_sql("SELECT pg_terminate_backend(pg_backend_pid())").all()
             )
+        assert isinstance(raised.value.__cause__, DBAPIError)
         fault = classify(raised.value)
         assert fault is not None and fault.code == UNAVAILABLE, raised.value
         assert await db.run_read(lambda c: c.exec_driver_sql("SELECT 1").scalar()) == 1
@@ -189,8 +203,9 @@ async def test_a_pool_timeout_is_unavailable(pg_database: str) -> None:
 async def test_a_refused_connection_is_unavailable() -> None:
     db = Database(f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/none")
     try:
-        with pytest.raises(OSError) as raised:
+        with pytest.raises(StoreUnavailable) as raised:
             await db.run_read(lambda c: c.exec_driver_sql("SELECT 1").scalar())
+        assert isinstance(raised.value.__cause__, OSError)
         assert classify(raised.value) == Fault(UNAVAILABLE, "ConnectionRefusedError")
     finally:
         await db.close()
@@ -344,10 +359,11 @@ async def test_a_sqlite_write_waits_for_a_lock_no_longer_than_the_statement_time
         await db.run_write(lambda c: c.exec_driver_sql("CREATE TABLE t (x)"))
         holder.execute("BEGIN IMMEDIATE")
         # (sqlite3's own error: BEGIN IMMEDIATE goes straight to the driver.)
-        with pytest.raises((DBAPIError, sqlite3.Error)) as raised:
+        with pytest.raises(StoreUnavailable) as raised:
             await asyncio.wait_for(
                 db.run_write(lambda c: c.exec_driver_sql("INSERT INTO t VALUES (1)")), 20
             )
+        assert isinstance(raised.value.__cause__, DBAPIError | sqlite3.Error)
         assert classify(raised.value) == Fault(UNAVAILABLE, "SQLITE_BUSY")
         holder.execute("ROLLBACK")
         await db.run_write(lambda c: c.exec_driver_sql("INSERT INTO t VALUES (1)"))

@@ -46,6 +46,7 @@ from sqlalchemy.exc import (
 
 from badge_service.domain.errors import InvalidArgument
 from badge_service.store.db import Database
+from badge_service.store.faults import StoreUnavailable
 from tests.support import create_pg_database, drop_pg_database, pg_url
 
 
@@ -489,8 +490,10 @@ async def test_fetch_cannot_write_on_sqlite(scratch: Scratch) -> None:
     s = scratch
     if not s.sqlite:
         pytest.skip("the read-only raw connection is SQLite's")
-    with pytest.raises(OperationalError):
+    # SQLITE_READONLY, which the unit of work raises as the store unavailable.
+    with pytest.raises(StoreUnavailable) as caught:
         await s.db.fetch((insert(s.rows).values(k=bindparam("k")), {"k": "sneaky"}))
+    assert isinstance(caught.value.__cause__, OperationalError)
     assert await s.keys() == set()
 
 

@@ -53,6 +53,8 @@ def _in_db(settings: Settings, work: Any) -> Any:
     try:
         return _run(_with_db(settings, work))
     except DomainError as exc:
+        if faults.classify(exc) is not None:
+            raise  # the store's fault, not the command's: main() names the database
         raise SystemExit(f"error: {exc.message}") from None
 
 

@@ -46,6 +46,11 @@ class DomainError(Exception):
         self.metadata = dict(metadata or {})
         self.violations = list(violations or [])
 
+    def report(self) -> None:
+        """Called once by a transport as it answers a call with this error. Nothing by
+        default: the answer says it all. An error that stands for a fault of the service's own
+        infrastructure (the store down) writes its log line here."""
+
 
 class InvalidArgument(DomainError):
     """The request is malformed or breaks a rule of the resource (INVALID_ARGUMENT)."""
@@ -140,6 +145,13 @@ class Unavailable(DomainError):
     """The service cannot take the call now; the same call may be retried (UNAVAILABLE)."""
 
     code = "UNAVAILABLE"
+
+
+class Aborted(DomainError):
+    """The call lost a conflict with a concurrent one and nothing of it was done; it may be
+    retried at once (ABORTED, AIP-194)."""
+
+    code = "ABORTED"
 
 
 class ShuttingDown(Unavailable):

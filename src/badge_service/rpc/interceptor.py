@@ -29,7 +29,6 @@ from badge_service.metrics import MethodMetrics, Metrics
 from badge_service.rpc.auth import set_principal
 from badge_service.rpc.errors import status_code, to_status
 from badge_service.service.auth import Authenticator
-from badge_service.store import faults
 
 error_log = logging.getLogger("badge_service.error")
 
@@ -406,7 +405,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> None:
         self.failures += 1
         if isinstance(exc, DomainError):
+            # Store faults among them (the store unavailable, a transaction rolled back by a
+            # conflict) log themselves, rate-limited: an outage fails every call.
             outcome.code = status_code(exc)
+            exc.report()
             await _abort(context, to_status(exc), outcome)
         if isinstance(exc, grpc.aio.AbortError):
             outcome.code = context.code() or grpc.StatusCode.UNKNOWN
@@ -422,15 +424,6 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             # server stopped. Not a fault of ours, and the call must not be touched again.
             outcome.code = grpc.StatusCode.CANCELLED
             raise exc
-        fault = faults.classify(exc)
-        if fault is not None:
-            # The store failed (UNAVAILABLE) or the transaction lost a conflict and was rolled
-            # back whole (ABORTED): either way the client may retry. An outage fails every
-            # call, so the log gets one line per kind of fault per interval, not a trace each.
-            error = fault.error()
-            outcome.code = status_code(error)
-            faults.log_fault(fault, exc)
-            await _abort(context, to_status(error), outcome)
         outcome.code = grpc.StatusCode.INTERNAL
         error_log.error("unhandled error", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")

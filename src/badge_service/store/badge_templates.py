@@ -293,11 +293,9 @@ async def _save(conn: AsyncConnection, b: BadgeTemplate, *, creating: bool) -> N
         raise slug_taken(b.vanity_slug)
     if not creating:
         await _clear_children(conn, b.id)
-    try:
-        async with conn.begin_nested():
-            await _write_children(conn, b)
-    except IntegrityError:
-        raise referenced_template_gone() from None
+    # A linked template deleted since the check fails a foreign key: CONCURRENT_CHANGE
+    # (models.VIOLATIONS).
+    await _write_children(conn, b)
 
 
 async def insert_template(conn: AsyncConnection, b: BadgeTemplate) -> None:
@@ -386,6 +384,8 @@ async def delete_template(conn: AsyncConnection, org_id: int, template_id: str) 
                 delete(t).where(t.c.id == template_id, t.c.org_id == org_id)
             )
     except IntegrityError:
+        # Not a models.VIOLATIONS rule: which error it is, and its metadata (the templates
+        # that use this one), take reads in the transaction.
         if await awards_store.template_award_count(conn, org_id, template_id):
             raise template_awarded(template_id) from None
         users = await users_of(conn, org_id, template_id)

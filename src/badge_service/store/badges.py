@@ -25,7 +25,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from badge_service.domain.badges import (
     Badge,
@@ -38,7 +37,6 @@ from badge_service.domain.badges import (
     FrequencyPeriod,
     Segment,
     badge_awarded,
-    duplicate_name,
 )
 from badge_service.domain.errors import NotFound
 from badge_service.store import awards as awards_store
@@ -161,10 +159,8 @@ def insert_badge(conn: Connection, b: Badge, message: bytes) -> int:
         "create_time": to_micros(b.create_time),
         "message": message,
     }
-    try:
-        ((new_id,),) = execute_prepared(conn, _INSERT, values)
-    except IntegrityError:
-        raise duplicate_name(b.name) from None
+    # A taken name is uq_badges_org_id_name: ALREADY_EXISTS (models.VIOLATIONS).
+    ((new_id,),) = execute_prepared(conn, _INSERT, values)
     b.id = int(new_id)
     _write_tags(conn, b)
     # One atomic upsert: concurrent creates each add exactly one (PostgreSQL locks the row
@@ -225,16 +221,16 @@ PAGE_AT = (
 def update_badge(conn: Connection, b: Badge, message: bytes) -> None:
     """Writes a validated badge back, with its serialized reply without its id;
     ALREADY_EXISTS when renamed onto a taken name."""
-    try:
-        conn.execute(
-            update(t)
-            .where(t.c.id == b.id, t.c.org_id == b.org_id)
-            .values(**_values(b), message=message)
-        )
-    except IntegrityError:
-        raise duplicate_name(b.name) from None
+    conn.execute(
+        update(t)
+        .where(t.c.id == b.id, t.c.org_id == b.org_id)
+        .values(**_values(b), message=message)
+    )
     conn.execute(delete(badge_tags).where(badge_tags.c.badge_id == b.id))
     _write_tags(conn, b)
+
+
+_DELETE = delete(t).where(t.c.id == bindparam("id"), t.c.org_id == bindparam("org_id"))
 
 
 def delete_badge(conn: Connection, org_id: int, badge_id: int) -> None:
@@ -245,11 +241,9 @@ def delete_badge(conn: Connection, org_id: int, badge_id: int) -> None:
     conn.execute(
         delete(badge_tags).where(badge_tags.c.badge_id == badge_id, badge_tags.c.org_id == org_id)
     )
-    try:
-        result = conn.execute(delete(t).where(t.c.id == badge_id, t.c.org_id == org_id))
-    except IntegrityError:
-        # An award of it committed after the check above.
-        raise badge_awarded(badge_id) from None
+    # An award of it committed after the check above fails the awards' foreign key:
+    # badge_awarded (models.VIOLATIONS, from the "id" parameter).
+    result = conn.execute(_DELETE, {"id": badge_id, "org_id": org_id})
     if result.rowcount == 0:
         raise NotFound(RESOURCE, badge_id)
     # The row exists: insert_badge (or the 0006 backfill) made it when this badge was stored.

@@ -262,7 +262,8 @@ async def delete_issuer(conn: AsyncConnection, org_id: int, key: Key, *, cascade
     try:
         await conn.execute(delete(it).where(it.c.org_id == org_id, it.c.id == issuer.id))
     except IntegrityError:
-        # A class was created for the issuer after the classes were counted.
+        # A class was created for the issuer after the classes were counted. Not a
+        # models.VIOLATIONS rule: the error carries the count, which the statement does not.
         raise issuer_has_badge_classes(len(class_ids) + 1) from None
 
 
@@ -427,6 +428,8 @@ async def insert_badge_class(conn: AsyncConnection, b: BadgeClass) -> None:
     try:
         await conn.execute(insert(bct).values(**values))
     except IntegrityError:
+        # The issuer was deleted meanwhile. Not a models.VIOLATIONS rule: the error names the
+        # issuer by the entity id the caller used, which the statement does not carry.
         raise NotFound(ISSUER, b.issuer_entity_id) from None
 
 

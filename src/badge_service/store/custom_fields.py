@@ -7,12 +7,21 @@ from collections import OrderedDict
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from badge_service.domain.custom_fields import CustomField, DataType, duplicate_name
+from badge_service.domain.custom_fields import CustomField, DataType
 from badge_service.domain.errors import NotFound
 from badge_service.domain.ids import is_hex_id
 from badge_service.store.db import execute_prepared, from_micros, to_micros
@@ -59,10 +68,8 @@ async def insert_field(conn: AsyncConnection, field: CustomField) -> None:
         "created_on": to_micros(field.created_on),
         "created_by": field.created_by,
     }
-    try:
-        await conn.execute(insert(t).values(**values))
-    except IntegrityError:
-        raise duplicate_name(field.name) from None
+    # A taken name is uq_custom_fields_org_id_name: ALREADY_EXISTS (models.VIOLATIONS).
+    await conn.execute(insert(t).values(**values))
 
 
 async def get_field(conn: AsyncConnection, org_id: int, field_id: str) -> CustomField:
@@ -90,8 +97,15 @@ def list_fields(
     return [_from_row(r) for r in conn.execute(stmt)]
 
 
-# Built once, so its cache key is too.
-_ALL_OF_ORG = select(t).where(t.c.org_id == bindparam("org_id")).order_by(t.c.id)
+# Built once, so its cache key is too. Run by execute_prepared, which hands over the driver's
+# values: the Booleans are selected as the integers SQLite stores (_from_row makes them bools).
+_ALL_OF_ORG = (
+    select(
+        *(type_coerce(c, Integer).label(c.key) if isinstance(c.type, Boolean) else c for c in t.c)
+    )
+    .where(t.c.org_id == bindparam("org_id"))
+    .order_by(t.c.id)
+)
 _COLUMNS = [c.key for c in t.c]
 # Fields built from an org's rows, by org, with the rows they came from.
 _FIELDS: OrderedDict[int, tuple[list[tuple[Any, ...]], list[CustomField]]] = OrderedDict()
@@ -126,12 +140,9 @@ async def count_fields(conn: AsyncConnection, org_id: int) -> int:
 
 async def update_field(conn: AsyncConnection, field: CustomField) -> None:
     """Writes a validated field back; ALREADY_EXISTS (740) when renamed onto a taken name."""
-    try:
-        await conn.execute(
-            update(t).where(t.c.org_id == field.org_id, t.c.id == field.id).values(**_values(field))
-        )
-    except IntegrityError:
-        raise duplicate_name(field.name) from None
+    await conn.execute(
+        update(t).where(t.c.org_id == field.org_id, t.c.id == field.id).values(**_values(field))
+    )
 
 
 async def delete_field(conn: AsyncConnection, org_id: int, field_id: str) -> None:

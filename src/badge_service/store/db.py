@@ -57,6 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import PoolResetState
 from sqlalchemy.sql.expression import Executable
 
+from badge_service.store import errors
 from badge_service.store.faults import StoreFaults
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -189,6 +190,7 @@ class Database:
             )
             self._bound = statement_timeout + connect_timeout
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        errors.listen(self.engine.sync_engine)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self.sync_engine: Engine | None = None
         self._readers: ThreadPoolExecutor | None = None
@@ -208,6 +210,17 @@ class Database:
                 max_overflow=0,
             )
             _configure_sqlite_connections(self.sync_engine, raw_begin=True, busy_ms=busy_ms)
+            errors.listen(self.sync_engine)
+
+            @event.listens_for(self.sync_engine, "before_execute")
+            def _on_execute(conn: Connection, stmt: Any, *_args: Any) -> None:
+                # A batch's writes through SQLAlchemy, for its cache (execute_prepared notes
+                # its own); conn.info is only looked at for an INSERT, UPDATE or DELETE.
+                if getattr(stmt, "is_dml", False):
+                    batch = conn.info.get(_BATCH_CACHE)
+                    table = _written_table(stmt)
+                    if batch is not None and table is not None:
+                        batch.written.add(table)
 
             @event.listens_for(self.sync_engine, "reset")
             def _on_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
@@ -239,8 +252,13 @@ class Database:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._readers, self._sqlite_read, fn, args, kwargs)
         except Exception as exc:
-            self.faults.note(exc)
-            raise
+            raise self._failed(exc)  # noqa: B904 - translate sets the cause
+
+    def _failed(self, exc: Exception) -> Exception:
+        """What a unit of work raises for ``exc``, which failed it: the store's health hears of
+        it, and store/errors.py translates it (a domain error, or ``exc`` itself)."""
+        self.faults.note(exc)
+        return errors.translate(exc)
 
     async def fetch(
         self, *queries: tuple[Executable, Mapping[str, Any]]
@@ -270,8 +288,7 @@ class Database:
                             for stmt, params in queries
                         ]
             except Exception as exc:
-                self.faults.note(exc)
-                raise
+                raise self._failed(exc)  # noqa: B904 - translate sets the cause
         try:
             raw = self._raw or self._open_raw()
             if len(queries) == 1:
@@ -286,10 +303,10 @@ class Database:
                     raw.execute("COMMIT")
         except sqlite3.Error as exc:
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_BUSY:
-                # As SQLAlchemy would raise it, so the interceptor maps it the same way.
+                # As SQLAlchemy would raise it, then as every unit of work raises it.
                 error = DBAPIError.instance("", None, exc, sqlite3.Error)
-                self.faults.note(error)
-                raise error from exc
+                error.__cause__, error.__suppress_context__ = exc, True  # raise ... from exc
+                raise self._failed(error)  # noqa: B904 - its cause is set above
         # SQLite is locked against readers (another process's recovery or exclusive lock):
         # the loop's connection never waits (busy_timeout 0), a reader thread does.
         return await self.run_read(_fetch_rows, queries)
@@ -342,8 +359,7 @@ class Database:
                 self._committer = loop.create_task(self._commit_queued())
             return await job.future
         except Exception as exc:
-            self.faults.note(exc)
-            raise
+            raise self._failed(exc)  # noqa: B904 - translate sets the cause
 
     async def _commit_queued(self) -> None:
         """Commits queued writes in batches until the queue is empty."""
@@ -413,8 +429,7 @@ class Database:
                 async with conn.begin():
                     yield conn
         except Exception as exc:
-            self.faults.note(exc)
-            raise
+            raise self._failed(exc)  # noqa: B904 - translate sets the cause
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -433,8 +448,7 @@ class Database:
                 async with conn.begin():
                     yield conn
         except Exception as exc:
-            self.faults.note(exc)
-            raise
+            raise self._failed(exc)  # noqa: B904 - translate sets the cause
 
     async def probe(self, *, write: bool) -> None:
         """Raises unless the store answers a read within PROBE_TIMEOUT and, with ``write``,
@@ -545,19 +559,56 @@ def _fetch_rows(
     return [execute_prepared(conn, stmt, params) for stmt, params in queries]
 
 
-class _Prepared:
-    """A statement compiled once for a dialect with a positional paramstyle: its SQL, and for
-    each placeholder the parameter's name, default and bind processor (SQLAlchemy's own, so a
-    JSON column is serialised as SQLAlchemy would)."""
+class RawPathError(TypeError):
+    """A statement the raw SQLite path cannot run faithfully, refused when it is first
+    prepared: a bug of the code that built it, never a fault of the store."""
 
-    __slots__ = ("binds", "dialect_name", "sql")
+
+# Statements whose callers apply the columns' result processors to the rows themselves
+# (PreparedLookup); every other statement on the raw path must select plain columns.
+_PROCESSES_ITS_ROWS: set[Executable] = set()
+
+
+def _check_plain_columns(stmt: Executable, compiled: Any, dialect: Any) -> None:
+    """Refuses a statement that selects (or returns) a column whose type SQLAlchemy converts
+    on the way out for SQLite (a result processor: DateTime, Boolean, JSON, Enum, Numeric...):
+    the raw path hands over the driver's values, so such a column would come back unconverted
+    (a bool as 0 or 1, a JSON document as text), unlike through SQLAlchemy or on PostgreSQL."""
+    if stmt in _PROCESSES_ITS_ROWS:
+        return
+    needing = [
+        f"{entry.keyname} ({entry.type!r})"
+        for entry in getattr(compiled, "_result_columns", ())
+        if entry.type.dialect_impl(dialect).result_processor(dialect, None) is not None
+    ]
+    if needing:
+        raise RawPathError(
+            f"{compiled.string!r} selects {', '.join(needing)}, whose values SQLAlchemy "
+            "converts on the way out (a result processor), which the raw SQLite path does not: "
+            "they would come back as the driver gives them. Select the stored value instead "
+            "(type_coerce(column, Integer) for a Boolean, a Micros integer for a time) and "
+            "convert it in the store function, or read through PreparedLookup or conn.execute."
+        )
+
+
+class _Prepared:
+    """A statement compiled once for a dialect with a positional paramstyle: its SQL, for
+    each placeholder the parameter's name, default and bind processor (SQLAlchemy's own, so a
+    JSON column is serialised as SQLAlchemy would), and the table it writes (None for a read).
+
+    Compiling checks the statement's columns (_check_plain_columns), so a statement the raw
+    path would answer wrongly fails the first time it runs, on every path, not per call."""
+
+    __slots__ = ("binds", "dialect_name", "sql", "writes")
 
     def __init__(self, stmt: Executable, dialect: Any, keys: tuple[str, ...] | None) -> None:
         self.dialect_name: str = dialect.name
         compiled = stmt.compile(  # type: ignore[attr-defined]
             dialect=dialect, column_keys=list(keys) if keys is not None else None
         )
+        _check_plain_columns(stmt, compiled, dialect)
         self.sql: str = compiled.string
+        self.writes: str | None = _written_table(stmt)
         binds = []
         for name in compiled.positiontup or ():
             bind = compiled.binds[name]
@@ -618,16 +669,28 @@ def execute_prepared(
     if raw is None:
         result = conn.execute(stmt, params)
         return list(result.all()) if result.returns_rows else []
-    try:
-        if isinstance(params, Mapping):
-            sql, values = _prepared(stmt, conn.dialect, params).bind(params)
+    if isinstance(params, Mapping):
+        prepared = _prepared(stmt, conn.dialect, params)
+        if prepared.writes is not None:  # for the batch's cache; inline, as on every write
+            batch = _BATCHES.get(raw)
+            if batch is not None:
+                batch.written.add(prepared.writes)
+        sql, values = prepared.bind(params)
+        try:
             return list(raw.execute(sql, values).fetchall())
-        if params:
-            prepared = _prepared(stmt, conn.dialect, params[0])
+        except sqlite3.Error as exc:
+            raise errors.raw_error(exc, sql, params) from exc
+    if params:
+        prepared = _prepared(stmt, conn.dialect, params[0])
+        if prepared.writes is not None:
+            batch = _BATCHES.get(raw)
+            if batch is not None:
+                batch.written.add(prepared.writes)
+        try:
             raw.executemany(prepared.sql, [prepared.bind(p)[1] for p in params])
-        return []
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance("", None, exc, sqlite3.Error) from exc
+        except sqlite3.Error as exc:
+            raise errors.raw_error(exc, prepared.sql, None) from exc
+    return []
 
 
 def _raw_sqlite(conn: Connection) -> sqlite3.Connection | None:
@@ -644,6 +707,7 @@ class PreparedLookup:
 
     def __init__(self, stmt: Select[Any]) -> None:
         self.stmt = stmt
+        _PROCESSES_ITS_ROWS.add(stmt)  # first() applies the result processors
         self._columns = list(stmt.selected_columns)
         self._row = namedtuple("_Row", [c.key for c in self._columns])  # type: ignore[misc]
         self._processors: list[Callable[[Any], Any] | None] | None = None
@@ -672,16 +736,85 @@ class PreparedLookup:
 
 _BATCH_CACHE = "badge_service.batch_cache"
 
+# What each kind of batch_cache entry (the first item of its key) is read from. An entry is
+# served only while no write of the batch has touched one of its tables.
+BATCH_READS: dict[str, frozenset[str]] = {
+    # rpc/awards.py _Definitions.fields: store.custom_fields.list_fields.
+    "award-custom-fields": frozenset({"custom_fields"}),
+    # rpc/badges.py _validate: list_fields and store.orgs.get_tag_rules.
+    "badge-rules": frozenset({"custom_fields", "org_meta"}),
+}
 
-def batch_cache(conn: Connection) -> dict[Any, Any] | None:
-    """A dict that lives for one group commit, for reads its writes would each repeat (an
+
+class BatchCacheError(RuntimeError):
+    """A batch_cache entry asked for after a write of the same batch changed a table it is
+    read from, or of a kind BATCH_READS does not declare: a bug of the caller."""
+
+
+class BatchCache:
+    """The cache of one group commit (see batch_cache): ``get`` and ``cache[key] = value``
+    as a dict's, for keys whose first item is a kind of entry BATCH_READS declares; both
+    refuse (BatchCacheError) once a write of the batch touched a table the kind is read from.
+    ``written`` is every table the batch's writes touched so far (recorded by the statements
+    themselves: execute_prepared, and SQLAlchemy's execution of the batch's engine)."""
+
+    __slots__ = ("_entries", "written")
+
+    def __init__(self) -> None:
+        self._entries: dict[Any, Any] = {}
+        self.written: set[str] = set()
+
+    def _check(self, key: Any) -> None:
+        kind = key[0] if isinstance(key, tuple) and key else key
+        reads = BATCH_READS.get(kind) if isinstance(kind, str) else None
+        if reads is None:
+            raise BatchCacheError(
+                f"batch_cache key {key!r}: its first item must name a kind of entry that "
+                f"BATCH_READS (store/db.py) declares with the tables it is read from"
+            )
+        stale = reads & self.written
+        if stale:
+            raise BatchCacheError(
+                f"batch_cache entry {key!r} is read from {', '.join(sorted(stale))}, which a "
+                "write of this group commit changed: it cannot be shared between the batch's "
+                "writes; read it in each write instead"
+            )
+
+    def get(self, key: Any) -> Any:
+        """The entry, or None."""
+        self._check(key)
+        return self._entries.get(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._check(key)
+        self._entries[key] = value
+
+
+# The batch each writer connection is in, by its sqlite3 connection: execute_prepared has the
+# driver's connection in hand, and a dict lookup is cheaper than SQLAlchemy's conn.info.
+_BATCHES: dict[sqlite3.Connection, BatchCache] = {}
+
+
+def _written_table(stmt: Any) -> str | None:
+    """The table an INSERT, UPDATE or DELETE writes; None for anything else."""
+    if not getattr(stmt, "is_dml", False):
+        return None
+    table = getattr(stmt, "table", None)
+    name = getattr(table, "name", None)
+    return name if isinstance(name, str) else None
+
+
+def batch_cache(conn: Connection) -> BatchCache | None:
+    """A cache that lives for one group commit, for reads its writes would each repeat (an
     org's validation rules); None outside a group commit.
 
-    Only rows no write of a batch changes may be kept in it: the writes that group-commit
-    (``run_write``) change badges, not the definitions they are checked against, and those
-    change only through ``Database.write()``, which never shares a transaction with a batch.
+    Only rows no write of a batch changes may be kept in it, and that is checked: each kind
+    of entry declares the tables it is read from (BATCH_READS), and the cache refuses an entry
+    once a write of the batch touched one of them (BatchCacheError). The writes that
+    group-commit (``run_write``) change badges and awards, not the definitions they are
+    checked against, which change only through ``Database.write()``, never in a batch.
     """
-    found: dict[Any, Any] | None = conn.info.get(_BATCH_CACHE)
+    found: BatchCache | None = conn.info.get(_BATCH_CACHE)
     return found
 
 
@@ -689,45 +822,51 @@ def _commit_batch(db: Database, batch: list[_Job[Any]]) -> list[tuple[bool, Any]
     """Runs a batch of writes in one SQLite transaction (in the writer thread); returns each
     job's (ok, result or exception). Raises when BEGIN or COMMIT fails."""
     assert db.sync_engine is not None
-    outcomes: list[tuple[bool, Any]] = []
     with db.sync_engine.connect() as conn:
         conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-        conn.info[_BATCH_CACHE] = {}
-        tx = conn.begin()
+        raw = conn.connection.dbapi_connection
+        assert isinstance(raw, sqlite3.Connection)
+        conn.info[_BATCH_CACHE] = _BATCHES[raw] = BatchCache()
         try:
-            if len(batch) == 1:  # alone, the transaction is the savepoint
-                job = batch[0]
+            return _run_batch(conn, raw, batch)
+        finally:
+            del conn.info[_BATCH_CACHE]
+            del _BATCHES[raw]
+
+
+def _run_batch(
+    conn: Connection, raw: sqlite3.Connection, batch: list[_Job[Any]]
+) -> list[tuple[bool, Any]]:
+    outcomes: list[tuple[bool, Any]] = []
+    tx = conn.begin()
+    try:
+        if len(batch) == 1:  # alone, the transaction is the savepoint
+            job = batch[0]
+            try:
+                outcomes.append((True, job.fn(conn, *job.args)))
+            except Exception as exc:
+                tx.rollback()
+                return [(False, exc)]
+        else:
+            # Savepoints straight on the driver: SQLAlchemy's nested transactions cost more
+            # than the writes they wrap, and nothing else here needs to know of them.
+            for job in batch:
+                raw.execute("SAVEPOINT job")
                 try:
                     outcomes.append((True, job.fn(conn, *job.args)))
                 except Exception as exc:
-                    tx.rollback()
-                    return [(False, exc)]
-            else:
-                # Savepoints straight on the driver: SQLAlchemy's nested transactions cost more
-                # than the writes they wrap, and nothing else here needs to know of them.
-                raw = conn.connection.dbapi_connection
-                assert raw is not None
-                for job in batch:
-                    raw.execute("SAVEPOINT job")
-                    try:
-                        outcomes.append((True, job.fn(conn, *job.args)))
-                    except Exception as exc:
-                        raw.execute("ROLLBACK TO job")
-                        outcomes.append((False, exc))
-                    raw.execute("RELEASE job")
-            tx.commit()
-        except BaseException:
-            if tx.is_active:
-                tx.rollback()
-            else:
-                # A COMMIT that fails can leave SQLite's transaction open while SQLAlchemy
-                # counts it ended; the connection must not return to the pool inside it.
-                raw = conn.connection.dbapi_connection
-                if raw is not None and raw.in_transaction:
-                    raw.rollback()
-            raise
-        finally:
-            del conn.info[_BATCH_CACHE]
+                    raw.execute("ROLLBACK TO job")
+                    outcomes.append((False, exc))
+                raw.execute("RELEASE job")
+        tx.commit()
+    except BaseException:
+        if tx.is_active:
+            tx.rollback()
+        elif raw.in_transaction:
+            # A COMMIT that fails can leave SQLite's transaction open while SQLAlchemy
+            # counts it ended; the connection must not return to the pool inside it.
+            raw.rollback()
+        raise
     return outcomes
 
 

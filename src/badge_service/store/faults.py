@@ -17,10 +17,12 @@ OperationalError):
 - No SQLSTATE: a connection SQLAlchemy invalidated (lost mid-call), the pool's timeout, a
   timeout around database work, and any OSError (refused, reset, unreachable) are UNAVAILABLE.
 
-The interceptor answers with the fault's status, and the store's health (``StoreFaults``)
-hears of every UNAVAILABLE fault a database call meets, so that the health service need not
-wait for its next probe. Log lines about faults are rate-limited here (``log_fault``): one
-line per kind of fault per interval, without a traceback, since an outage fails every call.
+The unit of work raises a fault as a domain error (StoreUnavailable, TransactionAborted:
+store/errors.py translates), which a transport answers with like any other and asks to
+``report()`` itself, and the store's health (``StoreFaults``) hears of every UNAVAILABLE fault
+a database call meets, so that the health service need not wait for its next probe. Log lines
+about faults are rate-limited here (``log_fault``): one line per kind of fault per interval,
+without a traceback, since an outage fails every call.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from badge_service.domain.errors import DomainError
+from badge_service.domain.errors import Aborted, DomainError, Unavailable
 
 log = logging.getLogger("badge_service.store")
 
@@ -58,26 +60,51 @@ _SQLITE_UNAVAILABLE = {
 _CHAIN_LIMIT = 6
 
 
-class StoreUnavailable(DomainError):
-    """The database cannot serve the call now; retrying later may succeed (UNAVAILABLE)."""
+class StoreUnavailable(Unavailable):
+    """The database cannot serve the call now; retrying later may succeed (UNAVAILABLE).
 
-    code = UNAVAILABLE
+    Raised by the unit of work (store/errors.py) from the driver's error, its ``__cause__``;
+    ``fault`` is what classify found."""
 
-    def __init__(self) -> None:
+    def __init__(self, fault: Fault | None = None) -> None:
         super().__init__("the store is unavailable; retry later", reason="STORE_UNAVAILABLE")
+        self.fault = fault or Fault(UNAVAILABLE, "unavailable")
+
+    def report(self) -> None:
+        """Logs the fault, rate-limited (log_fault): an outage fails every call."""
+        log_fault(self.fault, self.__cause__ or self)
+
+    def __str__(self) -> str:
+        # For log lines that print the error: the driver's words, not only the client's.
+        return _with_cause(self)
 
 
-class TransactionAborted(DomainError):
+class TransactionAborted(Aborted):
     """The call's transaction lost a conflict with another and was rolled back whole; it may
-    be retried at once (ABORTED, AIP-194)."""
+    be retried at once (ABORTED, AIP-194). Raised as StoreUnavailable is."""
 
-    code = ABORTED
-
-    def __init__(self) -> None:
+    def __init__(self, fault: Fault | None = None) -> None:
         super().__init__(
             "the transaction conflicted with another and was rolled back; retry",
             reason="TRANSACTION_ABORTED",
         )
+        self.fault = fault or Fault(ABORTED, "aborted")
+
+    def report(self) -> None:
+        """Logs the fault, rate-limited (log_fault)."""
+        log_fault(self.fault, self.__cause__ or self)
+
+    def __str__(self) -> str:
+        return _with_cause(self)
+
+
+# The domain errors a store fault becomes: each carries its Fault and the driver's error.
+STORE_FAULTS = (StoreUnavailable, TransactionAborted)
+
+
+def _with_cause(error: StoreUnavailable | TransactionAborted) -> str:
+    cause = error.__cause__
+    return error.message if cause is None else f"{error.message} ({describe(cause)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +115,9 @@ class Fault:
     code: str
     label: str
 
-    def error(self) -> DomainError:
-        """The error a client is answered with."""
-        return StoreUnavailable() if self.code == UNAVAILABLE else TransactionAborted()
+    def error(self) -> StoreUnavailable | TransactionAborted:
+        """The domain error a client is answered with."""
+        return StoreUnavailable(self) if self.code == UNAVAILABLE else TransactionAborted(self)
 
 
 def _sqlstate_fault(state: str) -> Fault | None:
@@ -104,7 +131,8 @@ def _sqlstate_fault(state: str) -> Fault | None:
 def _chain(exc: BaseException) -> list[BaseException]:
     """``exc``, the driver error SQLAlchemy wrapped (``.orig``) and their causes."""
     out: list[BaseException] = []
-    current: BaseException | None = exc
+    # A store fault already translated stands for the driver's error it was raised from.
+    current: BaseException | None = exc.__cause__ if isinstance(exc, STORE_FAULTS) else exc
     while current is not None and len(out) < _CHAIN_LIMIT and current not in out:
         out.append(current)
         orig = current.orig if isinstance(current, DBAPIError) else None
@@ -113,7 +141,10 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def classify(exc: BaseException) -> Fault | None:
-    """The store fault ``exc`` is, or None when it is none (a bug: INTERNAL)."""
+    """The store fault ``exc`` is (or, translated already, stands for), or None when it is
+    none (a bug: INTERNAL)."""
+    if isinstance(exc, STORE_FAULTS):
+        return exc.fault
     if isinstance(exc, DomainError | asyncio.CancelledError):
         return None
     chain = _chain(exc)

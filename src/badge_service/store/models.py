@@ -3,6 +3,9 @@ SQLite and PostgreSQL, exact, and cheap to compare in keyset and window filters.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -20,6 +23,11 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+
+from badge_service.domain import badges as badge_rules
+from badge_service.domain import custom_fields as field_rules
+from badge_service.domain.badge_templates import referenced_template_gone
+from badge_service.domain.errors import DomainError, NotFound
 
 # Named constraints so that Alembic migrations are the same on every database.
 metadata = MetaData(
@@ -486,3 +494,32 @@ request_ids = Table(
     Column("reply", LargeBinary, nullable=True),
     Column("created_at", Micros, nullable=False, index=True),
 )
+
+
+# --- Constraint violations a caller can cause -----------------------------------------------------
+# The domain error each constraint's violation is, built from the failed statement's parameters
+# by name; store/errors.py translates every transaction's failure through this one table. Keyed
+# by the constraint's name and whether the statement was a DELETE (of a row still referred to,
+# the other side of a foreign key). A violation not named here is a bug of ours (INTERNAL),
+# unless the store function that runs the statement acts on it itself.
+def _template_gone(_params: Mapping[str, Any]) -> DomainError:
+    return referenced_template_gone()
+
+
+VIOLATIONS: dict[tuple[str, bool], Callable[[Mapping[str, Any]], DomainError]] = {
+    # CreateBadge, UpdateBadge: the name is taken.
+    ("uq_badges_org_id_name", False): lambda p: badge_rules.duplicate_name(p["name"]),
+    # DeleteBadge: an award of the badge committed after delete_badge looked for one.
+    ("fk_awards_badge_id_badges", True): lambda p: badge_rules.badge_awarded(p["id"]),
+    # Progress of a badge deleted after it was read.
+    ("fk_recipient_badge_states_badge_id_badges", False): (
+        lambda p: NotFound("badge", p["badge_id"])
+    ),
+    # CreateCustomField, UpdateCustomField: the name is taken (Capillary 740).
+    ("uq_custom_fields_org_id_name", False): lambda p: field_rules.duplicate_name(p["name"]),
+    # A template's terms and links name one deleted between the check and the write (its
+    # target, or itself under an update).
+    ("fk_badge_template_links_target_id_badge_templates", False): _template_gone,
+    ("fk_badge_template_links_template_id_badge_templates", False): _template_gone,
+    ("fk_badge_template_terms_template_id_badge_templates", False): _template_gone,
+}

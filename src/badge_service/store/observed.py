@@ -36,6 +36,7 @@ from sqlalchemy.sql.expression import Executable
 from badge_service.domain.errors import DomainError
 from badge_service.metrics import DB_OPERATIONS, Metrics
 from badge_service.store.db import Database
+from badge_service.store.faults import STORE_FAULTS
 
 # Whether the call being served has a recording server span (set by tracing.ServerSpans): a
 # flag of our own, which the hottest database read checks for the price of one lookup
@@ -95,9 +96,12 @@ class _Call:
         if span is not None:
             # A domain error (a refused award, a missing row) is the call's answer, not a
             # database failure: the transaction did what it was asked and rolled back.
-            if isinstance(exc, Exception) and not isinstance(exc, DomainError):
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            # A store fault is raised as a domain error (store/errors.py); the span shows the
+            # driver's error it stands for.
+            failure = exc.__cause__ if isinstance(exc, STORE_FAULTS) else exc
+            if isinstance(failure, Exception) and not isinstance(failure, DomainError):
+                span.record_exception(failure)
+                span.set_status(Status(StatusCode.ERROR, f"{type(failure).__name__}: {failure}"))
             elif isinstance(exc, asyncio.CancelledError):
                 span.set_attribute("badge_service.cancelled", True)
             span.end()

@@ -19,11 +19,9 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from badge_service.domain.awards import Recipient, RecipientKind
 from badge_service.domain.badges import Badge, BadgeStateType
-from badge_service.domain.errors import NotFound
 from badge_service.domain.progress import (
     RecipientBadgeState,
     badge_state,
@@ -139,11 +137,8 @@ def _advance(
 ) -> RecipientBadgeState | None:
     """Moves the state forward to ``state``; the new state, or None if it did not move."""
     row = _row(org_id, badge, recipient_key, recipient, state, order, now)
-    try:
-        moved = _upsert(conn, [row])
-    except IntegrityError:
-        # The badge was deleted after it was read (the foreign key refused the row).
-        raise NotFound("badge", badge.id) from None
+    # A badge deleted after it was read fails the foreign key: NOT_FOUND (models.VIOLATIONS).
+    moved = _upsert(conn, [row])
     if not moved:
         return None
     return RecipientBadgeState(badge.id, recipient, state, order, now)
