@@ -11,7 +11,7 @@ And the registration of servicers whose methods answer with such bytes (``add_se
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -45,28 +45,16 @@ def message_field(number: int, payload: bytes) -> bytes:
 
 # Registering servicers whose methods may answer with bytes.
 #
-# The generated ``add_*Servicer_to_server`` functions serialize every reply with its message
-# type's SerializeToString, and the generated servicer bases (mypy-protobuf) declare that
-# message type as each method's return: a method that answers with bytes it stored (or
-# assembled from stored pieces) could only override them with ``type: ignore[override]``, and
-# its bytes went out through a serializer that had to look at every reply to let them pass.
-# So such a servicer does not subclass the generated base; ``add_servicer`` registers it from
-# the service's descriptor instead, the same handlers the generated function builds, except
-# that a method marked with ``serialized(Message)`` is declared (and type-checked) to return
-# bytes, and its reply serializer is none at all: gRPC sends the bytes as they are. The
-# request and reply types come from the descriptor (the contract), and the mark names the
-# message the bytes encode, which must be the method's reply type: a servicer that lacks a
-# method of the contract, or marks one with another message, fails at start, not at a call.
-
 _SERIALIZED = "__serialized_reply__"
 
-Handler = TypeVar("Handler", bound=Callable[..., Awaitable[bytes]])
+# A servicer method that answers with bytes: a unary reply, or a stream of them.
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[bytes] | AsyncIterator[bytes]])
 
 
 def serialized(reply: type[Message]) -> Callable[[Handler], Handler]:
-    """Marks a servicer method that answers with ``reply`` already serialized (its type says
-    bytes, and add_servicer sends them as they are). Stored replies use it: the bytes a
-    use case returns go out without being parsed and serialized again."""
+    """Marks a servicer method that answers with ``reply`` already serialized: its type says
+    bytes (checked), and add_servicer sends them as they are. Stored replies use it: the
+    bytes a use case returns go out without being parsed and serialized again."""
 
     def mark(method: Handler) -> Handler:
         setattr(method, _SERIALIZED, reply)
@@ -86,7 +74,7 @@ def method_handlers(
     service: ServiceDescriptor, servicer: object
 ) -> dict[str, grpc.RpcMethodHandler]:
     """The method handlers of ``servicer`` for ``service``, built from its descriptor (see
-    the comment above ``serialized``)."""
+    add_servicer); TypeError when the servicer does not match the contract."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in service.methods:
         behavior = getattr(servicer, method.name, None)
@@ -111,8 +99,28 @@ def method_handlers(
 
 def add_servicer(server: grpc.aio.Server, service: ServiceDescriptor, servicer: object) -> None:
     """Registers ``servicer`` as ``service`` on ``server``, as the generated
-    ``add_*Servicer_to_server`` would, with methods marked ``serialized`` sending their bytes
-    unserialized."""
+    ``add_*Servicer_to_server`` would, except that methods marked ``serialized`` send their
+    bytes unserialized.
+
+    Why: the generated function serializes every reply with its message type's
+    SerializeToString, and the generated servicer base (mypy-protobuf) declares that message
+    type as each method's return. A method answering with bytes it stored, or assembled from
+    stored pieces, could only override the base with ``type: ignore[override]``, and its bytes
+    went out through a serializer that had to look at every reply to let them pass.
+
+    How: such a servicer does not subclass the generated base. Its bytes methods are marked
+    ``@serialized(Message)``, which makes their declared return bytes (mypy checks it) and
+    names the message the bytes encode. This function builds the handlers from the service's
+    descriptor, so the contract decides the methods, their streaming kinds, request types and
+    reply types: the request deserializer is the request message's FromString, the reply
+    serializer the reply message's SerializeToString, or none at all for a marked method (gRPC
+    sends bytes as they are). A servicer that lacks a method of the contract, or marks one with
+    a message other than the method's reply, is refused here, when the server is built.
+
+    A handler may also be a plain function that returns its coroutine (rpc.badges does, to
+    save a coroutine per call on the hottest paths): every call to our services passes
+    through the interceptor (rpc.interceptor), whose wrapper awaits what a handler returns.
+    """
     handlers = method_handlers(service, servicer)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)

@@ -15,12 +15,6 @@ from badge_service.store import badgr as store
 from badge_service.store.db import Database
 
 
-def check_stored_size(size: int, where: str = "badge_class") -> None:
-    """LIMIT_EXCEEDED unless a badge class of ``size`` bytes as stored and returned (the
-    transport's measure, with times at full width) fits BADGE_CLASS_BYTES."""
-    limits.check_bytes(size, limits.BADGE_CLASS_BYTES, where, "as stored")
-
-
 def class_key(value: str) -> Key:
     """The key of a badge class named by its id or entityId (the claim code RPCs'
     ``id_or_entity_id``)."""
@@ -93,7 +87,8 @@ async def create_badge_class(
         bc.issuer_id, bc.issuer_entity_id = issuer.id, issuer.entity_id
         bc.created_at = bc.updated_at = now
         badgr.apply_archival(bc, None, now)
-        check_stored_size(measure(bc))
+        # As stored and returned (the transport's measure), so that a full page fits a reply.
+        limits.check_bytes(measure(bc), limits.BADGE_CLASS_BYTES, "badge_class", "as stored")
         await store.insert_badge_class(conn, bc)
         reply = encode(bc)
         await request_ids.complete(conn, key, reply)
@@ -122,7 +117,8 @@ async def update_badge_class(
         bc.created_by, bc.created_at = existing.created_by, existing.created_at
         bc.updated_at = now
         badgr.apply_archival(bc, existing, now)
-        check_stored_size(measure(bc))
+        # As stored and returned (the transport's measure), so that a full page fits a reply.
+        limits.check_bytes(measure(bc), limits.BADGE_CLASS_BYTES, "badge_class", "as stored")
         await store.update_badge_class(conn, bc)
     return bc
 

@@ -15,12 +15,6 @@ from badge_service.store import badgr as store
 from badge_service.store.db import Database
 
 
-def check_stored_size(size: int, where: str = "issuer") -> None:
-    """LIMIT_EXCEEDED unless an issuer of ``size`` bytes as stored and returned (the
-    transport's measure, with times at full width) fits ISSUER_BYTES."""
-    limits.check_bytes(size, limits.ISSUER_BYTES, where, "as stored")
-
-
 async def list_issuers(db: Database, org_id: int, page_size: int, page_token: str) -> Page[Issuer]:
     """The org's issuers oldest first, a keyset page of ``page_size`` (0: the default)."""
     size = paging.resolve_page_size(
@@ -58,7 +52,8 @@ async def create_issuer(
     issuer.id, issuer.entity_id = new_hex_id(), badgr.new_entity_id()
     issuer.org_id, issuer.created_by = org_id, str(key_id)
     issuer.created_at = issuer.updated_at = now
-    check_stored_size(measure(issuer))
+    # As stored and returned (the transport's measure), so that a full page fits a reply.
+    limits.check_bytes(measure(issuer), limits.ISSUER_BYTES, "issuer", "as stored")
     reply = encode(issuer)
     async with db.write() as conn:
         first = await request_ids.claim(conn, key, now)
@@ -88,7 +83,8 @@ async def update_issuer(
         )
         issuer.created_by, issuer.created_at = existing.created_by, existing.created_at
         issuer.updated_at = dt.datetime.now(dt.UTC)
-        check_stored_size(measure(issuer))
+        # As stored and returned (the transport's measure), so that a full page fits a reply.
+        limits.check_bytes(measure(issuer), limits.ISSUER_BYTES, "issuer", "as stored")
         await store.update_issuer(conn, issuer)
     return issuer
 
