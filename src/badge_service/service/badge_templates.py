@@ -153,16 +153,17 @@ async def list_badge_templates(
     org_id: int,
     organization_id: str,
     *,
-    filter_text: str,
-    sort_text_: str,
+    filter_query: str,
+    sort_query: str,
     page: int,
     page_size: int,
     page_token: str,
     owners: Owners,
 ) -> TemplatePage:
-    """Templates by Credly filter and sort, by page number (0: the first) or page token."""
-    flt = parse_filter(filter_text)
-    sort = parse_sort(sort_text_)
+    """Templates by Credly ``filter`` and ``sort`` query texts, by page number (0: the
+    first) or page token."""
+    flt = parse_filter(filter_query)
+    sort = parse_sort(sort_query)
     if page < 0:
         raise InvalidArgument("page", "must be at least 1 (0 means the first page)")
     size = paging.resolve_page_size(page_size, default=PAGE_SIZE, maximum=PAGE_SIZE)
@@ -193,8 +194,8 @@ async def list_badge_templates(
                 return page_url(
                     owner.id,
                     number,
-                    filter_text=filter_text,
-                    sort=sort_text_,
+                    filter_text=filter_query,
+                    sort=sort_query,
                     per=size,
                     default_per=PAGE_SIZE,
                 )
