@@ -1,16 +1,38 @@
 """rpc.wire builds replies from stored bytes: a badge's id put in front of its serialized
 message without the id is that badge serialized whole, repeated-field items concatenated with a
 serialized tail parse as the whole list response, and the varints match protobuf's own
-encoding at the edges."""
+encoding at the edges. And it registers servicers from their service descriptors: methods
+marked as answering with serialized bytes send them unserialized, the rest as generated code
+would, and a servicer that does not match the contract is refused."""
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Awaitable
+from typing import cast
+
+import grpc
+import pytest
 from google.protobuf import wrappers_pb2
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message_factory import GetMessageClass
 from hypothesis import given
 from hypothesis import strategies as st
 
+from badge_service.api.badges.v1 import (
+    badge_class_pb2,
+    badge_template_pb2,
+    custom_field_pb2,
+    issuer_pb2,
+)
 from badge_service.api.badges.v1 import badge_pb2 as pb
 from badge_service.rpc import wire
+from badge_service.rpc.badge_classes import BadgeClassServicer
+from badge_service.rpc.badge_templates import BadgeTemplateServicer
+from badge_service.rpc.badges import BadgeServicer
+from badge_service.rpc.custom_fields import CustomFieldServicer
+from badge_service.rpc.issuers import IssuerServicer
+from badge_service.service.db import Database
 
 UINT63 = st.integers(min_value=0, max_value=2**63 - 1)
 INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
@@ -142,3 +164,88 @@ def test_field_keys() -> None:
     assert wire.message_field(1, long) == b"\x0a\xc8\x01" + long
     for badge_id in (1, 127, 128, 2**63 - 1):
         assert wire.varint_field(1, badge_id) == pb.Badge(id=badge_id).SerializeToString()
+
+
+# Servicers registered from the service descriptors (rpc.wire.add_servicer).
+
+NO_DB = cast(Database, object())
+BASE_URL = "https://badges.example.com"
+
+
+def definition_servicers() -> list[tuple[ServiceDescriptor, object]]:
+    """The servicers server.start registers with wire.add_servicer, with their services."""
+    return [
+        (
+            custom_field_pb2.DESCRIPTOR.services_by_name["CustomFieldService"],
+            CustomFieldServicer(NO_DB),
+        ),
+        (pb.DESCRIPTOR.services_by_name["BadgeService"], BadgeServicer(NO_DB)),
+        (issuer_pb2.DESCRIPTOR.services_by_name["IssuerService"], IssuerServicer(NO_DB, BASE_URL)),
+        (
+            badge_class_pb2.DESCRIPTOR.services_by_name["BadgeClassService"],
+            BadgeClassServicer(NO_DB, BASE_URL),
+        ),
+        (
+            badge_template_pb2.DESCRIPTOR.services_by_name["BadgeTemplateService"],
+            BadgeTemplateServicer(NO_DB, BASE_URL),
+        ),
+    ]
+
+
+def test_handlers_follow_the_contract_and_send_marked_replies_as_they_are() -> None:
+    for service, servicer in definition_servicers():
+        handlers = wire.method_handlers(service, servicer)
+        assert set(handlers) == {m.name for m in service.methods}
+        for method in service.methods:
+            handler = handlers[method.name]
+            request = GetMessageClass(method.input_type)
+            reply = GetMessageClass(method.output_type)
+            assert handler.request_deserializer == request.FromString
+            marked = wire.serialized_reply(getattr(servicer, method.name))
+            if marked is None:
+                assert handler.response_serializer == reply.SerializeToString
+            else:
+                assert marked is reply
+                assert handler.response_serializer is None  # the bytes go out as they are
+    badge_service = pb.DESCRIPTOR.services_by_name["BadgeService"]
+    bytes_methods = {
+        m.name
+        for m in badge_service.methods
+        if wire.serialized_reply(getattr(BadgeServicer(NO_DB), m.name)) is not None
+    }
+    assert bytes_methods == {"GetBadge", "ListBadges", "CreateBadge", "UpdateBadge"}
+
+
+def test_servicer_methods_are_typed_as_the_contract_says() -> None:
+    """What mypy checked against the generated bases, which these servicers do not subclass:
+    each method takes its request message and returns its reply message, or bytes when it is
+    marked as answering with that message serialized."""
+    for service, servicer in definition_servicers():
+        for method in service.methods:
+            hints = typing.get_type_hints(getattr(type(servicer), method.name))
+            assert hints["request"] is GetMessageClass(method.input_type), method.full_name
+            if wire.serialized_reply(getattr(servicer, method.name)) is None:
+                assert hints["return"] is GetMessageClass(method.output_type), method.full_name
+            else:
+                assert hints["return"] in (bytes, Awaitable[bytes]), method.full_name
+
+
+def test_a_servicer_missing_a_method_of_the_contract_is_refused() -> None:
+    class Partial:
+        async def GetBadge(self, request: pb.GetBadgeRequest, context: object) -> pb.Badge:
+            return pb.Badge()
+
+    with pytest.raises(TypeError, match=r"lacks badges\.v1\.BadgeService\.ListBadges"):
+        wire.method_handlers(pb.DESCRIPTOR.services_by_name["BadgeService"], Partial())
+
+
+def test_a_method_marked_with_another_message_is_refused() -> None:
+    class Wrong(BadgeServicer):
+        @wire.serialized(pb.ListBadgesResponse)
+        async def UpdateBadge(
+            self, request: pb.UpdateBadgeRequest, context: grpc.aio.ServicerContext
+        ) -> bytes:
+            return b""
+
+    with pytest.raises(TypeError, match=r"with badges\.v1\.ListBadgesResponse"):
+        wire.method_handlers(pb.DESCRIPTOR.services_by_name["BadgeService"], Wrong(NO_DB))

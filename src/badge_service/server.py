@@ -30,21 +30,17 @@ from badge_service.api.badges.v1 import (
     award_pb2,
     award_pb2_grpc,
     badge_class_pb2,
-    badge_class_pb2_grpc,
     badge_pb2,
-    badge_pb2_grpc,
     badge_template_pb2,
-    badge_template_pb2_grpc,
     custom_field_pb2,
-    custom_field_pb2_grpc,
     issuer_pb2,
-    issuer_pb2_grpc,
     org_meta_pb2,
     org_meta_pb2_grpc,
 )
 from badge_service.config import Settings
 from badge_service.domain import requests
 from badge_service.metrics import MetricsError
+from badge_service.rpc import wire
 from badge_service.rpc.awards import AwardServicer
 from badge_service.rpc.badge_classes import BadgeClassServicer
 from badge_service.rpc.badge_templates import BadgeTemplateServicer
@@ -323,16 +319,29 @@ async def _start(
         interceptors.insert(0, tracing.server_interceptor(writes))
     server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
     org_meta_pb2_grpc.add_OrgMetaServiceServicer_to_server(OrgMetaServicer(db), server)
-    custom_field_pb2_grpc.add_CustomFieldServiceServicer_to_server(CustomFieldServicer(db), server)
-    badge_pb2_grpc.add_BadgeServiceServicer_to_server(BadgeServicer(db), server)
-    issuer_pb2_grpc.add_IssuerServiceServicer_to_server(
-        IssuerServicer(db, settings.public_base_url), server
+    # Servicers with methods that answer with serialized bytes (see rpc.wire.add_servicer).
+    wire.add_servicer(
+        server,
+        custom_field_pb2.DESCRIPTOR.services_by_name["CustomFieldService"],
+        CustomFieldServicer(db),
     )
-    badge_class_pb2_grpc.add_BadgeClassServiceServicer_to_server(
-        BadgeClassServicer(db, settings.public_base_url), server
+    wire.add_servicer(
+        server, badge_pb2.DESCRIPTOR.services_by_name["BadgeService"], BadgeServicer(db)
     )
-    badge_template_pb2_grpc.add_BadgeTemplateServiceServicer_to_server(
-        BadgeTemplateServicer(db, settings.public_base_url), server
+    wire.add_servicer(
+        server,
+        issuer_pb2.DESCRIPTOR.services_by_name["IssuerService"],
+        IssuerServicer(db, settings.public_base_url),
+    )
+    wire.add_servicer(
+        server,
+        badge_class_pb2.DESCRIPTOR.services_by_name["BadgeClassService"],
+        BadgeClassServicer(db, settings.public_base_url),
+    )
+    wire.add_servicer(
+        server,
+        badge_template_pb2.DESCRIPTOR.services_by_name["BadgeTemplateService"],
+        BadgeTemplateServicer(db, settings.public_base_url),
     )
     award_pb2_grpc.add_AwardServiceServicer_to_server(
         AwardServicer(db, settings.public_base_url, WatchLimits.of(settings)), server

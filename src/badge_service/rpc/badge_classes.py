@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import grpc
 from google.protobuf import empty_pb2
 
 from badge_service.api.badges.v1 import badge_class_pb2 as pb
-from badge_service.api.badges.v1 import badge_class_pb2_grpc as pb_grpc
-from badge_service.domain import (
-    badge_classes,
-    claim_codes,
-    ids,
-    issuers,
-    limits,
-    lookups,
-    openbadges,
-    paging,
-)
 from badge_service.domain.badge_classes import (
+    BADGE_CLASS,
+    ENTITY_TYPE_BADGE_CLASS,
     Alignment,
     BadgeClass,
-    BadgeClassFilter,
     BadgeClassPreferences,
     Expires,
     ExpiresDuration,
@@ -30,19 +18,18 @@ from badge_service.domain.badge_classes import (
     PropertyValue,
 )
 from badge_service.domain.claim_codes import ClaimCode
-from badge_service.domain.errors import InvalidArgument
-from badge_service.domain.ids import new_hex_id
-from badge_service.domain.lookups import Key
-from badge_service.rpc.auth import current_principal
-from badge_service.rpc.convert import (
-    check_stored_size,
-    dict_to_struct,
-    from_ts,
-    merge_update,
-    ts,
+from badge_service.domain.issuers import ISSUER
+from badge_service.domain.lookups import Key, key_of_id_or_entity_id
+from badge_service.domain.openbadges import (
+    BADGE_CLASSES_PATH,
+    ISSUERS_PATH,
+    open_badge_id,
+    open_badges_badge_class,
 )
+from badge_service.rpc import wire
+from badge_service.rpc.auth import current_principal
+from badge_service.rpc.convert import dict_to_struct, from_ts, merge_update, stored_size, ts
 from badge_service.rpc.issuers import (
-    after_hex_id,
     base_url_of,
     enum_of,
     lookup_key,
@@ -51,9 +38,8 @@ from badge_service.rpc.issuers import (
     wants_open_badges,
 )
 from badge_service.rpc.request_ids import request_key
-from badge_service.service import request_ids
-from badge_service.store import badgr as store
-from badge_service.store.db import Database
+from badge_service.service import badge_classes
+from badge_service.service.db import Database
 
 MUTABLE = frozenset(
     {
@@ -152,19 +138,15 @@ def to_proto(b: BadgeClass, base_url: str) -> pb.BadgeClass:
     p = b.preferences
     return pb.BadgeClass(
         id=b.id,
-        entity_type=badge_classes.ENTITY_TYPE_BADGE_CLASS,
+        entity_type=ENTITY_TYPE_BADGE_CLASS,
         entity_id=b.entity_id,
-        open_badge_id=openbadges.open_badge_id(
-            base_url, openbadges.BADGE_CLASSES_PATH, b.entity_id
-        ),
+        open_badge_id=open_badge_id(base_url, BADGE_CLASSES_PATH, b.entity_id),
         source_url=b.source_url,
         original_json=b.original_json,
         created_at=ts(b.created_at),
         created_by=b.created_by,
         issuer=b.issuer_entity_id,
-        issuer_open_badge_id=openbadges.open_badge_id(
-            base_url, openbadges.ISSUERS_PATH, b.issuer_entity_id
-        ),
+        issuer_open_badge_id=open_badge_id(base_url, ISSUERS_PATH, b.issuer_entity_id),
         name=b.name,
         image=b.image,
         description=b.description,
@@ -231,12 +213,10 @@ def code_to_proto(c: ClaimCode, class_entity_id: str) -> pb.ClaimCode:
     )
 
 
-def _class_key(value: str) -> Key:
-    return lookups.key_of_id_or_entity_id(value, "id_or_entity_id", badge_classes.BADGE_CLASS)
-
-
-class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
-    """Badgr badge classes of the caller's organisation, and their claim codes."""
+class BadgeClassServicer:
+    """badges.v1.BadgeClassService: Badgr badge classes of the caller's organisation, and
+    their claim codes (registered with ``wire.add_servicer``: the creates answer with their
+    replies serialized, which is what a retry with the request id gets)."""
 
     def __init__(self, db: Database, public_base_url: str) -> None:
         self._db = db
@@ -247,42 +227,32 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
             request,
             "badge_class_open_badge_id_base64",
             base_url=self._base,
-            kind=openbadges.BADGE_CLASSES_PATH,
-            resource=badge_classes.BADGE_CLASS,
+            kind=BADGE_CLASSES_PATH,
+            resource=BADGE_CLASS,
         )
+
+    def _measure(self, bc: BadgeClass) -> int:
+        return stored_size(to_proto(bc, self._base))
+
+    def _encode(self, bc: BadgeClass) -> bytes:
+        return to_proto(bc, self._base).SerializeToString()
 
     async def ListBadgeClasses(
         self, request: pb.ListBadgeClassesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListBadgeClassesResponse:
         """Lists badge classes oldest first, by issuer and archived, with keyset paging."""
-        who = current_principal()
-        size = paging.resolve_page_size(
+        page = await badge_classes.list_badge_classes(
+            self._db,
+            current_principal().org_id,
             request.page_size,
-            default=limits.BADGE_CLASSES_PAGE,
-            maximum=limits.BADGE_CLASSES_PAGE,
+            request.page_token,
+            issuer=request.issuer,
+            archived=request.archived if request.HasField("archived") else None,
         )
-        issuer_key = (
-            lookups.key_of_id_or_entity_id(request.issuer, "issuer", issuers.ISSUER)
-            if request.issuer
-            else None
-        )
-        archived = request.archived if request.HasField("archived") else None
-        async with self._db.read() as conn:
-            issuer_id = None
-            if issuer_key is not None:
-                issuer_id = (await store.get_issuer(conn, who.org_id, issuer_key)).id
-            flt = BadgeClassFilter(issuer_id=issuer_id, archived=archived)
-            fingerprint = paging.filter_fingerprint("badgr_badge_classes", flt)
-            after = after_hex_id(request.page_token, fingerprint)
-            total = await store.count_badge_classes(conn, who.org_id, flt)
-            rows = await store.list_badge_classes(
-                conn, who.org_id, flt, limit=size + 1, after=after
-            )
-        rows, token = paging.keyset_page(rows, size, fingerprint, lambda r: r.id)
         return pb.ListBadgeClassesResponse(
-            badge_classes=[to_proto(b, self._base) for b in rows],
-            next_page_token=token,
-            total_size=total,
+            badge_classes=[to_proto(b, self._base) for b in page.items],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
         )
 
     async def GetBadgeClass(
@@ -292,44 +262,33 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
         who = current_principal()
         key = self._key(request)
         ob2 = wants_open_badges(request.view)
-        async with self._db.read() as conn:
-            bc = await store.get_badge_class(conn, who.org_id, key)
+        bc = await badge_classes.get_badge_class(self._db, who.org_id, key)
         out = to_proto(bc, self._base)
         if ob2:
-            out.open_badge.CopyFrom(
-                dict_to_struct(openbadges.open_badges_badge_class(bc, self._base))
-            )
+            out.open_badge.CopyFrom(dict_to_struct(open_badges_badge_class(bc, self._base)))
         return out
 
+    @wire.serialized(pb.BadgeClass)
     async def CreateBadgeClass(
         self, request: pb.CreateBadgeClassRequest, context: grpc.aio.ServicerContext
-    ) -> pb.BadgeClass:
+    ) -> bytes:
         """Creates a badge class of one of the caller's issuers."""
         who = current_principal()
         request_id = request_key(request, who.org_id)
-        issuer_key = lookups.key_of_id_or_entity_id(
-            request.badge_class.issuer, "badge_class.issuer", issuers.ISSUER
+        issuer_key = key_of_id_or_entity_id(
+            request.badge_class.issuer, "badge_class.issuer", ISSUER
         )
         bc = from_proto(request.badge_class, "badge_class")
-        now = dt.datetime.now(dt.UTC)
-        async with self._db.write() as conn:
-            first = await request_ids.claim(conn, request_id, now)
-            if first is not None:
-                return pb.BadgeClass.FromString(first)
-            issuer = await store.get_issuer(conn, who.org_id, issuer_key)
-            bc = badge_classes.validate_badge_class(
-                bc, definitions=issuer.preferences.custom_property_definitions
-            )
-            bc.id, bc.entity_id = new_hex_id(), ids.new_entity_id()
-            bc.org_id, bc.created_by = who.org_id, str(who.key_id)
-            bc.issuer_id, bc.issuer_entity_id = issuer.id, issuer.entity_id
-            bc.created_at = bc.updated_at = now
-            badge_classes.apply_archival(bc, None, now)
-            out = to_proto(bc, self._base)
-            check_stored_size(out, limits.BADGE_CLASS_BYTES, "badge_class")
-            await store.insert_badge_class(conn, bc)
-            await request_ids.complete(conn, request_id, out.SerializeToString())
-        return out
+        return await badge_classes.create_badge_class(
+            self._db,
+            request_id,
+            who.org_id,
+            who.key_id,
+            issuer_key,
+            bc,
+            self._measure,
+            self._encode,
+        )
 
     async def UpdateBadgeClass(
         self, request: pb.UpdateBadgeClassRequest, context: grpc.aio.ServicerContext
@@ -337,10 +296,9 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
         """Updates the masked fields; the result must pass every create rule."""
         who = current_principal()
         msg = request.badge_class
-        key = resource_key(msg.id, msg.entity_id, "badge_class", badge_classes.BADGE_CLASS)
-        now = dt.datetime.now(dt.UTC)
-        async with self._db.write() as conn:
-            existing = await store.get_badge_class(conn, who.org_id, key)
+        key = resource_key(msg.id, msg.entity_id, "badge_class", BADGE_CLASS)
+
+        def merge(existing: BadgeClass) -> BadgeClass:
             merged = merge_update(
                 to_proto(existing, self._base),
                 msg,
@@ -348,20 +306,10 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
                 prefix="badge_class",
                 mutable=MUTABLE,
             )
-            issuer = await store.get_issuer(conn, who.org_id, Key(False, existing.issuer_id))
-            bc = badge_classes.validate_badge_class(
-                from_proto(merged, "badge_class"),
-                definitions=issuer.preferences.custom_property_definitions,
-            )
-            bc.id, bc.entity_id, bc.org_id = existing.id, existing.entity_id, existing.org_id
-            bc.issuer_id, bc.issuer_entity_id = existing.issuer_id, existing.issuer_entity_id
-            bc.created_by, bc.created_at = existing.created_by, existing.created_at
-            bc.updated_at = now
-            badge_classes.apply_archival(bc, existing, now)
-            out = to_proto(bc, self._base)
-            check_stored_size(out, limits.BADGE_CLASS_BYTES, "badge_class")
-            await store.update_badge_class(conn, bc)
-        return out
+            return from_proto(merged, "badge_class")
+
+        bc = await badge_classes.update_badge_class(self._db, who.org_id, key, merge, self._measure)
+        return to_proto(bc, self._base)
 
     async def DeleteBadgeClass(
         self, request: pb.DeleteBadgeClassRequest, context: grpc.aio.ServicerContext
@@ -369,82 +317,42 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
         """Deletes a badge class with its claim codes; an awarded one only with cascade."""
         who = current_principal()
         key = self._key(request)
-        async with self._db.write() as conn:
-            await store.delete_badge_class(conn, who.org_id, key, cascade=request.cascade)
+        await badge_classes.delete_badge_class(self._db, who.org_id, key, cascade=request.cascade)
         return empty_pb2.Empty()
 
+    @wire.serialized(pb.CreateClaimCodesResponse)
     async def CreateClaimCodes(
         self, request: pb.CreateClaimCodesRequest, context: grpc.aio.ServicerContext
-    ) -> pb.CreateClaimCodesResponse:
+    ) -> bytes:
         """Creates one claim code, or a batch, for a badge class that is not archived."""
         who = current_principal()
         request_id = request_key(request, who.org_id)
-        key = _class_key(request.id_or_entity_id)
-        now = dt.datetime.now(dt.UTC)
-        batch = claim_codes.validate_claim_code_batch(
+        key = badge_classes.class_key(request.id_or_entity_id)
+        return await badge_classes.create_claim_codes(
+            self._db,
+            request_id,
+            who.org_id,
+            key,
             request.count,
             request.label,
             request.use_limit if request.HasField("use_limit") else None,
             from_ts(request, "expires_at", "expires_at"),
-            now=now,
+            _encode_codes,
         )
-        async with self._db.write() as conn:
-            first = await request_ids.claim(conn, request_id, now)
-            if first is not None:
-                return pb.CreateClaimCodesResponse.FromString(first)
-            bc = await store.get_badge_class(conn, who.org_id, key)
-            if bc.archived:
-                raise badge_classes.badge_class_archived()
-            codes = [
-                ClaimCode(
-                    code=claim_codes.new_claim_code(),
-                    badge_class_id=bc.id,
-                    label=batch.label,
-                    use_limit=batch.use_limit,
-                    uses_remaining=batch.use_limit,
-                    expires_at=batch.expires_at,
-                    created_at=now,
-                    org_id=who.org_id,
-                )
-                for _ in range(batch.count)
-            ]
-            await store.insert_claim_codes(conn, codes, claim_codes.new_claim_code)
-            reply = pb.CreateClaimCodesResponse(
-                claim_codes=[code_to_proto(c, bc.entity_id) for c in codes]
-            )
-            await request_ids.complete(conn, request_id, reply.SerializeToString())
-        return reply
 
     async def ListClaimCodes(
         self, request: pb.ListClaimCodesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListClaimCodesResponse:
         """Lists the claim codes of a badge class, oldest first, with keyset paging."""
         who = current_principal()
-        key = _class_key(request.id_or_entity_id)
-        size = paging.resolve_page_size(
-            request.page_size,
-            default=claim_codes.CLAIM_CODES_DEFAULT_PAGE_SIZE,
-            maximum=limits.CLAIM_CODES_PAGE,
+        key = badge_classes.class_key(request.id_or_entity_id)
+        page, class_entity_id = await badge_classes.list_claim_codes(
+            self._db, who.org_id, key, request.page_size, request.page_token
         )
-        async with self._db.read() as conn:
-            bc = await store.get_badge_class(conn, who.org_id, key)
-            fingerprint = paging.filter_fingerprint("badgr_claim_codes", bc.id)
-            after: int | None = None
-            if request.page_token:
-                token = paging.decode_page_token(request.page_token, fingerprint)
-                # bool is an int too; the range keeps the value within BIGINT.
-                if type(token) is not int or not 0 <= token < 2**63:
-                    raise InvalidArgument("page_token", "is not a token this service issued")
-                after = token
-            total = await store.count_claim_codes(conn, who.org_id, bc.id)
-            rows = await store.list_claim_codes(
-                conn, who.org_id, bc.id, limit=size + 1, after=after
-            )
-        rows, token_out = paging.keyset_page(rows, size, fingerprint, lambda r: r.id)
         return pb.ListClaimCodesResponse(
-            claim_codes=[code_to_proto(c, bc.entity_id) for c in rows],
-            next_page_token=token_out,
-            total_size=total,
+            claim_codes=[code_to_proto(c, class_entity_id) for c in page.items],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
         )
 
     async def DeleteClaimCode(
@@ -452,9 +360,13 @@ class BadgeClassServicer(pb_grpc.BadgeClassServiceServicer):
     ) -> empty_pb2.Empty:
         """Deletes one claim code of a badge class."""
         who = current_principal()
-        key = _class_key(request.id_or_entity_id)
-        code = claim_codes.claim_code_of(request.claim_code, "claim_code")
-        async with self._db.write() as conn:
-            bc = await store.get_badge_class(conn, who.org_id, key)
-            await store.delete_claim_code(conn, who.org_id, bc.id, code)
+        key = badge_classes.class_key(request.id_or_entity_id)
+        await badge_classes.delete_claim_code(self._db, who.org_id, key, request.claim_code)
         return empty_pb2.Empty()
+
+
+def _encode_codes(codes: list[ClaimCode], class_entity_id: str) -> bytes:
+    reply = pb.CreateClaimCodesResponse(
+        claim_codes=[code_to_proto(c, class_entity_id) for c in codes]
+    )
+    return reply.SerializeToString()

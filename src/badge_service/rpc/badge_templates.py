@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf import empty_pb2
 
 from badge_service.api.badges.v1 import badge_template_pb2 as pb
-from badge_service.api.badges.v1 import badge_template_pb2_grpc as pb_grpc
-from badge_service.domain import limits, paging
 from badge_service.domain.badge_templates import (
     DEFAULT_PUBLIC_BASE_URL,
-    PAGE_SIZE,
     PREFIX,
     Activity,
     Alignment,
@@ -31,35 +27,15 @@ from badge_service.domain.badge_templates import (
     TimeToEarn,
     TypeCategory,
     Visibility,
-    apply_state_change,
-    archive,
-    check_organization,
-    new_uuid,
-    org_slug,
-    parse_template_id,
-    template_has_badges,
-    template_in_use,
-    unarchive,
-    validate_template,
 )
-from badge_service.domain.credly_query import (
-    check_position,
-    page_url,
-    parse_filter,
-    parse_sort,
-    sort_text,
-)
-from badge_service.domain.errors import InvalidArgument, LimitExceeded
+from badge_service.domain.errors import InvalidArgument
+from badge_service.rpc import wire
 from badge_service.rpc.auth import current_principal
-from badge_service.rpc.convert import check_stored_size, merge_update, ts
+from badge_service.rpc.convert import merge_update, stored_size, ts
 from badge_service.rpc.request_ids import request_key
-from badge_service.service import request_ids
-from badge_service.store import badge_templates as store
-from badge_service.store import orgs as orgs_store
-from badge_service.store.db import Database
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
+from badge_service.service import badge_templates
+from badge_service.service.badge_templates import Owners, TemplateView
+from badge_service.service.db import Database
 
 # Every writable field of BadgeTemplate (update_mask paths must start with one of these).
 MUTABLE = frozenset(
@@ -415,204 +391,109 @@ def to_proto(
     )
 
 
-class BadgeTemplateServicer(pb_grpc.BadgeTemplateServiceServicer):
-    """Badge templates of the caller's organisation."""
+def _measure(b: BadgeTemplate, owner: Owner) -> int:
+    """The size of a template's own fields as stored (references render apart)."""
+    return stored_size(to_proto(b, owner, {}))
+
+
+def _reply(view: TemplateView) -> pb.BadgeTemplate:
+    """The message of one template, as every single-template RPC returns it."""
+    return to_proto(
+        view.template,
+        view.owner,
+        view.refs,
+        variants_issued=view.variants_issued,
+        single=True,
+        recommending=view.recommending,
+        criterion_for=view.criterion_for,
+    )
+
+
+def _encode(view: TemplateView) -> bytes:
+    return _reply(view).SerializeToString()
+
+
+class BadgeTemplateServicer:
+    """badges.v1.BadgeTemplateService: badge templates of the caller's organisation
+    (registered with ``wire.add_servicer``: CreateBadgeTemplate answers with its reply
+    serialized, which is what a retry with its request id gets)."""
 
     def __init__(self, db: Database, public_base_url: str = DEFAULT_PUBLIC_BASE_URL) -> None:
         self._db = db
-        self._base_url = public_base_url.rstrip("/")
-        # An organisation's UUID and name never change, so one read per org and process will do.
-        self._owners: dict[int, Owner] = {}
-
-    async def _owner(self, conn: AsyncConnection, organization_id: str) -> Owner:
-        """The caller's organisation, once organization_id is checked to be it."""
-        org_id = current_principal().org_id
-        owner = self._owners.get(org_id)
-        if owner is None:
-            org = await orgs_store.get_org(conn, org_id)
-            owner = Owner(org.uuid, org.name, org_slug(org.name, org.uuid), self._base_url)
-            if len(self._owners) >= 10_000:
-                self._owners.clear()
-            self._owners[org_id] = owner
-        check_organization(organization_id, owner.id)
-        return owner
-
-    async def _reply(
-        self,
-        conn: AsyncConnection,
-        b: BadgeTemplate,
-        owner: Owner,
-        *,
-        with_users: bool = False,
-    ) -> pb.BadgeTemplate:
-        """One template, as every single-template RPC returns it."""
-        refs = await store.refs(conn, b.org_id, b.referenced_ids())
-        issued = await store.variants_issue_counts(conn, b.org_id, [b.id])
-        recommending: list[TemplateRef] = []
-        criterion_for: list[TemplateRef] = []
-        if with_users:
-            # Any number of templates may name this one: the reply shows the first ones.
-            most = limits.BADGE_TEMPLATE_RELATED
-            recommending = await store.linking_templates(
-                conn, b.org_id, b.id, store.RECOMMENDS, most
-            )
-            criterion_for = await store.linking_templates(
-                conn, b.org_id, b.id, store.REQUIRES, most
-            )
-        return to_proto(
-            b,
-            owner,
-            refs,
-            variants_issued=issued.get(b.id, 0),
-            single=True,
-            recommending=recommending,
-            criterion_for=criterion_for,
-        )
-
-    async def _validate(
-        self, conn: AsyncConnection, b: BadgeTemplate, owner: Owner, *, creating: bool
-    ) -> BadgeTemplate:
-        refs = await store.refs(conn, b.org_id, b.referenced_ids())
-        edges: list[tuple[str, str]] | None = []
-        if b.requirement_ids():
-            reach = limits.BADGE_TEMPLATE_REQUIREMENT_REACH
-            edges = await store.requirement_edges(
-                conn, b.org_id, b.requirement_ids(), reach, exclude=b.id
-            )
-            if edges is None:
-                raise LimitExceeded(
-                    f"{PREFIX}.required_badge_templates",
-                    f"reaches more than {reach} templates through their own requirements",
-                    reach.name,
-                    reach,
-                )
-        variants = False if creating else await store.has_variants(conn, b.org_id, b.id)
-        b = validate_template(b, refs=refs, requirement_edges=edges or [], has_variants=variants)
-        # Its own fields as stored (references to other templates render apart, each bounded).
-        check_stored_size(to_proto(b, owner, {}), limits.BADGE_TEMPLATE_BYTES, PREFIX)
-        return b
+        self._owners = Owners(public_base_url)
 
     async def ListBadgeTemplates(
         self, request: pb.ListBadgeTemplatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListBadgeTemplatesResponse:
         """Lists templates by Credly filter and sort, by page number or page token."""
-        who = current_principal()
-        flt = parse_filter(request.filter)
-        sort = parse_sort(request.sort)
-        if request.page < 0:
-            raise InvalidArgument("page", "must be at least 1 (0 means the first page)")
-        size = paging.resolve_page_size(request.page_size, default=PAGE_SIZE, maximum=PAGE_SIZE)
-        after: list[object] | None = None
-        async with self._db.read() as conn:
-            owner = await self._owner(conn, request.organization_id)
-            fingerprint = paging.filter_fingerprint(
-                "badge_templates", owner.id, flt, sort_text(sort)
-            )
-            if request.page_token:
-                if request.page:
-                    raise InvalidArgument("page", "cannot be combined with page_token")
-                after = check_position(
-                    paging.decode_page_token(request.page_token, fingerprint), sort
-                )
-            total = await store.count_templates(conn, who.org_id, owner.id, flt)
-            metadata = pb.BadgeTemplatePageMetadata(
-                total_count=total, total_pages=-(-total // size), per=size
-            )
-            rows: list[BadgeTemplate] = []
-            if after is not None:
-                rows = await store.list_templates(
-                    conn, who.org_id, owner.id, flt, sort, limit=size + 1, after=after
-                )
-            else:
-                numbered = paging.numbered_page(request.page or None, size, total)
-                if numbered.in_range:
-                    rows = await store.list_templates(
-                        conn,
-                        who.org_id,
-                        owner.id,
-                        flt,
-                        sort,
-                        limit=size + 1,
-                        offset=numbered.offset,
-                    )
-
-                def url(page: int | None) -> str:
-                    return page_url(
-                        owner.id,
-                        page,
-                        filter_text=request.filter,
-                        sort=request.sort,
-                        per=size,
-                        default_per=PAGE_SIZE,
-                    )
-
-                metadata.current_page = numbered.page
-                metadata.previous_page_url = url(numbered.prev_page)
-                metadata.next_page_url = url(numbered.next_page)
-            rows, next_token = paging.keyset_page(
-                rows, size, fingerprint, lambda r: store.sort_values(r, sort)
-            )
-            metadata.count = len(rows)
-            ids: set[str] = set()
-            for b in rows:
-                ids |= b.referenced_ids()
-            refs = await store.refs(conn, who.org_id, ids)
-            issued = await store.variants_issue_counts(
-                conn, who.org_id, [b.id for b in rows if b.variants_allowed]
-            )
+        page = await badge_templates.list_badge_templates(
+            self._db,
+            current_principal().org_id,
+            request.organization_id,
+            filter_query=request.filter,
+            sort_query=request.sort,
+            page=request.page,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            owners=self._owners,
+        )
+        size = page.size
+        metadata = pb.BadgeTemplatePageMetadata(
+            total_count=page.total, total_pages=-(-page.total // size), per=size
+        )
+        if page.numbered is not None:
+            metadata.current_page = page.numbered.page
+            metadata.previous_page_url = page.previous_page_url
+            metadata.next_page_url = page.next_page_url
+        metadata.count = len(page.templates)
+        owner, refs, issued = page.owner, page.refs, page.variants_issued
         return pb.ListBadgeTemplatesResponse(
             badge_templates=[
-                to_proto(b, owner, refs, variants_issued=issued.get(b.id, 0)) for b in rows
+                to_proto(b, owner, refs, variants_issued=issued.get(b.id, 0))
+                for b in page.templates
             ],
             metadata=metadata,
-            next_page_token=next_token,
-            total_size=total,
+            next_page_token=page.next_page_token,
+            total_size=page.total,
         )
 
     async def GetBadgeTemplate(
         self, request: pb.GetBadgeTemplateRequest, context: grpc.aio.ServicerContext
     ) -> pb.BadgeTemplate:
         """One template with the templates recommending it and those it is a criterion for."""
-        who = current_principal()
-        async with self._db.read() as conn:
-            owner = await self._owner(conn, request.organization_id)
-            template_id = parse_template_id(request.id)
-            b = await store.get_template(conn, who.org_id, template_id)
-            return await self._reply(conn, b, owner, with_users=True)
+        view = await badge_templates.get_badge_template(
+            self._db,
+            current_principal().org_id,
+            request.organization_id,
+            request.id,
+            self._owners,
+        )
+        return _reply(view)
 
+    @wire.serialized(pb.BadgeTemplate)
     async def CreateBadgeTemplate(
         self, request: pb.CreateBadgeTemplateRequest, context: grpc.aio.ServicerContext
-    ) -> pb.BadgeTemplate:
+    ) -> bytes:
         """Creates a template (draft unless asked for active)."""
         who = current_principal()
         key = request_key(request, who.org_id)
-        now = dt.datetime.now(dt.UTC)
-        async with self._db.write() as conn:
-            owner = await self._owner(conn, request.organization_id)
-            first = await request_ids.claim(conn, key, now)
-            if first is not None:
-                return pb.BadgeTemplate.FromString(first)
-            b = from_proto(request.badge_template)
-            b.id, b.org_id = new_uuid(), who.org_id
-            b.created_at = b.updated_at = now
-            b.image_id = new_uuid() if b.image_url else ""
-            apply_state_change(b, None, now)
-            b = await self._validate(conn, b, owner, creating=True)
-            await store.insert_template(conn, b)
-            reply = await self._reply(conn, b, owner)
-            await request_ids.complete(conn, key, reply.SerializeToString())
-            return reply
+        return await badge_templates.create_badge_template(
+            self._db,
+            key,
+            who.org_id,
+            request.organization_id,
+            lambda: from_proto(request.badge_template),
+            self._owners,
+            _measure,
+            _encode,
+        )
 
     async def UpdateBadgeTemplate(
         self, request: pb.UpdateBadgeTemplateRequest, context: grpc.aio.ServicerContext
     ) -> pb.BadgeTemplate:
         """Updates the masked fields; the result must pass every create rule."""
-        who = current_principal()
-        now = dt.datetime.now(dt.UTC)
-        async with self._db.write() as conn:
-            owner = await self._owner(conn, request.organization_id)
-            template_id = parse_template_id(request.badge_template.id, f"{PREFIX}.id")
-            existing = await store.get_template(conn, who.org_id, template_id)
+
+        def merge(existing: BadgeTemplate, owner: Owner) -> BadgeTemplate:
             merged = merge_update(
                 to_proto(existing, owner, {}),
                 request.badge_template,
@@ -620,35 +501,30 @@ class BadgeTemplateServicer(pb_grpc.BadgeTemplateServiceServicer):
                 prefix=PREFIX,
                 mutable=MUTABLE,
             )
-            b = from_proto(merged)
-            b.id, b.org_id = existing.id, existing.org_id
-            b.badges_count, b.created_at = existing.badges_count, existing.created_at
-            b.state_updated_at, b.updated_at = existing.state_updated_at, now
-            # A new image gets a new id; the same URL keeps its image.
-            if b.image_url == existing.image_url:
-                b.image_id = existing.image_id
-            else:
-                b.image_id = new_uuid() if b.image_url else ""
-            apply_state_change(b, existing.state, now)
-            b = await self._validate(conn, b, owner, creating=False)
-            await store.update_template(conn, b)
-            return await self._reply(conn, b, owner)
+            return from_proto(merged)
+
+        view = await badge_templates.update_badge_template(
+            self._db,
+            current_principal().org_id,
+            request.organization_id,
+            request.badge_template.id,
+            merge,
+            self._owners,
+            _measure,
+        )
+        return _reply(view)
 
     async def DeleteBadgeTemplate(
         self, request: pb.DeleteBadgeTemplateRequest, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
         """Deletes a template no badge was issued of and no other template points at."""
-        who = current_principal()
-        async with self._db.write() as conn:
-            await self._owner(conn, request.organization_id)
-            template_id = parse_template_id(request.id)
-            existing = await store.get_template(conn, who.org_id, template_id)
-            if not existing.allow_delete:
-                raise template_has_badges(existing)
-            users = await store.users_of(conn, who.org_id, template_id)
-            if users:
-                raise template_in_use(template_id, users.as_mapping())
-            await store.delete_template(conn, who.org_id, template_id)
+        await badge_templates.delete_badge_template(
+            self._db,
+            current_principal().org_id,
+            request.organization_id,
+            request.id,
+            self._owners,
+        )
         return empty_pb2.Empty()
 
     async def ArchiveBadgeTemplate(
@@ -666,12 +542,12 @@ class BadgeTemplateServicer(pb_grpc.BadgeTemplateServiceServicer):
     async def _change_state(
         self, organization_id: str, raw_id: str, *, unarchiving: bool
     ) -> pb.BadgeTemplate:
-        who = current_principal()
-        now = dt.datetime.now(dt.UTC)
-        async with self._db.write() as conn:
-            owner = await self._owner(conn, organization_id)
-            template_id = parse_template_id(raw_id)
-            b = await store.get_template(conn, who.org_id, template_id)
-            (unarchive if unarchiving else archive)(b, now)
-            await store.save_state(conn, b)
-            return await self._reply(conn, b, owner)
+        view = await badge_templates.change_state(
+            self._db,
+            current_principal().org_id,
+            organization_id,
+            raw_id,
+            self._owners,
+            unarchiving=unarchiving,
+        )
+        return _reply(view)

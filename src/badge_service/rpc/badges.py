@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Awaitable
 from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf import empty_pb2
 
 from badge_service.api.badges.v1 import badge_pb2 as pb
-from badge_service.api.badges.v1 import badge_pb2_grpc as pb_grpc
 from badge_service.domain import limits, paging
 from badge_service.domain.badges import (
-    LIST_DEFAULT_PAGE_SIZE,
-    LIST_MAX_PAGE_SIZE,
     Badge,
     BadgeFilter,
     BadgeState,
@@ -24,21 +21,14 @@ from badge_service.domain.badges import (
     Frequency,
     FrequencyPeriod,
     Segment,
-    validate_badge,
 )
-from badge_service.domain.errors import InvalidArgument, NotFound
+from badge_service.domain.errors import InvalidArgument
 from badge_service.rpc import wire
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import dict_to_struct, from_ts, merge_update, struct_to_dict, ts
 from badge_service.rpc.request_ids import request_key
-from badge_service.service.request_ids import write_once
-from badge_service.store import badges as store
-from badge_service.store import custom_fields as fields_store
-from badge_service.store import orgs as orgs_store
-from badge_service.store.db import Database, batch_cache
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
+from badge_service.service import badges
+from badge_service.service.db import Database
 
 MUTABLE = frozenset(
     {
@@ -166,9 +156,6 @@ def to_proto(b: Badge) -> pb.Badge:
     )
 
 
-_NO_FILTER = BadgeFilter()
-
-
 def _page_url(page: int | None, size: int) -> str:
     return "" if page is None else f"/v2.1/badges?page={page}&page_size={size}"
 
@@ -185,12 +172,17 @@ def _numbered_paging(numbered: paging.NumberedPage, size: int) -> pb.Paging:
     )
 
 
+_ID = pb.Badge.ID_FIELD_NUMBER
+_BADGES = pb.ListBadgesResponse.BADGES_FIELD_NUMBER
+
+
 def _with_id(badge_id: int, message: bytes | Badge) -> bytes:
-    """The serialized Badge of a stored badge: its stored bytes behind its id (field 1, so
-    the result is what SerializeToString gives), or a legacy row's decoded badge rendered."""
+    """The serialized Badge of a stored badge: its stored bytes behind its id (the id field
+    first, so the result is what SerializeToString gives), or a legacy row's decoded badge
+    rendered."""
     if isinstance(message, Badge):
         return to_proto(message).SerializeToString()
-    return wire.varint_field(1, badge_id) + message
+    return wire.varint_field(_ID, badge_id) + message
 
 
 def _render(badge: Badge) -> bytes:
@@ -199,88 +191,49 @@ def _render(badge: Badge) -> bytes:
     return to_proto(replace(badge, id=0)).SerializeToString()
 
 
-def _validate(conn: Connection, badge: Badge, now: dt.datetime) -> Badge:
-    # Writes that share a group commit read the org's definitions once (see batch_cache).
-    cache = batch_cache(conn)
-    key = ("badge-rules", badge.org_id)
-    rules = cache.get(key) if cache is not None else None
-    if rules is None:
-        rules = (
-            fields_store.list_fields(conn, badge.org_id),
-            orgs_store.get_tag_rules(conn, badge.org_id),
-        )
-        if cache is not None:
-            cache[key] = rules
-    fields, tags = rules
-    return validate_badge(badge, now=now, custom_fields=fields, org_tags=tags)
-
-
-def _create(conn: Connection, badge: Badge, now: dt.datetime) -> bytes:
-    badge = _validate(conn, badge, now)
-    message = _render(badge)
-    store.insert_badge(conn, badge, message)
-    return _with_id(badge.id, message)
-
-
-def _update(
-    conn: Connection, request: pb.UpdateBadgeRequest, org_id: int, now: dt.datetime
-) -> bytes:
-    existing = store.get_badge(conn, org_id, request.badge.id)
-    merged = merge_update(
-        to_proto(existing),
-        request.badge,
-        request.update_mask,
-        prefix="badge",
-        mutable=MUTABLE,
-    )
-    badge = from_proto(merged, "badge")
-    badge.id, badge.org_id, badge.create_time = existing.id, org_id, existing.create_time
-    badge.update_time = now
-    badge = _validate(conn, badge, now)
-    message = _render(badge)
-    store.update_badge(conn, badge, message)
-    return _with_id(badge.id, message)
-
-
-def _list(
-    conn: Connection,
-    org_id: int,
-    flt: BadgeFilter,
+def _list_reply(
+    rows: list[tuple[int, bytes | Badge]],
+    total: int,
     size: int,
-    after: int | None,
-    page: int | None,
-) -> tuple[int, list[tuple[int, bytes | Badge]], pb.Paging]:
-    # Unfiltered, one row of the org's kept count; filtered, a count of the matches.
-    total = store.count_badges(conn, org_id, flt)
-    if after is not None:
-        rows = store.list_badge_messages(conn, org_id, flt, limit=size + 1, after_id=after)
-        return total, rows, pb.Paging(total=total, pages=-(-total // size))
-    numbered = paging.numbered_page(page, size, total)
-    rows = []
-    if numbered.in_range:
-        rows = store.list_badge_messages(conn, org_id, flt, limit=size + 1, offset=numbered.offset)
-    return total, rows, _numbered_paging(numbered, size)
+    numbered: paging.NumberedPage | None,
+    next_page_token: str,
+) -> bytes:
+    """A serialized ListBadgesResponse: each badge's stored bytes as an item of ``badges``,
+    then the other fields serialized (a message's fields may come in any order)."""
+    page_info = (
+        pb.Paging(total=total, pages=-(-total // size))
+        if numbered is None
+        else _numbered_paging(numbered, size)
+    )
+    tail = pb.ListBadgesResponse(
+        paging=page_info, next_page_token=next_page_token, total_size=total
+    ).SerializeToString()
+    return b"".join([*(wire.message_field(_BADGES, _with_id(i, m)) for i, m in rows), tail])
 
 
-class BadgeServicer(pb_grpc.BadgeServiceServicer):
-    """Badges of the caller's organisation.
+class BadgeServicer:
+    """badges.v1.BadgeService: badges of the caller's organisation.
 
-    Reads and creates answer with serialized bytes (the interceptor passes bytes through):
-    each badge's reply is stored with it, so a read sends those bytes instead of decoding the
-    row and building a message. Hence the ``type: ignore[override]`` on those methods.
+    Every method but DeleteBadge answers with serialized bytes (``wire.serialized``; the
+    servicer is registered with ``wire.add_servicer``): each badge's reply is stored with it,
+    so a read sends those bytes instead of decoding the row and building a message.
+
+    GetBadge, ListBadges and CreateBadge, the hottest calls, are plain functions that decode
+    the request and return their use case's coroutine: every call to our services passes
+    through the interceptor (rpc.interceptor), which awaits what a handler returns, so these
+    cost no coroutine of the servicer's own.
     """
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def ListBadges(  # type: ignore[override]
+    @wire.serialized(pb.ListBadgesResponse)
+    def ListBadges(
         self, request: pb.ListBadgesRequest, context: grpc.aio.ServicerContext
-    ) -> bytes:
+    ) -> Awaitable[bytes]:
         """Lists badges in id order, by CrowdTwist page number or by page token."""
         who = current_principal()
-        size = paging.resolve_page_size(
-            request.page_size, default=LIST_DEFAULT_PAGE_SIZE, maximum=LIST_MAX_PAGE_SIZE
-        )
+        size = badges.page_size(request.page_size)
         limits.check_chars(request.tag_name, limits.BADGE_TEXT_CHARS, "tag_name")
         flt = BadgeFilter(
             is_enabled=request.is_enabled if request.HasField("is_enabled") else None,
@@ -288,98 +241,52 @@ class BadgeServicer(pb_grpc.BadgeServiceServicer):
             earnable_at=from_ts(request, "earnable_at", "earnable_at"),
             displayable_at=from_ts(request, "displayable_at", "displayable_at"),
         )
-        fingerprint = paging.filter_fingerprint("badges", flt)
-        after: int | None = None
-        if request.page_token:
-            if request.HasField("page"):
-                raise InvalidArgument("page", "cannot be combined with page_token")
-            token = paging.decode_page_token(request.page_token, fingerprint)
-            # bool is an int to Python, and a key outside BIGINT fails in the database.
-            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < 2**63:
-                raise InvalidArgument("page_token", "is not a token this service issued")
-            after = token
         page = request.page if request.HasField("page") else None
-        found = await self._fast_list(who.org_id, flt, size, after, page)
-        if found is None:  # filtered, or rows from before migration 0007
-            found = await self._db.run_read(_list, who.org_id, flt, size, after, page)
-        total, rows, page_info = found
-        rows, next_token = paging.keyset_page(rows, size, fingerprint, lambda r: r[0])
-        # ListBadgesResponse.badges is field 1: the badges, then the other fields.
-        tail = pb.ListBadgesResponse(
-            paging=page_info, next_page_token=next_token, total_size=total
-        ).SerializeToString()
-        return b"".join([*(wire.message_field(1, _with_id(i, m)) for i, m in rows), tail])
-
-    async def _fast_list(
-        self, org_id: int, flt: BadgeFilter, size: int, after: int | None, page: int | None
-    ) -> tuple[int, list[tuple[int, bytes | Badge]], pb.Paging] | None:
-        """An unfiltered page from the kept count and the stored replies (Database.fetch);
-        None when the page is filtered or holds a row without stored bytes."""
-        if flt != _NO_FILTER:
-            return None
-        count = (store.COUNT, {"org_id": org_id})
-        if after is not None:
-            query = {"org_id": org_id, "after_id": after, "limit": size + 1}
-            counted, rows = await self._db.fetch(count, (store.PAGE_AFTER, query))
-            total = int(counted[0][0]) if counted else 0
-            page_info = pb.Paging(total=total, pages=-(-total // size))
-        else:
-            number = 1 if page is None else page
-            if number <= 0:  # an empty page by CrowdTwist's rules: only the count is needed
-                (counted,) = await self._db.fetch(count)
-                rows = []
-            else:
-                query = {"org_id": org_id, "limit": size + 1, "offset": (number - 1) * size}
-                counted, rows = await self._db.fetch(count, (store.PAGE_AT, query))
-            total = int(counted[0][0]) if counted else 0
-            numbered = paging.numbered_page(page, size, total)
-            if not numbered.in_range:
-                rows = []
-            page_info = _numbered_paging(numbered, size)
-        if any(message is None for _, message in rows):
-            return None
-        return total, [(int(i), message) for i, message in rows], page_info
-
-    async def GetBadge(  # type: ignore[override]
-        self, request: pb.GetBadgeRequest, context: grpc.aio.ServicerContext
-    ) -> bytes:
-        """Returns one badge."""
-        who = current_principal()
-        (rows,) = await self._db.fetch(
-            (store.GET_MESSAGE, {"badge_id": request.id, "org_id": who.org_id})
+        return badges.list_badges(
+            self._db, who.org_id, flt, size, page, request.page_token, _list_reply
         )
-        if not rows:
-            raise NotFound(store.RESOURCE, request.id)
-        message: bytes | None = rows[0][0]
-        if message is None:  # stored before migration 0007
-            badge = await self._db.run_read(store.get_badge, who.org_id, request.id)
-            return to_proto(badge).SerializeToString()
-        return _with_id(request.id, message)
 
-    async def CreateBadge(  # type: ignore[override]
+    @wire.serialized(pb.Badge)
+    def GetBadge(
+        self, request: pb.GetBadgeRequest, context: grpc.aio.ServicerContext
+    ) -> Awaitable[bytes]:
+        """Returns one badge."""
+        return badges.get_badge(self._db, current_principal().org_id, request.id, _with_id)
+
+    @wire.serialized(pb.Badge)
+    def CreateBadge(
         self, request: pb.CreateBadgeRequest, context: grpc.aio.ServicerContext
-    ) -> bytes:
+    ) -> Awaitable[bytes]:
         """Creates a badge after checking it against custom fields and org meta tags."""
         who = current_principal()
         key = request_key(request, who.org_id)
         badge = from_proto(request.badge, "badge")
-        now = dt.datetime.now(dt.UTC)
-        badge.org_id = who.org_id
-        badge.create_time = badge.update_time = now
-        return await write_once(self._db, key, now, _create, (badge, now), bytes)
+        return badges.create_badge(self._db, key, who.org_id, badge, _render, _with_id)
 
-    async def UpdateBadge(  # type: ignore[override]
+    @wire.serialized(pb.Badge)
+    async def UpdateBadge(
         self, request: pb.UpdateBadgeRequest, context: grpc.aio.ServicerContext
     ) -> bytes:
         """Updates the masked fields; the result must pass every create rule."""
-        who = current_principal()
-        now = dt.datetime.now(dt.UTC)
-        return await self._db.run_write(_update, request, who.org_id, now)
+
+        def merge(existing: Badge) -> Badge:
+            merged = merge_update(
+                to_proto(existing),
+                request.badge,
+                request.update_mask,
+                prefix="badge",
+                mutable=MUTABLE,
+            )
+            return from_proto(merged, "badge")
+
+        org_id = current_principal().org_id
+        return await badges.update_badge(
+            self._db, org_id, request.badge.id, merge, _render, _with_id
+        )
 
     async def DeleteBadge(
         self, request: pb.DeleteBadgeRequest, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
         """Deletes a badge."""
-        who = current_principal()
-        await self._db.run_write(store.delete_badge, who.org_id, request.id)
+        await badges.delete_badge(self._db, current_principal().org_id, request.id)
         return empty_pb2.Empty()

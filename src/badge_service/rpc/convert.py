@@ -131,12 +131,6 @@ def stored_size(msg: Message) -> int:
     return size
 
 
-def check_stored_size(msg: Message, limit: limits.Limit, where: str) -> None:
-    """LIMIT_EXCEEDED unless a resource, as stored and returned (see stored_size), fits its
-    limit, so that a full page of them fits in a reply."""
-    limits.check_bytes(stored_size(msg), limit, where, "as stored")
-
-
 def dict_to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
     """Plain JSON values as a Struct."""
     out = struct_pb2.Struct()

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import grpc
 from google.protobuf import empty_pb2
 
 from badge_service.api.badges.v1 import custom_field_pb2 as pb
-from badge_service.api.badges.v1 import custom_field_pb2_grpc as pb_grpc
-from badge_service.domain import limits, paging
-from badge_service.domain.custom_fields import (
-    CODE_DATA_TYPE_REQUIRED,
-    CustomField,
-    check_org_fields,
-    validate_custom_field,
-)
+from badge_service.domain.custom_fields import CODE_DATA_TYPE_REQUIRED, CustomField
 from badge_service.domain.errors import InvalidArgument
-from badge_service.domain.ids import is_hex_id, new_hex_id
+from badge_service.rpc import wire
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import data_type, data_type_proto, iso, merge_update, ts
 from badge_service.rpc.request_ids import request_key
-from badge_service.service import request_ids
-from badge_service.store import custom_fields as store
-from badge_service.store import orgs as orgs_store
-from badge_service.store.db import Database
+from badge_service.service import custom_fields
+from badge_service.service.db import Database
 
 MUTABLE = frozenset({"name", "is_mandatory", "default_value", "is_active", "data_type"})
-LIST_DEFAULT = 50
 
 
 def from_proto(msg: pb.CustomField, prefix: str) -> CustomField:
@@ -68,68 +56,49 @@ def to_proto(field: CustomField) -> pb.CustomField:
     )
 
 
-class CustomFieldServicer(pb_grpc.CustomFieldServiceServicer):
-    """Custom fields of the caller's organisation."""
+def _encode(field: CustomField) -> bytes:
+    return to_proto(field).SerializeToString()
+
+
+class CustomFieldServicer:
+    """badges.v1.CustomFieldService: custom fields of the caller's organisation (registered
+    with ``wire.add_servicer``: CreateCustomField answers with its reply serialized, which is
+    what a retry with its request id gets)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    @wire.serialized(pb.CustomField)
     async def CreateCustomField(
         self, request: pb.CreateCustomFieldRequest, context: grpc.aio.ServicerContext
-    ) -> pb.CustomField:
+    ) -> bytes:
         """Creates a field; 740/741/742/744 as Capillary; RESOURCE_EXHAUSTED past the org's
         quotas (fields, defaults)."""
         who = current_principal()
         key = request_key(request, who.org_id)
-        field = validate_custom_field(from_proto(request.custom_field, "custom_field"))
-        now = dt.datetime.now(dt.UTC)
-        field.id = new_hex_id()
-        field.org_id = who.org_id
-        field.created_on = field.last_updated_on = now
-        field.created_by = field.last_updated_by = who.key_id
-        async with self._db.write() as conn:
-            first = await request_ids.claim(conn, key, now)
-            if first is not None:
-                return pb.CustomField.FromString(first)
-            await orgs_store.lock_org(conn, who.org_id)
-            fields = await conn.run_sync(store.list_fields, who.org_id)
-            check_org_fields([*fields, field])
-            await store.insert_field(conn, field)
-            reply = to_proto(field)
-            await request_ids.complete(conn, key, reply.SerializeToString())
-        return reply
+        field = from_proto(request.custom_field, "custom_field")
+        return await custom_fields.create_custom_field(
+            self._db, key, who.org_id, who.key_id, field, _encode
+        )
 
     async def GetCustomField(
         self, request: pb.GetCustomFieldRequest, context: grpc.aio.ServicerContext
     ) -> pb.CustomField:
         """Returns one field."""
-        who = current_principal()
-        async with self._db.read(snapshot=False) as conn:  # one SELECT
-            field = await store.get_field(conn, who.org_id, request.id)
-        return to_proto(field)
+        org_id = current_principal().org_id
+        return to_proto(await custom_fields.get_custom_field(self._db, org_id, request.id))
 
     async def ListCustomFields(
         self, request: pb.ListCustomFieldsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListCustomFieldsResponse:
         """Lists fields oldest first, with keyset paging."""
-        who = current_principal()
-        size = paging.resolve_page_size(
-            request.page_size, default=LIST_DEFAULT, maximum=limits.CUSTOM_FIELDS_PAGE
+        page = await custom_fields.list_custom_fields(
+            self._db, current_principal().org_id, request.page_size, request.page_token
         )
-        fingerprint = paging.filter_fingerprint("custom_fields")
-        after: str | None = None
-        if request.page_token:
-            token = paging.decode_page_token(request.page_token, fingerprint)
-            # Tokens are not signed: anything but an id we issue could reach the database.
-            if not isinstance(token, str) or not is_hex_id(token):
-                raise InvalidArgument("page_token", "is not a token this service issued")
-            after = token
-        async with self._db.read() as conn:
-            total = await store.count_fields(conn, who.org_id)
-            fields = await conn.run_sync(store.list_fields, who.org_id, after=after, limit=size + 1)
-        fields, token = paging.keyset_page(fields, size, fingerprint, lambda r: r.id)
         return pb.ListCustomFieldsResponse(
-            custom_fields=[to_proto(f) for f in fields], next_page_token=token, total_size=total
+            custom_fields=[to_proto(f) for f in page.items],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
         )
 
     async def UpdateCustomField(
@@ -137,8 +106,8 @@ class CustomFieldServicer(pb_grpc.CustomFieldServiceServicer):
     ) -> pb.CustomField:
         """Updates the masked fields; the result must pass every create rule."""
         who = current_principal()
-        async with self._db.write() as conn:
-            existing = await store.get_field(conn, who.org_id, request.custom_field.id)
+
+        def merge(existing: CustomField) -> CustomField:
             merged = merge_update(
                 to_proto(existing),
                 request.custom_field,
@@ -146,22 +115,16 @@ class CustomFieldServicer(pb_grpc.CustomFieldServiceServicer):
                 prefix="custom_field",
                 mutable=MUTABLE,
             )
-            field = validate_custom_field(from_proto(merged, "custom_field"))
-            field.id, field.org_id = existing.id, existing.org_id
-            field.created_on, field.created_by = existing.created_on, existing.created_by
-            field.last_updated_on = dt.datetime.now(dt.UTC)
-            field.last_updated_by = who.key_id
-            await orgs_store.lock_org(conn, who.org_id)
-            fields = await conn.run_sync(store.list_fields, who.org_id)
-            check_org_fields([field if f.id == field.id else f for f in fields])
-            await store.update_field(conn, field)
+            return from_proto(merged, "custom_field")
+
+        field = await custom_fields.update_custom_field(
+            self._db, who.org_id, who.key_id, request.custom_field.id, merge
+        )
         return to_proto(field)
 
     async def DeleteCustomField(
         self, request: pb.DeleteCustomFieldRequest, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
         """Deletes a field."""
-        who = current_principal()
-        async with self._db.write() as conn:
-            await store.delete_field(conn, who.org_id, request.id)
+        await custom_fields.delete_custom_field(self._db, current_principal().org_id, request.id)
         return empty_pb2.Empty()

@@ -6,7 +6,6 @@ openBadgeId, ref), the view enum, and struct conversion that refuses what JSON c
 
 from __future__ import annotations
 
-import datetime as dt
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -15,11 +14,13 @@ from google.protobuf import empty_pb2, struct_pb2
 from google.protobuf.message import Message
 
 from badge_service.api.badges.v1 import issuer_pb2 as pb
-from badge_service.api.badges.v1 import issuer_pb2_grpc as pb_grpc
-from badge_service.domain import fields, ids, issuers, limits, lookups, openbadges, paging
+from badge_service.domain import limits
 from badge_service.domain.errors import InvalidArgument
-from badge_service.domain.ids import is_hex_id, new_hex_id
+from badge_service.domain.fields import check_json_object
 from badge_service.domain.issuers import (
+    ENTITY_TYPE_ISSUER,
+    ENTITY_TYPE_USER,
+    ISSUER,
     Issuer,
     IssuerPreferences,
     PropertyChoice,
@@ -32,19 +33,24 @@ from badge_service.domain.issuers import (
     UserEmail,
     UserProfile,
 )
-from badge_service.domain.lookups import Key
-from badge_service.rpc.auth import current_principal
-from badge_service.rpc.convert import (
-    check_stored_size,
-    dict_to_struct,
-    merge_update,
-    struct_to_dict,
-    ts,
+from badge_service.domain.lookups import (
+    Key,
+    key_of_id_or_entity_id,
+    key_of_open_badge_id_base64,
+    key_of_ref,
 )
+from badge_service.domain.openbadges import (
+    ISSUERS_PATH,
+    normalize_base_url,
+    open_badge_id,
+    open_badges_issuer,
+)
+from badge_service.rpc import wire
+from badge_service.rpc.auth import current_principal
+from badge_service.rpc.convert import dict_to_struct, merge_update, stored_size, struct_to_dict, ts
 from badge_service.rpc.request_ids import request_key
-from badge_service.service import request_ids
-from badge_service.store import badgr as store
-from badge_service.store.db import Database
+from badge_service.service import issuers
+from badge_service.service.db import Database
 
 MUTABLE = frozenset(
     {
@@ -108,7 +114,7 @@ def wants_open_badges(view: int) -> bool:
 def struct_of(msg: struct_pb2.Struct, where: str) -> dict[str, Any]:
     """A Struct as plain JSON values, checked for storage (no NUL, finite numbers, size)."""
     value = struct_to_dict(msg, where, limits.BADGR_EXTENSIONS_BYTES)
-    fields.check_json_object(value, where, limits.BADGR_EXTENSIONS_BYTES)
+    check_json_object(value, where, limits.BADGR_EXTENSIONS_BYTES)
     return value
 
 
@@ -124,38 +130,28 @@ def lookup_key(
         )
     value: str = getattr(request, which)
     if which == "id_or_entity_id":
-        return lookups.key_of_id_or_entity_id(value, which, resource)
+        return key_of_id_or_entity_id(value, which, resource)
     if which == base64_field:
-        return lookups.key_of_open_badge_id_base64(
+        return key_of_open_badge_id_base64(
             value, which, base_url=base_url, kind=kind, resource=resource
         )
-    return lookups.key_of_ref(value, which, base_url=base_url, kind=kind, resource=resource)
+    return key_of_ref(value, which, base_url=base_url, kind=kind, resource=resource)
 
 
 def resource_key(id_value: str, entity_id: str, prefix: str, resource: str) -> Key:
     """The key of an Update request: the resource's `id`, or its `entity_id` when id is
     empty."""
     if id_value:
-        return lookups.key_of_id_or_entity_id(id_value, f"{prefix}.id", resource)
+        return key_of_id_or_entity_id(id_value, f"{prefix}.id", resource)
     if entity_id:
-        return lookups.key_of_id_or_entity_id(entity_id, f"{prefix}.entity_id", resource)
+        return key_of_id_or_entity_id(entity_id, f"{prefix}.entity_id", resource)
     raise InvalidArgument(f"{prefix}.id", "is required (or entity_id)")
-
-
-def after_hex_id(token: str, fingerprint: str) -> str | None:
-    """The 24-hex id a page token resumes after (None without a token)."""
-    if not token:
-        return None
-    after = paging.decode_page_token(token, fingerprint)
-    if not isinstance(after, str) or not is_hex_id(after):
-        raise InvalidArgument("page_token", "is not a token this service issued")
-    return after
 
 
 def base_url_of(value: str) -> str:
     """The configured public base URL, normalised; refuses to start with a bad one."""
     try:
-        return openbadges.normalize_base_url(value)
+        return normalize_base_url(value)
     except ValueError as exc:
         raise SystemExit(f"error: public base URL: {exc}") from None
 
@@ -238,7 +234,7 @@ def to_proto(i: Issuer, base_url: str) -> pb.Issuer:
         if p is not None:
             member.user_profile.CopyFrom(
                 pb.BadgeUserProfile(
-                    entity_type=issuers.ENTITY_TYPE_USER,
+                    entity_type=ENTITY_TYPE_USER,
                     entity_id=p.entity_id,
                     first_name=p.first_name,
                     last_name=p.last_name,
@@ -258,9 +254,9 @@ def to_proto(i: Issuer, base_url: str) -> pb.Issuer:
     prefs = i.preferences
     return pb.Issuer(
         id=i.id,
-        entity_type=issuers.ENTITY_TYPE_ISSUER,
+        entity_type=ENTITY_TYPE_ISSUER,
         entity_id=i.entity_id,
-        open_badge_id=openbadges.open_badge_id(base_url, openbadges.ISSUERS_PATH, i.entity_id),
+        open_badge_id=open_badge_id(base_url, ISSUERS_PATH, i.entity_id),
         created_at=ts(i.created_at),
         name=i.name,
         image=i.image,
@@ -305,8 +301,10 @@ def to_proto(i: Issuer, base_url: str) -> pb.Issuer:
     )
 
 
-class IssuerServicer(pb_grpc.IssuerServiceServicer):
-    """Badgr issuers of the caller's organisation."""
+class IssuerServicer:
+    """badges.v1.IssuerService: Badgr issuers of the caller's organisation (registered with
+    ``wire.add_servicer``: CreateIssuer answers with its reply serialized, which is what a
+    retry with its request id gets)."""
 
     def __init__(self, db: Database, public_base_url: str) -> None:
         self._db = db
@@ -317,30 +315,27 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
             request,
             "issuer_open_badge_id_base64",
             base_url=self._base,
-            kind=openbadges.ISSUERS_PATH,
-            resource=issuers.ISSUER,
+            kind=ISSUERS_PATH,
+            resource=ISSUER,
         )
+
+    def _measure(self, issuer: Issuer) -> int:
+        return stored_size(to_proto(issuer, self._base))
+
+    def _encode(self, issuer: Issuer) -> bytes:
+        return to_proto(issuer, self._base).SerializeToString()
 
     async def ListIssuers(
         self, request: pb.ListIssuersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListIssuersResponse:
         """Lists issuers oldest first, with keyset paging."""
-        who = current_principal()
-        size = paging.resolve_page_size(
-            request.page_size,
-            default=limits.ISSUERS_PAGE,
-            maximum=limits.ISSUERS_PAGE,
+        page = await issuers.list_issuers(
+            self._db, current_principal().org_id, request.page_size, request.page_token
         )
-        fingerprint = paging.filter_fingerprint("badgr_issuers")
-        after = after_hex_id(request.page_token, fingerprint)
-        async with self._db.read() as conn:
-            total = await store.count_issuers(conn, who.org_id)
-            rows = await store.list_issuers(conn, who.org_id, limit=size + 1, after=after)
-        rows, token = paging.keyset_page(rows, size, fingerprint, lambda r: r.id)
         return pb.ListIssuersResponse(
-            issuers=[to_proto(i, self._base) for i in rows],
-            next_page_token=token,
-            total_size=total,
+            issuers=[to_proto(i, self._base) for i in page.items],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
         )
 
     async def GetIssuer(
@@ -350,44 +345,32 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
         who = current_principal()
         key = self._key(request)
         ob2 = wants_open_badges(request.view)
-        async with self._db.read() as conn:
-            issuer = await store.get_issuer(conn, who.org_id, key)
+        issuer = await issuers.get_issuer(self._db, who.org_id, key)
         out = to_proto(issuer, self._base)
         if ob2:
-            out.open_badge.CopyFrom(
-                dict_to_struct(openbadges.open_badges_issuer(issuer, self._base))
-            )
+            out.open_badge.CopyFrom(dict_to_struct(open_badges_issuer(issuer, self._base)))
         return out
 
+    @wire.serialized(pb.Issuer)
     async def CreateIssuer(
         self, request: pb.CreateIssuerRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Issuer:
+    ) -> bytes:
         """Creates an issuer."""
         who = current_principal()
         key = request_key(request, who.org_id)
-        issuer = issuers.validate_issuer(from_proto(request.issuer, "issuer"))
-        now = dt.datetime.now(dt.UTC)
-        issuer.id, issuer.entity_id = new_hex_id(), ids.new_entity_id()
-        issuer.org_id, issuer.created_by = who.org_id, str(who.key_id)
-        issuer.created_at = issuer.updated_at = now
-        out = to_proto(issuer, self._base)
-        check_stored_size(out, limits.ISSUER_BYTES, "issuer")
-        async with self._db.write() as conn:
-            first = await request_ids.claim(conn, key, now)
-            if first is not None:
-                return pb.Issuer.FromString(first)
-            await store.insert_issuer(conn, issuer)
-            await request_ids.complete(conn, key, out.SerializeToString())
-        return out
+        issuer = from_proto(request.issuer, "issuer")
+        return await issuers.create_issuer(
+            self._db, key, who.org_id, who.key_id, issuer, self._measure, self._encode
+        )
 
     async def UpdateIssuer(
         self, request: pb.UpdateIssuerRequest, context: grpc.aio.ServicerContext
     ) -> pb.Issuer:
         """Updates the masked fields; the result must pass every create rule."""
         who = current_principal()
-        key = resource_key(request.issuer.id, request.issuer.entity_id, "issuer", issuers.ISSUER)
-        async with self._db.write() as conn:
-            existing = await store.get_issuer(conn, who.org_id, key)
+        key = resource_key(request.issuer.id, request.issuer.entity_id, "issuer", ISSUER)
+
+        def merge(existing: Issuer) -> Issuer:
             merged = merge_update(
                 to_proto(existing, self._base),
                 request.issuer,
@@ -395,18 +378,10 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
                 prefix="issuer",
                 mutable=MUTABLE,
             )
-            issuer = issuers.validate_issuer(from_proto(merged, "issuer"))
-            issuer.id, issuer.entity_id, issuer.org_id = (
-                existing.id,
-                existing.entity_id,
-                existing.org_id,
-            )
-            issuer.created_by, issuer.created_at = existing.created_by, existing.created_at
-            issuer.updated_at = dt.datetime.now(dt.UTC)
-            out = to_proto(issuer, self._base)
-            check_stored_size(out, limits.ISSUER_BYTES, "issuer")
-            await store.update_issuer(conn, issuer)
-        return out
+            return from_proto(merged, "issuer")
+
+        issuer = await issuers.update_issuer(self._db, who.org_id, key, merge, self._measure)
+        return to_proto(issuer, self._base)
 
     async def DeleteIssuer(
         self, request: pb.DeleteIssuerRequest, context: grpc.aio.ServicerContext
@@ -414,6 +389,5 @@ class IssuerServicer(pb_grpc.IssuerServiceServicer):
         """Deletes an issuer; with badge classes only when the caller asks to cascade."""
         who = current_principal()
         key = self._key(request)
-        async with self._db.write() as conn:
-            await store.delete_issuer(conn, who.org_id, key, cascade=request.cascade)
+        await issuers.delete_issuer(self._db, who.org_id, key, cascade=request.cascade)
         return empty_pb2.Empty()

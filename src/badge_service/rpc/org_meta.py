@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import grpc
 
 from badge_service.api.badges.v1 import org_meta_pb2 as pb
 from badge_service.api.badges.v1 import org_meta_pb2_grpc as pb_grpc
 from badge_service.domain.errors import InvalidArgument
-from badge_service.domain.org_meta import OrgMeta, OrgMetaTag, validate_tags
+from badge_service.domain.org_meta import OrgMeta, OrgMetaTag
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.convert import data_type, data_type_proto, merge_update, ts
-from badge_service.store import orgs as store
-from badge_service.store.db import Database
+from badge_service.service import org_meta
+from badge_service.service.db import Database
 
 MUTABLE = frozenset({"tags"})
 
@@ -60,18 +58,15 @@ class OrgMetaServicer(pb_grpc.OrgMetaServiceServicer):
         self, request: pb.GetOrgMetaRequest, context: grpc.aio.ServicerContext
     ) -> pb.OrgMeta:
         """Returns the org meta."""
-        who = current_principal()
-        async with self._db.read(snapshot=False) as conn:  # one SELECT
-            meta = await conn.run_sync(store.get_org_meta, who.org_id)
-        return to_proto(meta)
+        return to_proto(await org_meta.get_org_meta(self._db, current_principal().org_id))
 
     async def UpdateOrgMeta(
         self, request: pb.UpdateOrgMetaRequest, context: grpc.aio.ServicerContext
     ) -> pb.OrgMeta:
         """Replaces the tags; keys unique, data types required."""
         who = current_principal()
-        async with self._db.write() as conn:
-            existing = await conn.run_sync(store.get_org_meta, who.org_id)
+
+        def merge(existing: OrgMeta) -> list[OrgMetaTag]:
             merged = merge_update(
                 to_proto(existing),
                 request.org_meta,
@@ -79,11 +74,6 @@ class OrgMetaServicer(pb_grpc.OrgMetaServiceServicer):
                 prefix="org_meta",
                 mutable=MUTABLE,
             )
-            tags = tags_from_proto(merged, "org_meta")
-            validate_tags(tags)
-            now = dt.datetime.now(dt.UTC)
-            await store.save_org_meta_tags(conn, who.org_id, tags, who.key_id, now)
-            existing.tags = tags
-            existing.last_updated_on = now
-            existing.last_updated_by = who.key_id
-        return to_proto(existing)
+            return tags_from_proto(merged, "org_meta")
+
+        return to_proto(await org_meta.update_org_meta(self._db, who.org_id, who.key_id, merge))
