@@ -53,6 +53,7 @@ lint: dev
 	$(BIN)/ruff check src tests tools bench
 	$(BIN)/ruff format --check src tests tools bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BUF) lint
 
 fmt: $(DEV_STAMP)

@@ -28,7 +28,6 @@ from grpc_reflection.v1alpha import reflection
 from badge_service import metrics
 from badge_service.api.badges.v1 import (
     award_pb2,
-    award_pb2_grpc,
     badge_class_pb2,
     badge_pb2,
     badge_template_pb2,
@@ -343,8 +342,10 @@ async def _start(
         badge_template_pb2.DESCRIPTOR.services_by_name["BadgeTemplateService"],
         BadgeTemplateServicer(db, settings.public_base_url),
     )
-    award_pb2_grpc.add_AwardServiceServicer_to_server(
-        AwardServicer(db, settings.public_base_url, WatchLimits.of(settings)), server
+    wire.add_servicer(
+        server,
+        award_pb2.DESCRIPTOR.services_by_name["AwardService"],
+        AwardServicer(db, settings.public_base_url, WatchLimits.of(settings)),
     )
     health = Health()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

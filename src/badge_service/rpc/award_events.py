@@ -29,6 +29,7 @@ from badge_service.api.badges.v1 import award_pb2 as pb
 from badge_service.domain.badges import BadgeStateType
 from badge_service.domain.errors import InvalidArgument
 from badge_service.logs import request_id
+from badge_service.rpc import wire
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.award_messages import required_recipient, state_to_proto
 from badge_service.rpc.interceptor import REQUEST_ID
@@ -85,6 +86,7 @@ class AwardEventsMixin:
             total_size=page.total,
         )
 
+    @wire.serialized(pb.AwardEvent)
     async def WatchAwards(
         self, request: pb.WatchAwardsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:

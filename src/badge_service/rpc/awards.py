@@ -14,10 +14,10 @@ import datetime as dt
 import grpc
 
 from badge_service.api.badges.v1 import award_pb2 as pb
-from badge_service.api.badges.v1 import award_pb2_grpc as pb_grpc
 from badge_service.domain import limits
 from badge_service.domain.awards import Award, AwardKind
 from badge_service.domain.errors import DomainError, InvalidArgument
+from badge_service.rpc import wire
 from badge_service.rpc.auth import current_principal
 from badge_service.rpc.award_events import AwardEventsMixin
 from badge_service.rpc.award_messages import (
@@ -35,14 +35,13 @@ from badge_service.service import Database, award_events, awards
 from badge_service.service.watch import WatchLimits
 
 
-# misc: WatchAwards (of AwardEventsMixin) yields serialized events, not messages.
-class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardServiceServicer):  # type: ignore[misc]
-    """Awards of the caller's organisation.
+class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin):
+    """Awards of the caller's organisation (registered by ``rpc.wire.add_servicer``).
 
-    The create, list and revoke RPCs answer with serialized bytes (the interceptor passes bytes
-    through): each award's reply is stored with it (migration 0008), and a reply is those bytes
-    plus the fields that change. Hence the ``type: ignore[override]`` on those methods, and
-    WatchAwards yields the bytes the watch hub serialized once for every stream.
+    The create, list and revoke RPCs answer with serialized bytes (``wire.serialized``): each
+    award's reply is stored with it (migration 0008), and a reply is those bytes plus the
+    fields that change; WatchAwards yields the bytes the watch hub serialized once for every
+    stream.
     """
 
     def __init__(
@@ -55,7 +54,8 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
 
     # --- creating ----------------------------------------------------------------------------
 
-    async def CreateAward(  # type: ignore[override]
+    @wire.serialized(pb.Award)
+    async def CreateAward(
         self, request: pb.CreateAwardRequest, context: grpc.aio.ServicerContext
     ) -> bytes:
         """Awards a definition to a recipient, or says which rule refused it."""
@@ -67,7 +67,8 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
             self._db, self._replies, key, who.org_id, who.key_id, award, now
         )
 
-    async def BatchCreateAwards(  # type: ignore[override]
+    @wire.serialized(pb.BatchCreateAwardsResponse)
+    async def BatchCreateAwards(
         self, request: pb.BatchCreateAwardsRequest, context: grpc.aio.ServicerContext
     ) -> bytes:
         """Awards every request that passes its rules, in one transaction; one result per
@@ -97,7 +98,8 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
             self._db, self._replies, key, who.org_id, who.key_id, items, prefixes, now
         )
 
-    async def RedeemClaimCode(  # type: ignore[override]
+    @wire.serialized(pb.Award)
+    async def RedeemClaimCode(
         self, request: pb.RedeemClaimCodeRequest, context: grpc.aio.ServicerContext
     ) -> bytes:
         """Takes one use of a claim code and awards its badge class, both or neither."""
@@ -148,7 +150,8 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
             out.open_badge.CopyFrom(dict_to_struct(found.assertion))
         return out
 
-    async def ListAwards(  # type: ignore[override]
+    @wire.serialized(pb.ListAwardsResponse)
+    async def ListAwards(
         self, request: pb.ListAwardsRequest, context: grpc.aio.ServicerContext
     ) -> bytes:
         """Awards of one definition or one recipient, oldest first, by page token."""
@@ -175,7 +178,8 @@ class AwardServicer(AwardEventsMixin, AwardOpenBadgesMixin, pb_grpc.AwardService
 
     # --- revoking ------------------------------------------------------------------------------
 
-    async def RevokeAward(  # type: ignore[override]
+    @wire.serialized(pb.Award)
+    async def RevokeAward(
         self, request: pb.RevokeAwardRequest, context: grpc.aio.ServicerContext
     ) -> bytes:
         """Revokes an award with a reason; it stays readable, marked revoked. Its Credly

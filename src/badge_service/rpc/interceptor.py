@@ -93,18 +93,6 @@ def _checked(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return parse
 
 
-def _passing_bytes(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
-    """Wraps a reply serializer so that a servicer may answer with bytes it serialized (or
-    stored) itself; they are sent as they are."""
-    if serializer is None:
-        return None
-
-    def serialize(reply: Any) -> bytes:
-        return reply if reply.__class__ is bytes else serializer(reply)
-
-    return serialize
-
-
 def nul_field(msg: Message, prefix: str = "") -> str | None:
     """The path of the first string in ``msg`` (keys of Structs and maps included) that holds
     a NUL character, or None."""
@@ -310,7 +298,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 request_deserializer=_checked(handler.request_deserializer)
                 if handler.unary_unary
                 else handler.request_deserializer,
-                response_serializer=_passing_bytes(handler.response_serializer),
+                response_serializer=handler.response_serializer,
             )
 
         inner_stream = handler.unary_stream or handler.stream_stream
@@ -322,7 +310,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         # a finally block that touches the context there (peer(), abort()) crashes the
         # process. Here every step, the servicer's generator closed included, runs inside the
         # call's task while the call is still alive. (grpc/grpc#42295 describes the same gap.)
-        # A stream may also be ended from outside by cancelling this task (rpc.watch drops a
+        # A stream may also be ended from outside by cancelling this task (service.watch drops a
         # watcher blocked in a write so): the generator, closed here, raises its own error.
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> None:
             outcome = _Outcome()
@@ -352,7 +340,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=_checked(handler.request_deserializer)
             if handler.unary_stream
             else handler.request_deserializer,
-            response_serializer=_passing_bytes(handler.response_serializer),
+            response_serializer=handler.response_serializer,
         )
 
     def _admit_known(

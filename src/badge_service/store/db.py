@@ -739,9 +739,9 @@ _BATCH_CACHE = "badge_service.batch_cache"
 # What each kind of batch_cache entry (the first item of its key) is read from. An entry is
 # served only while no write of the batch has touched one of its tables.
 BATCH_READS: dict[str, frozenset[str]] = {
-    # rpc/awards.py _Definitions.fields: store.custom_fields.list_fields.
+    # service/awards.py _Definitions.fields: store.custom_fields.list_fields.
     "award-custom-fields": frozenset({"custom_fields"}),
-    # rpc/badges.py _validate: list_fields and store.orgs.get_tag_rules.
+    # service/badges.py: list_fields and store.orgs.get_tag_rules.
     "badge-rules": frozenset({"custom_fields", "org_meta"}),
 }
 

@@ -9,7 +9,7 @@ sequence order, and a reader that asks for "sequence > last seen" never skips on
 serialises every write.) Callers append as the last statement of their transaction so that
 the lock is held only for the commit.
 
-Waking: this process's watch hub (``rpc.watch``) listens to the engine's :class:`EventBell`.
+Waking: this process's watch hub (``service.watch``) listens to the engine's :class:`EventBell`.
 ``append`` marks the pooled connection with the org it appended for; when the connection goes
 back to the pool (after the commit or rollback) the pool's ``checkin`` event rings the bell with
 those orgs. On SQLite, ``Database.run_write`` commits through a second engine
