@@ -19,8 +19,8 @@ from sqlalchemy import update
 
 from badge_service.api.badges.v1 import badge_template_pb2 as pb
 from badge_service.api.badges.v1 import badge_template_pb2_grpc as pb_grpc
-from badge_service.domain.badge_templates import Aborted, BadgeTemplate, TemplateState
-from badge_service.domain.errors import FailedPrecondition
+from badge_service.domain.badge_templates import BadgeTemplate, TemplateState
+from badge_service.domain.errors import Aborted, FailedPrecondition
 from badge_service.store import badge_templates as store
 from badge_service.store.models import badge_templates
 from tests.support import Backend, Client, Org, Over, expect_error, reason_for

@@ -17,8 +17,8 @@ from enum import StrEnum
 
 from badge_service.domain import limits
 from badge_service.domain.errors import (
+    Aborted,
     AlreadyExists,
-    DomainError,
     FailedPrecondition,
     InvalidArgument,
     LimitExceeded,
@@ -44,7 +44,7 @@ DEFAULT_PUBLIC_BASE_URL = "http://localhost:50051"
 # \Z, not $: $ also matches before a trailing newline.
 _UUID = re.compile(r"^[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\Z")
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*\Z")
-_UTC_MIDNIGHT = dt.time(tzinfo=dt.UTC)
+UTC_MIDNIGHT = dt.time(tzinfo=dt.UTC)
 
 
 class TemplateState(StrEnum):
@@ -234,7 +234,7 @@ class BadgeTemplate:
         if self.default_expires_at_type is not ExpiryType.DATE or not self.default_expires_at_date:
             return None
         return dt.datetime.combine(
-            dt.date.fromisoformat(self.default_expires_at_date), _UTC_MIDNIGHT
+            dt.date.fromisoformat(self.default_expires_at_date), UTC_MIDNIGHT
         )
 
     @property
@@ -290,12 +290,6 @@ def check_organization(given: str, caller_uuid: str) -> None:
 
 
 # -- errors -----------------------------------------------------------------------------------
-
-
-class Aborted(DomainError):
-    """A concurrent change got in the way; the call can be retried (ABORTED)."""
-
-    code = "ABORTED"
 
 
 def referenced_template_gone() -> Aborted:

@@ -13,7 +13,7 @@ from enum import StrEnum
 from urllib.parse import quote, urlencode
 
 from badge_service.domain import limits
-from badge_service.domain.badge_templates import TemplateState
+from badge_service.domain.badge_templates import UTC_MIDNIGHT, TemplateState
 from badge_service.domain.errors import InvalidArgument
 from badge_service.domain.fields import is_date_text
 
@@ -21,8 +21,6 @@ FILTER_FIELD = "filter"
 SORT_FIELD = "sort"
 # limits.CREDLY_*: bounds that keep one request's SQL small (bind parameters, LIKE patterns)
 # on both databases.
-
-_UTC_MIDNIGHT = dt.time(tzinfo=dt.UTC)
 
 
 class SortKey(StrEnum):
@@ -178,7 +176,7 @@ def _parse_date(key: str, value: str) -> dt.date:
 def _start(day: object) -> dt.datetime | None:
     if not isinstance(day, dt.date):
         return None
-    return dt.datetime.combine(day, _UTC_MIDNIGHT)
+    return dt.datetime.combine(day, UTC_MIDNIGHT)
 
 
 def _after(day: object) -> dt.datetime | None:
@@ -186,7 +184,7 @@ def _after(day: object) -> dt.datetime | None:
     # next day, so it bounds nothing.
     if not isinstance(day, dt.date) or day == dt.date.max:
         return None
-    return dt.datetime.combine(day + dt.timedelta(days=1), _UTC_MIDNIGHT)
+    return dt.datetime.combine(day + dt.timedelta(days=1), UTC_MIDNIGHT)
 
 
 def _build(v: dict[str, object]) -> TemplateFilter:
