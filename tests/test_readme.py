@@ -199,6 +199,7 @@ async def test_readme_grpcurl_examples(tmp_path: Path) -> None:
         "email": "contact@example.com",
         "url": "https://example.com",
         "description": "This is the faculty of the Credentials University.",
+        "revocationList": f"{issuer_url}/revocations",
     }
 
     # "a badge class of that issuer, with an alignment, a tag and a 30-day default expiry"
