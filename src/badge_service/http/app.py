@@ -68,6 +68,8 @@ HTTP_STATUS = {
 }
 
 Handler = Callable[[Request], Awaitable[Response]]
+# Starlette adds HEAD to GET.
+PUBLIC_METHODS = ["GET", "OPTIONS"]
 
 
 def _json(doc: Any) -> bytes:
@@ -253,24 +255,27 @@ class HttpFace:
             return _public(request, _json(found.document), JSON, 410)
         return _public(request, baked.data, baked.content_type)
 
-    async def preflight(self, request: Request) -> Response:
-        """CORS preflight of a public document: GET from any origin."""
-        return Response(
-            status_code=204,
-            headers={
-                **CORS,
-                "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
-                "Access-Control-Allow-Headers": "Accept, If-None-Match",
-                "Access-Control-Max-Age": "86400",
-            },
-        )
+
+def _preflight() -> Response:
+    """CORS preflight of a public document: GET from any origin."""
+    return Response(
+        status_code=204,
+        headers={
+            **CORS,
+            "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+            "Access-Control-Allow-Headers": "Accept, If-None-Match",
+            "Access-Control-Max-Age": "86400",
+        },
+    )
 
 
 def _guarded(handler: Handler) -> Handler:
-    """Domain errors as JSON with their HTTP status; anything else a 500 that says nothing
-    of the fault (logged with its trace here)."""
+    """A public route: OPTIONS is its CORS preflight; domain errors as JSON with their HTTP
+    status; anything else a 500 that says nothing of the fault (logged with its trace)."""
 
     async def run(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return _preflight()
         try:
             return await handler(request)
         except DomainError as exc:
@@ -302,33 +307,32 @@ def build_app(db: Database, base_url: str, ready: Callable[[], bool]) -> Starlet
         Route(
             f"/public/{openbadges.ISSUERS_PATH}/{{entity_id}}",
             _guarded(face.issuer),
-            methods=["GET"],
+            methods=PUBLIC_METHODS,
         ),
         Route(
             f"/public/{openbadges.ISSUERS_PATH}/{{entity_id}}/{openbadges.REVOCATIONS_PATH}",
             _guarded(face.revocations),
-            methods=["GET"],
+            methods=PUBLIC_METHODS,
         ),
         Route(
             f"/public/{openbadges.BADGE_CLASSES_PATH}/{{entity_id}}",
             _guarded(face.badge_class),
-            methods=["GET"],
+            methods=PUBLIC_METHODS,
         ),
         Route(
             f"/public/{openbadges.BADGE_CLASSES_PATH}/{{entity_id}}/image",
             _guarded(face.badge_class_image),
-            methods=["GET"],
+            methods=PUBLIC_METHODS,
         ),
         Route(
             f"/public/{openbadges.ASSERTIONS_PATH}/{{id}}",
             _guarded(face.assertion),
-            methods=["GET"],
+            methods=PUBLIC_METHODS,
         ),
         Route(
             f"/public/{openbadges.ASSERTIONS_PATH}/{{id}}/image",
             _guarded(face.assertion_image),
-            methods=["GET"],
+            methods=PUBLIC_METHODS,
         ),
-        Route("/public/{rest:path}", face.preflight, methods=["OPTIONS"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
