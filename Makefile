@@ -29,10 +29,10 @@ $(BUF): package.json package-lock.json
 install: $(RUN_STAMP)
 dev: $(DEV_STAMP) $(BUF)
 
-## Serve on 127.0.0.1:50051 with ./badges.db (migrated at start). Flags and BADGE_SERVICE_* env
+## Serve gRPC on 127.0.0.1:50051 and HTTP on 127.0.0.1:8080 with ./badges.db (migrated at start). Flags and BADGE_SERVICE_* env
 ## change the address and database URL; see README.
 run: $(RUN_STAMP)
-	$(BIN)/badge-service serve $(ARGS)
+	$(BIN)/badge-service serve --http-address 127.0.0.1:8080 $(ARGS)
 
 ## The whole suite: SQLite always, PostgreSQL when BADGE_SERVICE_TEST_PG_URL is set.
 test: dev

@@ -105,7 +105,6 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     if settings.log_format not in ("auto", "json", "text"):
         raise SystemExit("error: BADGE_SERVICE_LOG_FORMAT must be auto, json or text")
     check_log_level(settings.log_level)
-    base_url_of(settings.public_base())  # a bad one stops here, before any log line
     if settings.workers > 1:
         check_address(settings.address)  # workers share the port (SO_REUSEPORT)
         if settings.http_address:
@@ -116,6 +115,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
             check_free(settings.http_address, "--http-address")
     if settings.http_address and settings.http_address == settings.address:
         raise SystemExit("error: --http-address must differ from --address")
+    base_url_of(settings.public_base())  # a bad one stops here, before any log line
     if settings.metrics_address:
         try:
             metrics.parse_address(settings.metrics_address)

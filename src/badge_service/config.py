@@ -139,7 +139,8 @@ def check_free(address: str, flag: str = "--address") -> None:
             sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
         except OSError as exc:
             why = "the address is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-            raise SystemExit(f"error: cannot listen on {address}: {why}") from None
+            named = "" if flag == "--address" else f"{flag}: "  # --address: as it always was
+            raise SystemExit(f"error: {named}cannot listen on {address}: {why}") from None
 
 
 def check_log_level(level: str) -> None:
