@@ -120,6 +120,10 @@ def assert_public(resp: httpx.Response, media_type: str | None = LD_JSON) -> Non
     assert ETAG.match(resp.headers["etag"]), resp.headers
     assert resp.headers["cache-control"] == PUBLIC_CACHE
     assert resp.headers["access-control-allow-origin"] == "*"
+    # Stored images and text: nothing in them may run or be sniffed as something else.
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'none'" in resp.headers["content-security-policy"]
+    assert "sandbox" in resp.headers["content-security-policy"]
 
 
 # --- Hosted documents ---------------------------------------------------------------------------
@@ -380,6 +384,16 @@ async def test_a_browser_gets_a_page_with_everything_escaped(face: Face, here: O
     gone = await fetch(face, made.open_badge_id, accept=accept)
     assert gone.status_code == 410
     assert "Revoked: &lt;b&gt;No&lt;/b&gt;" in gone.text
+
+
+async def test_head_answers_headers_only(face: Face, here: Org) -> None:
+    _, bc = await new_class(here)
+    made = await award(here, bc)
+    got = await fetch(face, made.open_badge_id)
+    head = await face.http.head(made.open_badge_id[len(face.base) :])
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["etag"] == got.headers["etag"]
+    assert head.headers["content-length"] == str(len(got.content))
 
 
 async def test_cors_preflight(face: Face) -> None:

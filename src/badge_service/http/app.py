@@ -53,6 +53,13 @@ HTML = "text/html; charset=utf-8"
 PUBLIC_CACHE = "public, max-age=60"
 NO_STORE = "no-store"
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag"}
+# Public answers include stored images (an SVG is a document that can carry script) and a
+# page made of stored text: nothing of them may run, load or be sniffed as something else.
+LOCKED = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; "
+    "sandbox",
+}
 
 # The HTTP status of each domain error code (google.rpc code -> HTTP, as grpc-gateway maps).
 HTTP_STATUS = {
@@ -101,7 +108,7 @@ def _public(
     """A public answer with its ETag, caching and CORS headers; 304 when the client holds
     it already (only a 200 is ever answered 304, as RFC 9110 says)."""
     etag = _etag(body)
-    headers = {"ETag": etag, "Cache-Control": PUBLIC_CACHE, **CORS}
+    headers = {"ETag": etag, "Cache-Control": PUBLIC_CACHE, **CORS, **LOCKED}
     if vary:
         headers["Vary"] = "Accept"
     if status == 200 and _none_match(request.headers.get("if-none-match"), etag):
