@@ -9,6 +9,7 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -394,6 +395,23 @@ async def test_head_answers_headers_only(face: Face, here: Org) -> None:
     assert (head.status_code, head.content) == (200, b"")
     assert head.headers["etag"] == got.headers["etag"]
     assert head.headers["content-length"] == str(len(got.content))
+
+
+async def test_every_request_is_on_the_access_log(
+    face: Face, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="badge_service.access")
+    resp = await face.http.get("/public/badges/nope?x=secret", headers={"x-request-id": "rid-1"})
+    assert resp.headers["x-request-id"] == "rid-1"
+    made = (await face.http.get("/healthz")).headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{12}-h[0-9a-f]+", made), made
+    lines = [r for r in caplog.records if r.name == "badge_service.access" and r.msg == "http"]
+    fields = [{k: r.__dict__[k] for k in ("method", "path", "status", "request_id")} for r in lines]
+    assert [tuple(f.values()) for f in fields] == [
+        ("GET", "/public/badges/nope", 404, "rid-1"),
+        ("GET", "/healthz", 200, made),
+    ]
+    assert "secret" not in caplog.text
 
 
 async def test_cors_preflight(face: Face) -> None:

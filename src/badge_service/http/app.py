@@ -36,11 +36,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from badge_service.domain import openbadges
 from badge_service.domain.awards import AwardState
 from badge_service.domain.errors import DomainError, NotFound
 from badge_service.domain.fields import is_http_url
+from badge_service.http.access import AccessLog
 from badge_service.service import Database, hosted
 
 log = logging.getLogger("badge_service.http")
@@ -304,9 +306,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status_code, code, str(exc.detail))
 
 
-def build_app(db: Database, base_url: str, ready: Callable[[], bool]) -> Starlette:
+def build_app(db: Database, base_url: str, ready: Callable[[], bool]) -> ASGIApp:
     """The ASGI application of the HTTP face: documents under ``base_url`` (already
-    normalised), readiness from ``ready``."""
+    normalised), readiness from ``ready``, each request on the access log."""
     face = HttpFace(db, base_url, ready)
     routes = [
         Route("/healthz", face.healthz, methods=["GET"]),
@@ -342,4 +344,5 @@ def build_app(db: Database, base_url: str, ready: Callable[[], bool]) -> Starlet
             methods=PUBLIC_METHODS,
         ),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    return AccessLog(app)
