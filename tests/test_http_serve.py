@@ -138,3 +138,16 @@ async def test_every_worker_serves_http(tmp_path: Path) -> None:
         assert len(re.findall(r'"http listening"', log)) == 2, log
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(EXIT_TIMEOUT) == 0, server.stderr()
+
+
+def test_without_http_address_no_web_stack_is_loaded() -> None:
+    # The HTTP face costs gRPC nothing when it is off: not even an import.
+    code = (
+        "import sys, badge_service.cli, badge_service.server; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn') "
+        "or m.startswith(('badge_service.http', 'badge_service.service.hosted'))))"
+    )
+    done = subprocess.run(
+        [str(BIN.parent / "python"), "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
