@@ -5,8 +5,11 @@ BIN    := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
 BUF    := node_modules/.bin/buf
+# The 1EdTech Open Badges validator, in a venv of its own (tests/validator/requirements.txt).
+VALIDATOR := .venv-validator
+VALIDATOR_STAMP := $(VALIDATOR)/.installed
 
-.PHONY: run install dev test protos docs lint fmt buf-lint bench bench-smoke clean
+.PHONY: run install dev validator test protos docs lint fmt buf-lint bench bench-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +29,21 @@ $(BUF): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(RUN_STAMP)
-dev: $(DEV_STAMP) $(BUF)
+$(VALIDATOR_STAMP): tests/validator/requirements.txt
+	$(PYTHON) -m venv $(VALIDATOR)
+	# --no-deps: its own pins cannot all be installed on Python 3.11 (see the requirements).
+	$(VALIDATOR)/bin/pip install -q --no-deps openbadges==1.1.2
+	$(VALIDATOR)/bin/pip install -q -r tests/validator/requirements.txt
+	touch $@
 
-## Serve on 127.0.0.1:50051 with ./badges.db (migrated at start). Flags and BADGE_SERVICE_* env
+install: $(RUN_STAMP)
+validator: $(VALIDATOR_STAMP)
+dev: $(DEV_STAMP) $(BUF) $(VALIDATOR_STAMP)
+
+## Serve gRPC on 127.0.0.1:50051 and HTTP on 127.0.0.1:8080 with ./badges.db (migrated at start). Flags and BADGE_SERVICE_* env
 ## change the address and database URL; see README.
 run: $(RUN_STAMP)
-	$(BIN)/badge-service serve $(ARGS)
+	$(BIN)/badge-service serve --http-address 127.0.0.1:8080 $(ARGS)
 
 ## The whole suite: SQLite always, PostgreSQL when BADGE_SERVICE_TEST_PG_URL is set.
 test: dev
@@ -71,4 +82,4 @@ bench-smoke: $(RUN_STAMP)
 	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache badges.db badges.db-*
+	rm -rf $(VENV) $(VALIDATOR) node_modules .pytest_cache .mypy_cache .ruff_cache badges.db badges.db-*

@@ -398,6 +398,8 @@ async def test_open_badges_profile(org: Org) -> None:
         "name": "Credentials Faculty",
         "url": "https://example.com",
         "email": "contact@example.com",
+        # Served by the HTTP face (issue 13): the issuer's revoked assertions.
+        "revocationList": f"{created.open_badge_id}/revocations",
         "description": "This is the faculty of the Credentials University.",
         "image": "https://api.badgr.ws/public/issuers/Uu4wd2I1SKmD3vmtMJ19hw/image",
     }
@@ -413,7 +415,7 @@ async def test_open_badges_profile(org: Org) -> None:
             )
         ).open_badge
     )
-    assert set(doc) == set(OB2_PROFILE_REQUIRED)
+    assert set(doc) == {*OB2_PROFILE_REQUIRED, "revocationList"}
     for view in (pb.BADGR_VIEW_UNSPECIFIED, pb.BADGR_VIEW_BADGR):
         plain = await issuers(org.reader).GetIssuer(pb.GetIssuerRequest(ref=small.id, view=view))
         assert not plain.HasField("open_badge")
@@ -844,7 +846,7 @@ async def test_reader_cannot_write(org: Org) -> None:
 
 
 def test_public_base_url_setting() -> None:
-    assert Settings().public_base_url == "http://localhost:50051"
+    assert Settings().public_base() == "http://localhost:50051"
     env = {"BADGE_SERVICE_PUBLIC_BASE_URL": "https://badges.example.org"}
     assert Settings.from_env(env).public_base_url == "https://badges.example.org"
     args = parser().parse_args(["serve", "--public-base-url", "https://b.example.org/x"])

@@ -199,6 +199,7 @@ async def test_readme_grpcurl_examples(tmp_path: Path) -> None:
         "email": "contact@example.com",
         "url": "https://example.com",
         "description": "This is the faculty of the Credentials University.",
+        "revocationList": f"{issuer_url}/revocations",
     }
 
     # "a badge class of that issuer, with an alignment, a tag and a 30-day default expiry"
@@ -370,3 +371,36 @@ def test_readme_running_in_production(tmp_path: Path) -> None:
     started = [line for line in metrics.splitlines() if line.startswith("grpc_server_started")]
     assert started and all('grpc_service="badges.v1.' in line for line in started), metrics
     assert "key 1 keeps working until" in rotated
+
+
+async def test_readme_over_http(tmp_path: Path) -> None:
+    """The "Over HTTP" lines against a server started as `make run` starts it (HTTP on its
+    own port in place of 8080): the hosted assertion, its 410 once revoked, the
+    revocationList that lists it, and health."""
+    from tests.test_serve import free_port
+
+    block = block_containing('curl -s "$ASSERTION"')
+    http_port = free_port()
+    block = block.replace("localhost:8080", f"localhost:{http_port}")
+    args = ("--http-address", f"127.0.0.1:{http_port}")
+    async with serving(tmp_path, sqlite_url(tmp_path), *args) as server:
+        outputs = run_block(block, tmp_path, server.env, server.port)
+    hosted, revoked, gone, listed, healthz, readyz = (outputs[i] for i in (4, 5, 6, 7, 8, 9))
+    doc = json.loads(hosted)
+    assert doc["type"] == "Assertion"
+    assert doc["id"].startswith(f"http://127.0.0.1:{http_port}/public/assertions/")
+    assert doc["recipient"]["hashed"] is True and "alice" not in hosted
+    assert json.loads(revoked)["state"] == "AWARD_STATE_REVOKED"
+    # curl -w prints the status right after the body, which has no newline of its own.
+    body, status = gone.rstrip("\n")[:-3], gone.rstrip("\n")[-3:]
+    assert status == "410", gone
+    assert json.loads(body) == {
+        "id": doc["id"],
+        "revoked": True,
+        "revocationReason": "Issued by mistake",
+    }
+    assert json.loads(listed)["revokedAssertions"] == [
+        {"id": doc["id"], "revocationReason": "Issued by mistake"}
+    ]
+    assert json.loads(healthz) == {"status": "ok"}
+    assert json.loads(readyz) == {"status": "SERVING"}

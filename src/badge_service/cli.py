@@ -105,11 +105,17 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     if settings.log_format not in ("auto", "json", "text"):
         raise SystemExit("error: BADGE_SERVICE_LOG_FORMAT must be auto, json or text")
     check_log_level(settings.log_level)
-    base_url_of(settings.public_base_url)  # a bad one stops here, before any log line
     if settings.workers > 1:
         check_address(settings.address)  # workers share the port (SO_REUSEPORT)
+        if settings.http_address:
+            check_address(settings.http_address, "--http-address")
     else:
         check_free(settings.address)
+        if settings.http_address:
+            check_free(settings.http_address, "--http-address")
+    if settings.http_address and settings.http_address == settings.address:
+        raise SystemExit("error: --http-address must differ from --address")
+    base_url_of(settings.public_base())  # a bad one stops here, before any log line
     if settings.metrics_address:
         try:
             metrics.parse_address(settings.metrics_address)
@@ -315,7 +321,14 @@ def parser() -> argparse.ArgumentParser:
         help="seconds to connect to PostgreSQL or wait for a pooled connection (default 2)",
     )
     serve.add_argument(
-        "--public-base-url", help="base URL of Badgr openBadgeIds (default http://localhost:50051)"
+        "--http-address",
+        metavar="HOST:PORT",
+        help="serve HTTP there: hosted Open Badges, /healthz, /readyz (default: none)",
+    )
+    serve.add_argument(
+        "--public-base-url",
+        help="base URL of Open Badges ids (default http://{--http-address} when it is given, "
+        "else http://localhost:50051)",
     )
     serve.add_argument(
         "--watch-max-per-org", type=int, help="open WatchAwards streams per org (default 1000)"
@@ -405,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tls_client_ca=getattr(args, "tls_client_ca", None),
         workers=getattr(args, "workers", None),
         public_base_url=getattr(args, "public_base_url", None),
+        http_address=getattr(args, "http_address", None),
         metrics_address=getattr(args, "metrics_address", None),
         db_statement_timeout=getattr(args, "db_statement_timeout", None),
         db_connect_timeout=getattr(args, "db_connect_timeout", None),

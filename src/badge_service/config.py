@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 ENV_PREFIX = "BADGE_SERVICE_"
+# The public base URL when none is configured and the HTTP face is off (issue 9's default).
+DEFAULT_PUBLIC_BASE_URL = "http://localhost:50051"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +48,11 @@ class Settings:
     # Seconds to open a PostgreSQL connection, or to wait for a free one in the pool.
     db_connect_timeout: float = 2.0
     # Where openBadgeIds of Badgr issuers and badge classes point: {base}/public/issuers/{id}.
-    public_base_url: str = "http://localhost:50051"
+    # Empty: http://{http_address} when the HTTP face is on, else DEFAULT_PUBLIC_BASE_URL
+    # (see public_base()).
+    public_base_url: str = ""
+    # HOST:PORT of the HTTP face (hosted Open Badges, /healthz, /readyz); empty: no HTTP.
+    http_address: str = ""
     # WatchAwards: open streams allowed per organisation and per process; events a stream may
     # fall behind before it is dropped; how often other processes' events are polled for; how
     # long a stream may stay blocked in one write before it is dropped.
@@ -57,6 +63,20 @@ class Settings:
     watch_stall_seconds: float = 30.0
     # HOST:PORT of the Prometheus metrics endpoint; empty: no metrics.
     metrics_address: str = ""
+
+    def public_base(self, http_port: int | None = None) -> str:
+        """The public base URL in force: the configured one, else ``http://{http_address}``
+        (with ``http_port``, the port actually bound, in place of a port 0) when the HTTP face
+        is on, else DEFAULT_PUBLIC_BASE_URL."""
+        if self.public_base_url:
+            return self.public_base_url
+        if not self.http_address:
+            return DEFAULT_PUBLIC_BASE_URL
+        host, _, port = self.http_address.rpartition(":")
+        host = host or "localhost"  # ":8080" listens on every interface
+        if http_port is not None and port == "0":
+            port = str(http_port)
+        return f"http://{host}:{port}"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -119,7 +139,8 @@ def check_free(address: str, flag: str = "--address") -> None:
             sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
         except OSError as exc:
             why = "the address is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-            raise SystemExit(f"error: cannot listen on {address}: {why}") from None
+            named = "" if flag == "--address" else f"{flag}: "  # --address: as it always was
+            raise SystemExit(f"error: {named}cannot listen on {address}: {why}") from None
 
 
 def check_log_level(level: str) -> None:

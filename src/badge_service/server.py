@@ -64,6 +64,8 @@ from badge_service.tracing import (
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
+    from badge_service.http.server import HttpServer
+
 log = logging.getLogger("badge_service.server")
 
 SERVICES = [
@@ -100,6 +102,20 @@ class Health(health_aio.HealthServicer):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self._closed = asyncio.Event()
+        # What Check answers for the whole server (""), kept for the HTTP face's /readyz.
+        self.serving = False
+        self._draining = False
+
+    async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        """Sets a service's status (the whole server's too, for ``serving``)."""
+        await super().set(service, status)
+        if service == "" and not self._draining:
+            self.serving = status == health_pb2.HealthCheckResponse.SERVING
+
+    async def enter_graceful_shutdown(self) -> None:
+        """NOT_SERVING for good: the server is draining."""
+        self._draining, self.serving = True, False
+        await super().enter_graceful_shutdown()
 
     def close_watches(self) -> None:
         """Ends every Watch stream with UNAVAILABLE (they have already seen NOT_SERVING)."""
@@ -142,6 +158,12 @@ class Running:
     tls: CertificateReloader | None = None
     metrics_endpoint: metrics.Endpoint | None = None
     tracing: Tracing | None = None
+    http: HttpServer | None = None
+
+    @property
+    def http_port(self) -> int | None:
+        """The HTTP face's port, when it is on."""
+        return None if self.http is None else self.http.port
 
     async def shutdown(self, drain_delay: float, grace: float) -> None:
         """SIGTERM's sequence: health NOT_SERVING at once; new calls still served for
@@ -165,6 +187,9 @@ class Running:
             # Refused first: a client that sees NOT_SERVING and calls again must be refused.
             interceptor.refuse_new_calls()
             await self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            # HTTP stops accepting when gRPC starts refusing; its requests share the grace.
+            self.http.begin_stop(grace)
         # Watch streams never finish on their own: end them now (SERVER_SHUTTING_DOWN).
         events.bell(self.db.engine).close()
         self.health.close_watches()
@@ -203,7 +228,12 @@ class Running:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.server.stop(grace)
+        if self.http is None:
+            await self.server.stop(grace)
+        else:
+            await asyncio.gather(
+                self.server.stop(grace), self.http.stop(grace if grace is not None else 0.0)
+            )
         await self.auth.stop()
         self.interceptor.summarise_log(None)
         await self.db.close()
@@ -307,6 +337,29 @@ async def _start(
             raise
         await db.close()
         raise SystemExit(line) from None
+    http_sock: socket.socket | None = None
+    try:
+        if settings.http_address:
+            from badge_service.http.server import bind
+
+            http_sock = bind(settings.http_address, reuse_port=settings.workers > 1)
+        base_url = settings.public_base(None if http_sock is None else http_sock.getsockname()[1])
+        return await _serve_on(settings, db, meter, tracing, endpoint, http_sock, base_url)
+    except BaseException:
+        if http_sock is not None:
+            http_sock.close()
+        raise
+
+
+async def _serve_on(
+    settings: Settings,
+    db: Database,
+    meter: metrics.Metrics | None,
+    tracing: Tracing | None,
+    endpoint: metrics.Endpoint | None,
+    http_sock: socket.socket | None,
+    base_url: str,
+) -> Running:
     auth = Authenticator(db, refresh=settings.auth_refresh_seconds)
     writes = write_methods(SERVICES)
     if meter is not None:
@@ -330,22 +383,22 @@ async def _start(
     wire.add_servicer(
         server,
         issuer_pb2.DESCRIPTOR.services_by_name["IssuerService"],
-        IssuerServicer(db, settings.public_base_url),
+        IssuerServicer(db, base_url),
     )
     wire.add_servicer(
         server,
         badge_class_pb2.DESCRIPTOR.services_by_name["BadgeClassService"],
-        BadgeClassServicer(db, settings.public_base_url),
+        BadgeClassServicer(db, base_url),
     )
     wire.add_servicer(
         server,
         badge_template_pb2.DESCRIPTOR.services_by_name["BadgeTemplateService"],
-        BadgeTemplateServicer(db, settings.public_base_url),
+        BadgeTemplateServicer(db, base_url),
     )
     wire.add_servicer(
         server,
         award_pb2.DESCRIPTOR.services_by_name["AwardService"],
-        AwardServicer(db, settings.public_base_url, WatchLimits.of(settings)),
+        AwardServicer(db, base_url, WatchLimits.of(settings)),
     )
     health = Health()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -378,8 +431,21 @@ async def _start(
         raise SystemExit(
             f"error: cannot listen on {settings.address}: the address is in use or not available"
         )
+    http = None
+    if http_sock is not None:
+        try:
+            http = _http_server(db, base_url, health, http_sock)
+        except BaseException:
+            await db.close()
+            raise
     await auth.start()
     await server.start()
+    if http is not None:
+        await http.start()
+        log.info(
+            "http listening",
+            extra={"address": settings.http_address, "port": http.port, "public_base": base_url},
+        )
     monitor = asyncio.create_task(_watch_store(db, health, ["", *names]))
     housekeeping = asyncio.create_task(_housekeeping(db, interceptor))
     log.info(
@@ -393,8 +459,30 @@ async def _start(
             extra={"address": settings.address},
         )
     return Running(
-        server, port, db, health, interceptor, monitor, housekeeping, auth, tls, endpoint, tracing
+        server,
+        port,
+        db,
+        health,
+        interceptor,
+        monitor,
+        housekeeping,
+        auth,
+        tls,
+        endpoint,
+        tracing,
+        http,
     )
+
+
+def _http_server(db: Database, base_url: str, health: Health, sock: socket.socket) -> HttpServer:
+    """The HTTP face on ``sock``; imported only when it is on, so gRPC alone loads none of
+    Starlette or uvicorn."""
+    from badge_service.http.app import build_app
+    from badge_service.http.server import HttpServer
+    from badge_service.rpc.issuers import base_url_of
+
+    app = build_app(db, base_url_of(base_url), lambda: health.serving)
+    return HttpServer(app, sock)
 
 
 def _tls(settings: Settings) -> CertificateReloader | None:
@@ -568,8 +656,21 @@ def _run_workers(settings: Settings, metrics_dir: str | None) -> int:
     # A port of 0 would give every worker its own ephemeral port; pick one for all of them and
     # keep a bound (never listening) SO_REUSEPORT socket on it so nothing else takes it.
     address, reserved = _reserve_port(settings.address)
-    # Workers count into the parent's endpoint; they serve none of their own.
-    child = replace(settings, address=address, migrate_on_start=False, metrics_address="")
+    http_address, http_reserved = "", None
+    if settings.http_address:
+        http_address, http_reserved = _reserve_port(settings.http_address)
+    # Workers count into the parent's endpoint; they serve none of their own. They all write
+    # the same public base URL (the HTTP port they share, when it was 0).
+    child = replace(
+        settings,
+        address=address,
+        http_address=http_address,
+        public_base_url=settings.public_base(
+            int(http_address.rpartition(":")[2]) if http_address else None
+        ),
+        migrate_on_start=False,
+        metrics_address="",
+    )
     ctx = multiprocessing.get_context("spawn")
     workers = [
         ctx.Process(
@@ -624,8 +725,9 @@ def _run_workers(settings: Settings, metrics_dir: str | None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if reserved is not None:
-            reserved.close()
+        for sock in (reserved, http_reserved):
+            if sock is not None:
+                sock.close()
     log.info("stopped", extra={"workers": len(workers)})
     return 1 if failed else 0
 

@@ -34,6 +34,8 @@ OB2_CONTEXT = "https://w3id.org/openbadges/v2"
 ISSUERS_PATH = "issuers"
 BADGE_CLASSES_PATH = "badges"
 ASSERTIONS_PATH = "assertions"
+# The issuer's RevocationList, under its openBadgeId.
+REVOCATIONS_PATH = "revocations"
 VERIFICATION_HOSTED = "hosted"
 HASH_PREFIX = "sha256$"
 
@@ -72,6 +74,7 @@ def open_badges_issuer(issuer: Issuer, base_url: str) -> dict[str, Any]:
         "name": issuer.name,
         "url": issuer.url,
         "email": issuer.email,
+        "revocationList": revocation_list_url(base_url, issuer.entity_id),
     }
     if issuer.description:
         doc["description"] = issuer.description
@@ -110,6 +113,39 @@ def open_badges_badge_class(bc: BadgeClass, base_url: str) -> dict[str, Any]:
         "alignment": alignment,
         "tags": list(bc.tags),
     }
+
+
+def revocation_list_url(base_url: str, issuer_entity_id: str) -> str:
+    """Where an issuer's RevocationList is hosted: ``{openBadgeId}/revocations``."""
+    return f"{open_badge_id(base_url, ISSUERS_PATH, issuer_entity_id)}/{REVOCATIONS_PATH}"
+
+
+def revocation_list(base_url: str, issuer_entity_id: str, revoked: list[Award]) -> dict[str, Any]:
+    """The Open Badges 2.0 RevocationList of an issuer: each revoked assertion's id, with its
+    reason when it has one."""
+    entries = []
+    for award in revoked:
+        entry = {"id": assertion_url(base_url, award.id)}
+        if award.revocation_reason:
+            entry["revocationReason"] = award.revocation_reason
+        entries.append(entry)
+    return {
+        "@context": OB2_CONTEXT,
+        "type": "RevocationList",
+        "id": revocation_list_url(base_url, issuer_entity_id),
+        "issuer": open_badge_id(base_url, ISSUERS_PATH, issuer_entity_id),
+        "revokedAssertions": entries,
+    }
+
+
+def revoked_assertion(award: Award, base_url: str) -> dict[str, Any]:
+    """What the hosted URL of a revoked assertion answers (with 410 Gone), as Open Badges 2.0
+    hosted verification says: its ``id`` and ``revoked``, and the reason when there is one.
+    Nothing else: a verifier reads it as revoked only in this form."""
+    doc: dict[str, Any] = {"id": assertion_url(base_url, award.id), "revoked": True}
+    if award.revocation_reason:
+        doc["revocationReason"] = award.revocation_reason
+    return doc
 
 
 def assertion_url(base_url: str, award_id: str) -> str:

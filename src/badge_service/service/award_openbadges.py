@@ -118,10 +118,14 @@ async def bake_award(
         if award.kind is not AwardKind.CLASS:
             raise openbadges.not_an_open_badge(award)
         bc = await _badge_class(conn, award)
-    doc = _assertion(award, bc, base_url)
+    return await bake(bc, _assertion(award, bc, base_url), svg)
+
+
+async def bake(bc: BadgeClass, award_doc: dict[str, Any], svg: bool) -> BakedImage:
+    """bake_class_image, in a worker thread when the class image is large."""
     if len(bc.image) > _INLINE_MAX:
-        return await asyncio.to_thread(bake_class_image, bc, doc, svg)
-    return bake_class_image(bc, doc, svg)
+        return await asyncio.to_thread(bake_class_image, bc, award_doc, svg)
+    return bake_class_image(bc, award_doc, svg)
 
 
 def _extract(image: bytes) -> str | None:

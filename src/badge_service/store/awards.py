@@ -646,3 +646,30 @@ def get_awards(conn: Connection, org_id: int, award_ids: Iterable[str]) -> dict[
         rows = conn.execute(select(t).where(t.c.org_id == org_id, t.c.id.in_(chunk)))
         out.update((r.id, _from_row(r)) for r in rows)
     return out
+
+
+# --- Public lookups (hosted Open Badges) --------------------------------------------------
+
+_GET_PUBLIC = select(t).where(t.c.id == bindparam("id"))
+
+
+def get_public_award(conn: Connection, award_id: str) -> Award:
+    """The award of any organisation with this id (award ids are unique across orgs), or
+    NOT_FOUND. For hosted verification only: every gRPC lookup is get_award, by org."""
+    if not is_hex_id(award_id):
+        raise NotFound(domain.RESOURCE, award_id[:64])
+    row = conn.execute(_GET_PUBLIC, {"id": award_id}).first()
+    if row is None:
+        raise NotFound(domain.RESOURCE, award_id)
+    return _from_row(row)
+
+
+def revoked_issuer_awards(conn: Connection, org_id: int, issuer_id: str) -> list[Award]:
+    """The revoked awards of every badge class of an issuer of the org, by id."""
+    stmt = (
+        select(t)
+        .join(bct, bct.c.id == t.c.badge_class_id)
+        .where(t.c.org_id == org_id, bct.c.issuer_id == issuer_id, t.c.revoked_at.is_not(None))
+        .order_by(t.c.id)
+    )
+    return [_from_row(r) for r in conn.execute(stmt)]

@@ -583,3 +583,25 @@ async def delete_claim_code(conn: AsyncConnection, org_id: int, class_id: str, c
     )
     if result.rowcount == 0:
         raise NotFound(CLAIM_CODE, code)
+
+
+# --- Public lookups (hosted Open Badges) --------------------------------------------------
+# Entity ids are unique across organisations (a unique column), so the public documents
+# find an issuer or class by it alone; nothing here is reachable from the gRPC API, whose
+# lookups stay scoped by the caller's org above.
+
+
+async def get_public_issuer(conn: AsyncConnection, entity_id: str) -> Issuer:
+    """The issuer of any organisation with this entity id, or NOT_FOUND."""
+    row = (await conn.execute(select(it).where(it.c.entity_id == entity_id))).first()
+    if row is None:
+        raise NotFound(ISSUER, entity_id)
+    return _issuer_of(row)
+
+
+async def get_public_badge_class(conn: AsyncConnection, entity_id: str) -> BadgeClass:
+    """The badge class of any organisation with this entity id, or NOT_FOUND."""
+    row = (await conn.execute(_class_select().where(bct.c.entity_id == entity_id))).first()
+    if row is None:
+        raise NotFound(BADGE_CLASS, entity_id)
+    return class_from_row(row)

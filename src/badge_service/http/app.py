@@ -1,0 +1,348 @@
+"""The HTTP face's ASGI application: hosted Open Badges 2.0 and health.
+
+Public documents (no key; Open Badges hosted verification, backpacks and browsers):
+
+- ``/public/issuers/{entity_id}``: the issuer's Profile, which names its ``revocationList``
+  (``/public/issuers/{entity_id}/revocations``, a RevocationList of its revoked assertions);
+- ``/public/badges/{entity_id}`` (and ``/image``): the BadgeClass and its image;
+- ``/public/assertions/{id}`` (and ``/image``, baked PNG or ``?format=svg``): the Assertion;
+  a revoked one answers 410 Gone in the spec's short form; ``Accept: text/html`` gets a small
+  page for people instead.
+
+Every public answer carries a strong ETag of its body (``If-None-Match`` gets 304),
+``Cache-Control: public, max-age=60`` and ``Access-Control-Allow-Origin: *`` (backpacks fetch
+from browsers). A minute of caching takes repeated fetches of popular badges off the
+database, and a revocation still reaches every verifier within that minute.
+
+Health for load balancers that cannot speak gRPC health: ``/healthz`` (200 while the process
+serves) and ``/readyz`` (200 while gRPC health says SERVING, else 503).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import html
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from badge_service.domain import openbadges
+from badge_service.domain.awards import AwardState
+from badge_service.domain.errors import DomainError, NotFound
+from badge_service.domain.fields import is_http_url
+from badge_service.http.access import AccessLog
+from badge_service.service import Database, hosted
+
+log = logging.getLogger("badge_service.http")
+
+LD_JSON = "application/ld+json"
+JSON = "application/json"
+HTML = "text/html; charset=utf-8"
+# Short: a revocation must reach verifiers soon, and a verifier fetching again within a
+# minute (a page load, a backpack refresh) costs no database read.
+PUBLIC_CACHE = "public, max-age=60"
+NO_STORE = "no-store"
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag"}
+# Public answers include stored images (an SVG is a document that can carry script) and a
+# page made of stored text: nothing of them may run, load or be sniffed as something else.
+LOCKED = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; "
+    "sandbox",
+}
+
+# The HTTP status of each domain error code (google.rpc code -> HTTP, as grpc-gateway maps).
+HTTP_STATUS = {
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "ABORTED": 409,
+    "RESOURCE_EXHAUSTED": 429,
+    "UNAVAILABLE": 503,
+}
+
+Handler = Callable[[Request], Awaitable[Response]]
+# Starlette adds HEAD to GET.
+PUBLIC_METHODS = ["GET", "OPTIONS"]
+
+
+def _json(doc: Any) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _error(status: int, code: str, message: str, cache: str = NO_STORE) -> Response:
+    """An error as JSON (Google's HTTP error form: code, status, message)."""
+    body = _json({"error": {"code": status, "status": code, "message": message}})
+    return Response(body, status, media_type=JSON, headers={"Cache-Control": cache, **CORS})
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def _none_match(header: str | None, etag: str) -> bool:
+    """Whether If-None-Match names ``etag`` (weak comparison, as RFC 9110 says for it)."""
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
+def _public(
+    request: Request, body: bytes, media_type: str, status: int = 200, vary: bool = False
+) -> Response:
+    """A public answer with its ETag, caching and CORS headers; 304 when the client holds
+    it already (only a 200 is ever answered 304, as RFC 9110 says)."""
+    etag = _etag(body)
+    headers = {"ETag": etag, "Cache-Control": PUBLIC_CACHE, **CORS, **LOCKED}
+    if vary:
+        headers["Vary"] = "Accept"
+    if status == 200 and _none_match(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, status, media_type=media_type, headers=headers)
+
+
+def wants_html(request: Request) -> bool:
+    """Whether the client asks for a page (a browser) rather than the JSON-LD document:
+    ``text/html`` accepted and no JSON type named. Verifiers send a JSON type or nothing."""
+    accept = request.headers.get("accept", "").lower()
+    return "text/html" in accept and "json" not in accept
+
+
+def data_uri_bytes(uri: str) -> tuple[bytes, str] | None:
+    """The bytes and media type of a ``data:`` URI, or None when it is not one that decodes."""
+    if not uri.startswith("data:"):
+        return None
+    header, sep, payload = uri[5:].partition(",")
+    if not sep:
+        return None
+    if header.endswith(";base64"):
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        header = header[: -len(";base64")]
+    else:
+        data = unquote_to_bytes(payload)
+    media_type = header.split(";", 1)[0] or "text/plain"
+    return data, media_type
+
+
+def _date(value: dt.datetime | None) -> str:
+    return "" if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+_VERDICTS = {
+    AwardState.ACTIVE: "Valid",
+    AwardState.EXPIRED: "Expired",
+    AwardState.REVOKED: "Revoked",
+}
+
+
+def assertion_page(found: hosted.HostedAssertion, issuer_name: str, image_url: str) -> str:
+    """The page a browser gets for an assertion: image, badge, issuer, dates and its state,
+    every value escaped."""
+    award, bc = found.award, found.badge_class
+    e = html.escape
+    rows = [
+        ("Badge", bc.name),
+        ("Issuer", issuer_name),
+        ("Issued", _date(award.issued_at)),
+    ]
+    if award.expires_at is not None:
+        rows.append(("Expires", _date(award.expires_at)))
+    verdict = _VERDICTS[found.state]
+    if found.state is AwardState.REVOKED and award.revocation_reason:
+        verdict = f"{verdict}: {award.revocation_reason}"
+    rows.append(("Status", verdict))
+    cells = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{e(bc.name)}</title></head><body>"
+        f'<img src="{e(image_url)}" alt="{e(bc.name)}" width="200">'
+        f"<h1>{e(bc.name)}</h1><p>{e(bc.description)}</p>"
+        f"<table>{cells}</table></body></html>\n"
+    )
+
+
+class HttpFace:
+    """The handlers, bound to the store and the public base URL they write into documents."""
+
+    def __init__(self, db: Database, base_url: str, ready: Callable[[], bool]) -> None:
+        self._db = db
+        self._base = base_url
+        self._ready = ready
+
+    async def healthz(self, request: Request) -> Response:
+        """Liveness: 200 while the process serves HTTP at all."""
+        return Response(
+            _json({"status": "ok"}), media_type=JSON, headers={"Cache-Control": NO_STORE}
+        )
+
+    async def readyz(self, request: Request) -> Response:
+        """Readiness, as gRPC health says it: 200 SERVING while the store answers and the
+        server is not draining, 503 NOT_SERVING otherwise."""
+        ready = self._ready()
+        return Response(
+            _json({"status": "SERVING" if ready else "NOT_SERVING"}),
+            200 if ready else 503,
+            media_type=JSON,
+            headers={"Cache-Control": NO_STORE},
+        )
+
+    async def issuer(self, request: Request) -> Response:
+        """The issuer's Open Badges Profile."""
+        doc = await hosted.issuer_profile(self._db, request.path_params["entity_id"], self._base)
+        return _public(request, _json(doc), LD_JSON)
+
+    async def revocations(self, request: Request) -> Response:
+        """The issuer's RevocationList."""
+        doc = await hosted.revocation_list(self._db, request.path_params["entity_id"], self._base)
+        return _public(request, _json(doc), LD_JSON)
+
+    async def badge_class(self, request: Request) -> Response:
+        """The BadgeClass document."""
+        doc = await hosted.badge_class_document(
+            self._db, request.path_params["entity_id"], self._base
+        )
+        return _public(request, _json(doc), LD_JSON)
+
+    async def badge_class_image(self, request: Request) -> Response:
+        """The class's image: the bytes of a ``data:`` image, or a redirect to its URL."""
+        entity_id = request.path_params["entity_id"]
+        bc = await hosted.badge_class(self._db, entity_id)
+        decoded = data_uri_bytes(bc.image)
+        if decoded is not None:
+            return _public(request, decoded[0], decoded[1])
+        if is_http_url(bc.image):
+            return RedirectResponse(bc.image, 302, headers={"Cache-Control": PUBLIC_CACHE, **CORS})
+        raise NotFound("badge class image", entity_id)
+
+    async def assertion(self, request: Request) -> Response:
+        """The hosted Assertion (410 Gone in the short form once revoked); a page for a
+        browser."""
+        found = await hosted.assertion(self._db, request.path_params["id"], self._base)
+        status = 410 if found.state is AwardState.REVOKED else 200
+        if wants_html(request):
+            profile = await hosted.issuer_profile(
+                self._db, found.badge_class.issuer_entity_id, self._base
+            )
+            image = openbadges.open_badge_id(
+                self._base, openbadges.BADGE_CLASSES_PATH, found.badge_class.entity_id
+            )
+            page = assertion_page(found, str(profile.get("name", "")), f"{image}/image")
+            return _public(request, page.encode("utf-8"), HTML, status, vary=True)
+        media_type = JSON if status == 410 else LD_JSON
+        return _public(request, _json(found.document), media_type, status, vary=True)
+
+    async def assertion_image(self, request: Request) -> Response:
+        """The award's class image baked with its Assertion: PNG, or SVG with
+        ``?format=svg``; 410 Gone once revoked."""
+        fmt = request.query_params.get("format", "png").lower()
+        if fmt not in ("png", "svg"):
+            return _error(400, "INVALID_ARGUMENT", "format must be png or svg")
+        found, baked = await hosted.baked_assertion(
+            self._db, request.path_params["id"], self._base, svg=fmt == "svg"
+        )
+        if baked is None:
+            return _public(request, _json(found.document), JSON, 410)
+        return _public(request, baked.data, baked.content_type)
+
+
+def _preflight() -> Response:
+    """CORS preflight of a public document: GET from any origin."""
+    return Response(
+        status_code=204,
+        headers={
+            **CORS,
+            "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+            "Access-Control-Allow-Headers": "Accept, If-None-Match",
+            "Access-Control-Max-Age": "86400",
+        },
+    )
+
+
+def _guarded(handler: Handler) -> Handler:
+    """A public route: OPTIONS is its CORS preflight; domain errors as JSON with their HTTP
+    status; anything else a 500 that says nothing of the fault (logged with its trace)."""
+
+    async def run(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return _preflight()
+        try:
+            return await handler(request)
+        except DomainError as exc:
+            exc.report()
+            status = HTTP_STATUS.get(exc.code, 500)
+            # A 404 is as cacheable as a document (ids are never reused); the rest are not.
+            cache = PUBLIC_CACHE if status == 404 else NO_STORE
+            return _error(status, exc.code, exc.message, cache)
+        except Exception:
+            log.exception("unhandled error", extra={"path": request.url.path})
+            return _error(500, "INTERNAL", "internal error")
+
+    return run
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+    return _error(exc.status_code, code, str(exc.detail))
+
+
+def build_app(db: Database, base_url: str, ready: Callable[[], bool]) -> ASGIApp:
+    """The ASGI application of the HTTP face: documents under ``base_url`` (already
+    normalised), readiness from ``ready``, each request on the access log."""
+    face = HttpFace(db, base_url, ready)
+    routes = [
+        Route("/healthz", face.healthz, methods=["GET"]),
+        Route("/readyz", face.readyz, methods=["GET"]),
+        Route(
+            f"/public/{openbadges.ISSUERS_PATH}/{{entity_id}}",
+            _guarded(face.issuer),
+            methods=PUBLIC_METHODS,
+        ),
+        Route(
+            f"/public/{openbadges.ISSUERS_PATH}/{{entity_id}}/{openbadges.REVOCATIONS_PATH}",
+            _guarded(face.revocations),
+            methods=PUBLIC_METHODS,
+        ),
+        Route(
+            f"/public/{openbadges.BADGE_CLASSES_PATH}/{{entity_id}}",
+            _guarded(face.badge_class),
+            methods=PUBLIC_METHODS,
+        ),
+        Route(
+            f"/public/{openbadges.BADGE_CLASSES_PATH}/{{entity_id}}/image",
+            _guarded(face.badge_class_image),
+            methods=PUBLIC_METHODS,
+        ),
+        Route(
+            f"/public/{openbadges.ASSERTIONS_PATH}/{{id}}",
+            _guarded(face.assertion),
+            methods=PUBLIC_METHODS,
+        ),
+        Route(
+            f"/public/{openbadges.ASSERTIONS_PATH}/{{id}}/image",
+            _guarded(face.assertion_image),
+            methods=PUBLIC_METHODS,
+        ),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    return AccessLog(app)

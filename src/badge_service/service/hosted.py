@@ -1,0 +1,112 @@
+"""Use cases of hosted Open Badges 2.0: the public documents a verifier, backpack or browser
+fetches from the URLs the service writes into every assertion, with no key.
+
+These are the only lookups that cross organisations: an award id, an issuer's and a badge
+class's entity id are unique across all of them (unique columns), and the documents they
+name are public by design (Open Badges hosted verification). Each answers only what the
+documents show; every other read stays scoped by the caller's org.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from badge_service.domain import openbadges
+from badge_service.domain.awards import RESOURCE as AWARD
+from badge_service.domain.awards import Award, AwardKind, AwardState
+from badge_service.domain.badge_classes import BADGE_CLASS, BadgeClass
+from badge_service.domain.errors import NotFound, echo
+from badge_service.domain.ids import is_entity_id, is_hex_id
+from badge_service.domain.issuers import ISSUER
+from badge_service.domain.lookups import Key
+from badge_service.service.award_openbadges import BakedImage, bake
+from badge_service.store import awards as award_store
+from badge_service.store import badgr as badgr_store
+from badge_service.store.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class HostedAssertion:
+    """An assertion as its hosted URL shows it: the award's state at ``now``, and the
+    document (the full Assertion, or for a revoked one the spec's short revoked form)."""
+
+    state: AwardState
+    document: dict[str, Any]
+    award: Award
+    badge_class: BadgeClass
+
+
+def _entity_id(value: str, resource: str) -> str:
+    if not is_entity_id(value):
+        raise NotFound(resource, echo(value))
+    return value
+
+
+async def issuer_profile(db: Database, entity_id: str, base_url: str) -> dict[str, Any]:
+    """The Open Badges Profile of the issuer with this entity id (any org), or NOT_FOUND."""
+    entity_id = _entity_id(entity_id, ISSUER)
+    async with db.read() as conn:
+        issuer = await badgr_store.get_public_issuer(conn, entity_id)
+    return openbadges.open_badges_issuer(issuer, base_url)
+
+
+async def badge_class(db: Database, entity_id: str) -> BadgeClass:
+    """The badge class with this entity id (any org), or NOT_FOUND."""
+    entity_id = _entity_id(entity_id, BADGE_CLASS)
+    async with db.read() as conn:
+        return await badgr_store.get_public_badge_class(conn, entity_id)
+
+
+async def badge_class_document(db: Database, entity_id: str, base_url: str) -> dict[str, Any]:
+    """The Open Badges BadgeClass with this entity id (any org), or NOT_FOUND."""
+    return openbadges.open_badges_badge_class(await badge_class(db, entity_id), base_url)
+
+
+async def revocation_list(db: Database, entity_id: str, base_url: str) -> dict[str, Any]:
+    """The RevocationList of the issuer with this entity id (any org): every revoked
+    assertion of its badge classes, by id; NOT_FOUND for an unknown issuer."""
+    entity_id = _entity_id(entity_id, ISSUER)
+    async with db.read() as conn:
+        issuer = await badgr_store.get_public_issuer(conn, entity_id)
+        revoked = await conn.run_sync(award_store.revoked_issuer_awards, issuer.org_id, issuer.id)
+    return openbadges.revocation_list(base_url, issuer.entity_id, revoked)
+
+
+async def _class_award(db: Database, award_id: str) -> tuple[Award, BadgeClass]:
+    """The badge class award with this id (any org) and its class. NOT_FOUND for an id that
+    names nothing, or an award that is not an Open Badges assertion (not of a class)."""
+    if not is_hex_id(award_id):
+        raise NotFound(AWARD, echo(award_id))
+    async with db.read() as conn:
+        award = await conn.run_sync(award_store.get_public_award, award_id)
+        if award.kind is not AwardKind.CLASS:
+            raise NotFound(AWARD, award_id)
+        assert award.badge_class_id is not None
+        bc = await badgr_store.get_badge_class(conn, award.org_id, Key(False, award.badge_class_id))
+    return award, bc
+
+
+async def assertion(db: Database, award_id: str, base_url: str) -> HostedAssertion:
+    """The hosted Assertion of the badge class award with this id (any org), judged now:
+    active and expired ones in full (an expired one with its ``expires``), a revoked one in
+    the short revoked form; NOT_FOUND for anything else."""
+    award, bc = await _class_award(db, award_id)
+    state = award.state(dt.datetime.now(dt.UTC))
+    if state is AwardState.REVOKED:
+        doc = openbadges.revoked_assertion(award, base_url)
+    else:
+        doc = openbadges.assertion(award, base_url=base_url, class_entity_id=bc.entity_id)
+    return HostedAssertion(state, doc, award, bc)
+
+
+async def baked_assertion(
+    db: Database, award_id: str, base_url: str, *, svg: bool
+) -> tuple[HostedAssertion, BakedImage | None]:
+    """The hosted assertion as ``assertion`` gives it, and, unless it is revoked, the class
+    image of the award baked with its Assertion (SVG, or else PNG)."""
+    hosted = await assertion(db, award_id, base_url)
+    if hosted.state is AwardState.REVOKED:
+        return hosted, None
+    return hosted, await bake(hosted.badge_class, hosted.document, svg)
