@@ -344,11 +344,12 @@ def _server_spans(
             metadata = details.invocation_metadata or ()
             # ServiceInterceptor reads it there too; its intercept_service is skipped below.
             call_metadata.set(metadata)
-            carrier.set(
-                {m.key: m.value for m in metadata if m.key in propagated}
-                if any(m.key in propagated for m in metadata)
-                else None
-            )
+            sent = None
+            for m in metadata:  # a plain loop: no generator for the usual call, which sends none
+                if m.key in propagated:
+                    sent = {m.key: m.value for m in metadata if m.key in propagated}
+                    break
+            carrier.set(sent)
             wrapped = self._wrapped.get(method)
             if wrapped is not None:
                 # ServiceInterceptor's handler is built once per method too: no need to ask
