@@ -310,38 +310,22 @@ def build_app(db: Database, base_url: str, ready: Callable[[], bool]) -> ASGIApp
     """The ASGI application of the HTTP face: documents under ``base_url`` (already
     normalised), readiness from ``ready``, each request on the access log."""
     face = HttpFace(db, base_url, ready)
+    issuers, classes = openbadges.ISSUERS_PATH, openbadges.BADGE_CLASSES_PATH
+    assertions = openbadges.ASSERTIONS_PATH
+    public = {
+        f"{issuers}/{{entity_id}}": face.issuer,
+        f"{issuers}/{{entity_id}}/{openbadges.REVOCATIONS_PATH}": face.revocations,
+        f"{classes}/{{entity_id}}": face.badge_class,
+        f"{classes}/{{entity_id}}/image": face.badge_class_image,
+        f"{assertions}/{{id}}": face.assertion,
+        f"{assertions}/{{id}}/image": face.assertion_image,
+    }
     routes = [
         Route("/healthz", face.healthz, methods=["GET"]),
         Route("/readyz", face.readyz, methods=["GET"]),
-        Route(
-            f"/public/{openbadges.ISSUERS_PATH}/{{entity_id}}",
-            _guarded(face.issuer),
-            methods=PUBLIC_METHODS,
-        ),
-        Route(
-            f"/public/{openbadges.ISSUERS_PATH}/{{entity_id}}/{openbadges.REVOCATIONS_PATH}",
-            _guarded(face.revocations),
-            methods=PUBLIC_METHODS,
-        ),
-        Route(
-            f"/public/{openbadges.BADGE_CLASSES_PATH}/{{entity_id}}",
-            _guarded(face.badge_class),
-            methods=PUBLIC_METHODS,
-        ),
-        Route(
-            f"/public/{openbadges.BADGE_CLASSES_PATH}/{{entity_id}}/image",
-            _guarded(face.badge_class_image),
-            methods=PUBLIC_METHODS,
-        ),
-        Route(
-            f"/public/{openbadges.ASSERTIONS_PATH}/{{id}}",
-            _guarded(face.assertion),
-            methods=PUBLIC_METHODS,
-        ),
-        Route(
-            f"/public/{openbadges.ASSERTIONS_PATH}/{{id}}/image",
-            _guarded(face.assertion_image),
-            methods=PUBLIC_METHODS,
+        *(
+            Route(f"/public/{path}", _guarded(handler), methods=PUBLIC_METHODS)
+            for path, handler in public.items()
         ),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

@@ -54,7 +54,8 @@ class Verification:
     now: dt.datetime | None = None
 
 
-async def _badge_class(conn: AsyncConnection, award: Award) -> BadgeClass:
+async def badge_class_of(conn: AsyncConnection, award: Award) -> BadgeClass:
+    """The badge class of a class award, read in the caller's transaction."""
     assert award.badge_class_id is not None
     return await badgr_store.get_badge_class(conn, award.org_id, Key(False, award.badge_class_id))
 
@@ -68,7 +69,7 @@ async def assertion_of(conn: AsyncConnection, award: Award, base_url: str) -> di
     transaction; None for other awards."""
     if award.kind is not AwardKind.CLASS:
         return None
-    bc = await _badge_class(conn, award)
+    bc = await badge_class_of(conn, award)
     return _assertion(award, bc, base_url)
 
 
@@ -117,7 +118,7 @@ async def bake_award(
         award = await conn.run_sync(award_store.get_award, org_id, award_id)
         if award.kind is not AwardKind.CLASS:
             raise openbadges.not_an_open_badge(award)
-        bc = await _badge_class(conn, award)
+        bc = await badge_class_of(conn, award)
     return await bake(bc, _assertion(award, bc, base_url), svg)
 
 
@@ -185,7 +186,7 @@ async def verify_award(
             award = await conn.run_sync(award_store.get_award, org_id, award_id)
         except NotFound:
             return Verification(None, f"no assertion {award_id} in the caller's organisation")
-        bc = await _badge_class(conn, award) if award.kind is AwardKind.CLASS else None
+        bc = await badge_class_of(conn, award) if award.kind is AwardKind.CLASS else None
     now = dt.datetime.now(dt.UTC)
     entity_id = bc.entity_id if bc is not None else ""
     if presented is not None:

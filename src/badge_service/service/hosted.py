@@ -20,8 +20,7 @@ from badge_service.domain.badge_classes import BADGE_CLASS, BadgeClass
 from badge_service.domain.errors import NotFound, echo
 from badge_service.domain.ids import is_entity_id, is_hex_id
 from badge_service.domain.issuers import ISSUER
-from badge_service.domain.lookups import Key
-from badge_service.service.award_openbadges import BakedImage, bake
+from badge_service.service.award_openbadges import BakedImage, badge_class_of, bake
 from badge_service.store import awards as award_store
 from badge_service.store import badgr as badgr_store
 from badge_service.store.db import Database
@@ -83,8 +82,7 @@ async def _class_award(db: Database, award_id: str) -> tuple[Award, BadgeClass]:
         award = await conn.run_sync(award_store.get_public_award, award_id)
         if award.kind is not AwardKind.CLASS:
             raise NotFound(AWARD, award_id)
-        assert award.badge_class_id is not None
-        bc = await badgr_store.get_badge_class(conn, award.org_id, Key(False, award.badge_class_id))
+        bc = await badge_class_of(conn, award)
     return award, bc
 
 
