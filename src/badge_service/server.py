@@ -64,6 +64,7 @@ from badge_service.tracing import (
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
+    from badge_service.http.rest.gateway import Gateway, PrivateSocket
     from badge_service.http.server import HttpServer
 
 log = logging.getLogger("badge_service.server")
@@ -159,6 +160,8 @@ class Running:
     metrics_endpoint: metrics.Endpoint | None = None
     tracing: Tracing | None = None
     http: HttpServer | None = None
+    gateway: Gateway | None = None
+    gateway_socket: PrivateSocket | None = None
 
     @property
     def http_port(self) -> int | None:
@@ -234,6 +237,10 @@ class Running:
             await asyncio.gather(
                 self.server.stop(grace), self.http.stop(grace if grace is not None else 0.0)
             )
+        if self.gateway is not None:
+            await self.gateway.close()
+        if self.gateway_socket is not None:
+            self.gateway_socket.remove()
         await self.auth.stop()
         self.interceptor.summarise_log(None)
         await self.db.close()
@@ -431,11 +438,19 @@ async def _serve_on(
         raise SystemExit(
             f"error: cannot listen on {settings.address}: the address is in use or not available"
         )
-    http = None
+    http = gateway = gateway_socket = None
     if http_sock is not None:
+        from badge_service.http.rest.gateway import Gateway, PrivateSocket
+
+        # The REST routes' private way in (see http.rest.gateway): plaintext on a Unix socket
+        # only this user can reach, whatever TLS the public port asks for.
+        gateway_socket = PrivateSocket()
         try:
-            http = _http_server(db, base_url, health, http_sock)
+            server.add_insecure_port(gateway_socket.address)
+            gateway = Gateway(gateway_socket.address)
+            http = _http_server(db, base_url, health, http_sock, gateway)
         except BaseException:
+            gateway_socket.remove()
             await db.close()
             raise
     await auth.start()
@@ -471,17 +486,21 @@ async def _serve_on(
         endpoint,
         tracing,
         http,
+        gateway,
+        gateway_socket,
     )
 
 
-def _http_server(db: Database, base_url: str, health: Health, sock: socket.socket) -> HttpServer:
+def _http_server(
+    db: Database, base_url: str, health: Health, sock: socket.socket, gateway: Gateway
+) -> HttpServer:
     """The HTTP face on ``sock``; imported only when it is on, so gRPC alone loads none of
     Starlette or uvicorn."""
     from badge_service.http.app import build_app
     from badge_service.http.server import HttpServer
     from badge_service.rpc.issuers import base_url_of
 
-    app = build_app(db, base_url_of(base_url), lambda: health.serving)
+    app = build_app(db, base_url_of(base_url), lambda: health.serving, gateway)
     return HttpServer(app, sock)
 
 

@@ -35,14 +35,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from badge_service.domain import openbadges
 from badge_service.domain.awards import AwardState
 from badge_service.domain.errors import DomainError, NotFound
 from badge_service.domain.fields import is_http_url
+from badge_service.http import rest
 from badge_service.http.access import AccessLog
+from badge_service.http.rest.gateway import Gateway
 from badge_service.service import Database, hosted
 
 log = logging.getLogger("badge_service.http")
@@ -306,9 +308,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status_code, code, str(exc.detail))
 
 
-def build_app(db: Database, base_url: str, ready: Callable[[], bool]) -> ASGIApp:
+def build_app(
+    db: Database, base_url: str, ready: Callable[[], bool], gateway: Gateway | None = None
+) -> ASGIApp:
     """The ASGI application of the HTTP face: documents under ``base_url`` (already
-    normalised), readiness from ``ready``, each request on the access log."""
+    normalised), readiness from ``ready``, the REST routes through ``gateway`` when given,
+    each request on the access log."""
     face = HttpFace(db, base_url, ready)
     issuers, classes = openbadges.ISSUERS_PATH, openbadges.BADGE_CLASSES_PATH
     assertions = openbadges.ASSERTIONS_PATH
@@ -320,7 +325,7 @@ def build_app(db: Database, base_url: str, ready: Callable[[], bool]) -> ASGIApp
         f"{assertions}/{{id}}": face.assertion,
         f"{assertions}/{{id}}/image": face.assertion_image,
     }
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/healthz", face.healthz, methods=["GET"]),
         Route("/readyz", face.readyz, methods=["GET"]),
         *(
@@ -328,5 +333,7 @@ def build_app(db: Database, base_url: str, ready: Callable[[], bool]) -> ASGIApp
             for path, handler in public.items()
         ),
     ]
+    if gateway is not None:
+        routes.extend(rest.routes(gateway))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     return AccessLog(app)
