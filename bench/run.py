@@ -1552,13 +1552,15 @@ def _render_observed(report: Report, targets: list[tuple[str, str, bool | str]])
         "Three service processes on the same data: metrics and traces off; `--metrics-address`;"
         " tracing configured (OTLP exporter) but not sampled (`OTEL_TRACES_SAMPLER=always_off`)"
         f". Alternating, as above, over {OBSERVED_ROUND_FACTOR} times the rounds (the targets"
-        " are a 5% difference).",
+        " are a 5% difference). *of off* is the median of each round's ratio to off's run in"
+        " the same round (runs seconds apart), so that drift in the machine's speed over the"
+        " section cancels rather than adds to the spread.",
         "",
         "| variant | req/s | p50 ms | p99 ms | server CPU us/call | of off | per-round req/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, row in report.observed.items():
-        ratio = _ratio(row.median("rps"), off.median("rps"))
+        ratio = _paired_ratio(row, off)
         lines.append(
             f"| {name} | {_fmt(row.median('rps'), 0)} | {_fmt(row.median('p50_ms'))} | "
             f"{_fmt(row.median('p99_ms'))} | {_fmt(row.median('server_cpu_us'), 0)} | "
@@ -1576,6 +1578,12 @@ def _render_observed(report: Report, targets: list[tuple[str, str, bool | str]])
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b else 0.0
+
+
+def _paired_ratio(row: Row, base: Row) -> float:
+    """The median over rounds of ``row``'s req/s over ``base``'s in the same round."""
+    pairs = [_ratio(r.rps, b.rps) for r, b in zip(row.results, base.results, strict=False)]
+    return statistics.median(pairs) if pairs else 0.0
 
 
 def _fmt(value: float, digits: int = 2) -> str:

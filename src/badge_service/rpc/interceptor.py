@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 from badge_service.domain.auth import Principal
 from badge_service.domain.errors import DomainError, InvalidArgument, ShuttingDown
 from badge_service.logs import AccessLog, request_id
-from badge_service.metrics import MethodMetrics, Metrics
+from badge_service.metrics import Metrics
 from badge_service.rpc.auth import set_principal
 from badge_service.rpc.errors import status_code, to_status
 from badge_service.service.auth import Authenticator
@@ -165,7 +165,7 @@ class _Outcome:
         self.echo = False
 
 
-# _admit_known and _log, as a method's wrapper calls them (see _metered).
+# _admit_known and _log, as a method's wrapper calls them (see _wrap).
 _Admit = Callable[[str, bool, grpc.aio.ServicerContext, _Outcome], bool]
 _Log = Callable[[str, grpc.aio.ServicerContext, _Outcome, float], float]
 
@@ -259,21 +259,30 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         is_write = self._writes[method]
-        # The wrappers call these two at a call's start and end. With metrics on they are
-        # replaced by versions that also count; with metrics off nothing here measures.
         admit_known: _Admit = self._admit_known
         log: _Log = self._log
-        sent: Callable[[], None] | None = None
+        # With metrics on, the wrappers count the call at its start and its code and duration
+        # at its end, inline (a wrapper function around admit_known and log cost a frame
+        # each on every call); with metrics off they are None and nothing here measures.
+        started = received = sent = ok = observe = None
+        handled: dict[grpc.StatusCode, Callable[[], None]] = {}
         if self._meter is not None:
-            admit_known, log, sent = _metered(
-                self._meter.method(method, _grpc_type(handler)), admit_known, log
-            )
+            meter = self._meter.method(method, _grpc_type(handler))
+            started, ok, observe = meter.started.inc, meter.handled["OK"].inc, meter.seconds.observe
+            # Keyed by the code itself: the interceptor's outcome holds a grpc.StatusCode.
+            handled = {code: meter.handled[code.name].inc for code in grpc.StatusCode}
+            if meter.received is not None:  # a server stream's one request
+                received = meter.received.inc
+            if meter.sent is not None:
+                sent = meter.sent.inc
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 outcome = _Outcome()
                 start = time.perf_counter()
+                if started is not None:
+                    started()
                 try:
                     if not admit_known(method, is_write, context, outcome):
                         await self._admit(method, is_write, context, outcome)
@@ -285,7 +294,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 except BaseException as exc:
                     await self._fail(exc, context, outcome)
                 finally:
-                    log(method, context, outcome, start)
+                    elapsed = log(method, context, outcome, start)
+                    if observe is not None:
+                        code = outcome.code
+                        if code is _OK:
+                            ok()  # type: ignore[misc]
+                        else:
+                            handled[code]()
+                        observe(elapsed)
 
             factory = (
                 grpc.unary_unary_rpc_method_handler
@@ -315,6 +331,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> None:
             outcome = _Outcome()
             start = time.perf_counter()
+            if started is not None:
+                started()
+                if received is not None:
+                    received()
             try:
                 if not admit_known(method, is_write, context, outcome):
                     await self._admit(method, is_write, context, outcome)
@@ -328,7 +348,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except BaseException as exc:
                 await self._fail(exc, context, outcome)
             finally:
-                log(method, context, outcome, start)
+                elapsed = log(method, context, outcome, start)
+                if observe is not None:
+                    code = outcome.code
+                    if code is _OK:
+                        ok()  # type: ignore[misc]
+                    else:
+                        handled[code]()
+                    observe(elapsed)
 
         factory = (
             grpc.unary_stream_rpc_method_handler
@@ -445,37 +472,3 @@ def _grpc_type(handler: grpc.RpcMethodHandler) -> str:
     if handler.request_streaming:
         return "bidi_stream" if handler.response_streaming else "client_stream"
     return "server_stream" if handler.response_streaming else "unary"
-
-
-def _metered(meter: MethodMetrics, admit_known: _Admit, log: _Log) -> tuple[_Admit, _Log, Any]:
-    """``admit_known`` and ``log`` that also count the call in its method's metrics (started
-    at its start, handled with its code and its duration at its end), and the count of a
-    stream's sent messages (None for a unary method)."""
-    started = meter.started.inc
-    received = meter.received.inc if meter.received is not None else None
-    ok = meter.handled["OK"].inc
-    # Keyed by the code itself: the interceptor's outcome holds a grpc.StatusCode.
-    handled = {code: meter.handled[code.name].inc for code in grpc.StatusCode}
-    observe = meter.seconds.observe
-
-    def counted_admit(
-        method: str, is_write: bool, context: grpc.aio.ServicerContext, outcome: _Outcome
-    ) -> bool:
-        started()
-        if received is not None:  # a server stream's one request (no client streams here)
-            received()
-        return admit_known(method, is_write, context, outcome)
-
-    def counted_log(
-        method: str, context: grpc.aio.ServicerContext, outcome: _Outcome, start: float
-    ) -> float:
-        elapsed = log(method, context, outcome, start)
-        code = outcome.code
-        if code is _OK:
-            ok()
-        else:
-            handled[code]()
-        observe(elapsed)
-        return elapsed
-
-    return counted_admit, counted_log, meter.sent.inc if meter.sent is not None else None

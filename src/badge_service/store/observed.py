@@ -127,6 +127,11 @@ class ObservedDatabase(Database):
         # Nothing to time, and no statement to suppress spans of: fetch needs its wrapper
         # only inside a traced call.
         self._bare_fetch = meter is None and "fetch" not in self._suppressed
+        self._fetch_timer = (
+            self._timers.get("fetch")
+            if "fetch" not in self._suppressed and tracer is None
+            else None
+        )
 
     def _call(self, operation: str, fn: Callable[..., Any] | None = None) -> _Call:
         return _Call(self, operation, fn)
@@ -152,9 +157,19 @@ class ObservedDatabase(Database):
         self, *queries: tuple[Executable, Mapping[str, Any]]
     ) -> list[Sequence[Sequence[Any]]]:
         """Database.fetch, timed and traced."""
-        if self._bare_fetch and not recording.get():
-            # The hottest read, untimed and in an untraced call: nothing to do around it.
-            return await super().fetch(*queries)
+        if not recording.get():
+            if self._bare_fetch:
+                # The hottest read, untimed and in an untraced call: nothing to do around it.
+                return await super().fetch(*queries)
+            timer = self._fetch_timer
+            if timer is not None:
+                # Timed only (metrics on, no span to start or suppress): inline, since a
+                # _Call costs an object and two method calls on every read.
+                start = time.perf_counter()
+                try:
+                    return await super().fetch(*queries)
+                finally:
+                    timer(time.perf_counter() - start)
         with self._call("fetch"):
             return await super().fetch(*queries)
 
