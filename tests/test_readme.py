@@ -418,7 +418,7 @@ async def test_readme_vendor_paths_over_http(tmp_path: Path) -> None:
     args = ("--http-address", f"127.0.0.1:{http_port}")
     async with serving(tmp_path, sqlite_url(tmp_path), *args) as server:
         outputs = run_block(block, tmp_path, server.env, server.port)
-    docs = [json.loads(o) if o.startswith("{") else o for o in outputs]
+    docs: list[Any] = [json.loads(o) if o.startswith("{") else o for o in outputs]
     _, created, fields, field_id, patched, put, meta, badge_id, badge, listed = docs
     assert created["errors"] == [] and created["data"]["name"] == "CF20 dates"
     assert created["data"]["dataType"] == "STRING" and "createdOnISO" in created["data"]
