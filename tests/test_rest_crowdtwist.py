@@ -256,13 +256,16 @@ async def test_errors(face: Face, org: Org) -> None:
         ({"name": "x", "is_enabled": "maybe"}, "is_enabled"),
         ({"name": "x", "date_start": "soon"}, "date_start"),
         ({"name": "x", "badge_states": [{"order": "first"}]}, "badge_states[0].order"),
+        ({"name": "x", "badge_extra_data": {"n": 10**400}}, "badge_extra_data"),
     ):
         bad = await http.post(BADGES, json=body, params=admin)
         assert bad.status_code == 400
         assert bad.json()["error"]["field"] == field
         assert bad.json()["error"]["reason"] == "INVALID_FIELD"
-    garbage = await http.post(BADGES, content=b"[1, 2]", params=admin)
-    assert garbage.status_code == 400
+    for garbage in (b"[1, 2]", b"[" * 100_000):
+        refused = await http.post(BADGES, content=garbage, params=admin)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["reason"] == "INVALID_FIELD"
     bad_filter = await http.get(BADGES, params={**key(org), "is_enabled": "maybe"})
     assert bad_filter.status_code == 400
     assert bad_filter.json()["error"]["field"] == "is_enabled"

@@ -267,8 +267,8 @@ def badge_of(doc: dict[str, Any]) -> tuple[pb.Badge, list[str]]:
             extra = {} if value == [] else as_object(value, name)
             try:
                 badge.badge_extra_data.update(extra)
-            except (ValueError, TypeError) as error:
-                raise BadInput(name, str(error)) from None
+            except (ValueError, TypeError, OverflowError, RecursionError) as error:
+                raise BadInput(name, str(error) or "is not valid JSON data") from None
     return badge, present
 
 

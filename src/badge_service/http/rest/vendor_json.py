@@ -36,7 +36,8 @@ async def json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
         doc = json.loads(raw) if raw.strip() else {}
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nested deeper than the decoder goes (the RPC's own limit is lower).
         raise BadInput("", "the body is not JSON") from None
     if not isinstance(doc, dict):
         raise BadInput("", "the body must be a JSON object")
