@@ -376,15 +376,20 @@ def test_readme_running_in_production(tmp_path: Path) -> None:
 async def test_readme_over_http(tmp_path: Path) -> None:
     """The "Over HTTP" lines against a server started as `make run` starts it (HTTP on its
     own port in place of 8080): the hosted assertion, its 410 once revoked, the
-    revocationList that lists it, and health."""
+    revocationList that lists it, and health; then, on the same server, the vendors' paths
+    (check_vendor_paths)."""
     from tests.test_serve import free_port
 
     block = block_containing('curl -s "$ASSERTION"')
+    vendors = block_containing("/api_gateway/v1/badges/orgMeta")
     http_port = free_port()
     block = block.replace("localhost:8080", f"localhost:{http_port}")
+    vendors = vendors.replace("localhost:8080", f"localhost:{http_port}")
     args = ("--http-address", f"127.0.0.1:{http_port}")
     async with serving(tmp_path, sqlite_url(tmp_path), *args) as server:
         outputs = run_block(block, tmp_path, server.env, server.port)
+        # The same server: a second one would add seconds to the suite for nothing.
+        check_vendor_paths(run_block(vendors, tmp_path, server.env, server.port))
     hosted, revoked, gone, listed, healthz, readyz = (outputs[i] for i in (4, 5, 6, 7, 8, 9))
     doc = json.loads(hosted)
     assert doc["type"] == "Assertion"
@@ -404,3 +409,24 @@ async def test_readme_over_http(tmp_path: Path) -> None:
     ]
     assert json.loads(healthz) == {"status": "ok"}
     assert json.loads(readyz) == {"status": "SERVING"}
+
+
+def check_vendor_paths(outputs: list[str]) -> None:
+    """The "Capillary and CrowdTwist at their own paths" lines' answers: each in its vendor's
+    form (run by test_readme_over_http)."""
+    docs: list[Any] = [json.loads(o) if o.startswith("{") else o for o in outputs]
+    _, created, fields, field_id, patched, put, meta, badge_id, badge, listed = docs
+    assert created["errors"] == [] and created["data"]["name"] == "CF20 dates"
+    assert created["data"]["dataType"] == "STRING" and "createdOnISO" in created["data"]
+    assert fields == {"data": [created["data"]], "errors": [], "warnings": []}
+    assert field_id == "" and badge_id == ""  # captured into FIELD and BADGE
+    assert patched["data"]["id"] == created["data"]["id"]
+    assert patched["data"]["isMandatory"] is True
+    tag = {"key": "Game", "dataType": "string", "description": "Sport", "mandatory": True}
+    assert put["data"]["tags"] == [tag] and put["errors"] is None
+    assert meta == put
+    assert badge["name"] == "badge_001" and badge["is_enabled"] == 1
+    assert badge["frequency"]["freq_period_name"] == "week"
+    assert badge["badge_extra_data"] == {"CF20 dates": "0"}  # the field's default, filled in
+    assert listed["paging"] == {"total": 1, "pages": 1, "next_page": None, "prev_page": None}
+    assert listed["badges"] == [badge]

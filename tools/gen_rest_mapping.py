@@ -50,6 +50,9 @@ class ServiceDoc:
     source: str
     envelope: str
     errors: tuple[VendorError, ...] = field(default_factory=tuple)
+    # How the HTTP face serves the vendor's paths (http/rest/<vendor>.py): what a client of
+    # the vendor gets, and what we chose where its seed is silent. Empty: not served there.
+    http: str = ""
 
 
 _CAPILLARY_ENVELOPE = (
@@ -61,6 +64,22 @@ _CAPILLARY_ENVELOPE = (
     "`BadRequest` naming the field for bad input. `warnings` has no counterpart: the service "
     "never answers with a partial success. Capillary's Basic authentication is "
     "`authorization: Basic base64(ORG_ID:KEY)`."
+)
+
+_CAPILLARY_HTTP = (
+    "The HTTP face serves these paths as Capillary does (`http/rest/capillary.py`), through "
+    "the RPCs: every answer is `{data, errors, warnings}`, a failure "
+    '`{"data": null, "errors": [{"code", "message"}], "warnings": []}`. The seed shows no '
+    "HTTP status for its codes: 740, 741, 742 and 744 are answered 400 (Capillary's API "
+    "answers its coded validation errors as client errors, a taken name included, not 409); "
+    "any other failure has the HTTP status of its gRPC code, which is then also the entry's "
+    "`code` (401, 403, 404, ...). `message` is the RPC's. The key: `authorization: Basic "
+    "base64(ORG_ID:KEY)` (a 401 asks for Basic), `Bearer KEY` or `x-api-key`. A request's "
+    "`dataType` is taken in any case; booleans also as 0/1 or text; `defaultValue` also as a "
+    "number or boolean (written as text). Read-only keys (`id`, `orgId`, the audit fields) and "
+    "keys Capillary does not define are ignored, as its API ignores them, so an object a "
+    "client got can be sent back as it is. A body that is not a JSON object is 400 with code "
+    "400."
 )
 
 _BADGR_ENVELOPE = (
@@ -126,6 +145,14 @@ SERVICE_DOCS: dict[str, ServiceDoc] = {
         source="seed 000: `GET /api_gateway/v1/badges/orgMeta`",
         envelope=_CAPILLARY_ENVELOPE
         + " Every organisation has exactly one org meta, so no id appears in the path.",
+        http=_CAPILLARY_HTTP
+        + " The org meta is answered exactly as seed 000 shows it: `id`, `orgId`, `tags` "
+        "(`key`, `dataType`, `description`, `mandatory`), epoch-second `createdOn` and "
+        "`lastUpdatedOn`, `createdBy`, `lastUpdatedBy`, and `errors`/`warnings` null; "
+        "`dataType` in lower case (`string`), as the seed writes it, where custom fields "
+        'write upper case. `PUT` takes `{"tags": [...]}` (the whole `data` object GET '
+        'answered is fine): the tags given replace all of them, `"tags": []` removes them '
+        "all, and a body without `tags` changes nothing.",
         errors=(
             VendorError(
                 "HTTP 400",
@@ -139,6 +166,16 @@ SERVICE_DOCS: dict[str, ServiceDoc] = {
         vendor="Capillary",
         source="seed 002: `POST /api_gateway/v1/badges/customField`",
         envelope=_CAPILLARY_ENVELOPE,
+        http=_CAPILLARY_HTTP
+        + " A custom field is answered exactly as seed 002 shows it, keys in its order (`id`, "
+        "`orgId`, `name`, `isMandatory`, `defaultValue` (null when none), `isActive`, "
+        "`dataType` in upper case, `createdOn`, `createdOnISO`, `createdBy`, `lastUpdatedOn`, "
+        "`lastUpdatedOnISO`, `lastUpdatedBy`), with `errors` and `warnings` empty arrays. "
+        "The seed has only `POST`; where it is silent: `GET .../customField` answers every "
+        "field as the `data` array, oldest first (all pages: an org has at most 100); "
+        "`PATCH` (or `PUT`) `.../customField/{id}` changes the keys the body has (null "
+        "clears one) and must pass the create rules (740...744); `DELETE` answers `data` "
+        "null. `?request_id=UUID` makes a `POST` safe to retry, as over gRPC.",
         errors=(
             VendorError(
                 "740",
@@ -178,7 +215,39 @@ SERVICE_DOCS: dict[str, ServiceDoc] = {
             "`is_enabled: 1` is a bool, the state strings `unearned`/`in progress`/`earned` "
             "are `BadgeStateType` values, `freq_period_id`/`freq_period_name` are derived from "
             "`freq_period`. The `api_key` query parameter becomes the `x-api-key` header "
-            "(or `authorization: Bearer`). HTTP errors become gRPC statuses as below."
+            "(or `authorization: Bearer`). HTTP errors become gRPC statuses as below. The "
+            "page URLs keep every filter of the request (`is_enabled`, `tag_name`, "
+            "`earnable_at`, `displayable_at`) after `page` and `page_size`, so a link names "
+            "the same filtered list."
+        ),
+        http=(
+            "The HTTP face serves these paths as CrowdTwist does (`http/rest/crowdtwist.py`), "
+            "through the RPCs. A badge is the seed's object, keys in its sample's order: "
+            "`id` an integer (the seed's table says Integer; its sample quotes it), "
+            '`badge_states` (the sample\'s `"badge_states "` with a blank is taken too), '
+            "`state` `unearned`/`in progress`/`earned`, dates as `2019-05-03T19:01:23.000Z` "
+            "(null when unset), `is_enabled` 1 or 0, `frequency` with `freq_cap`, "
+            "`freq_period_id`, `freq_period_name` (`week`, lower case as in the sample) and "
+            "`freq_max` (null when unset), `tags`, `badge_extra_data` (an object), `segment` "
+            "with `eligibility_type` `inclusion`/`exclusion`. Requests take `is_enabled` as "
+            "0/1, true/false or their text; the period by `freq_period_id` or "
+            "`freq_period_name`; states and eligibility in any case; dates with or without a "
+            'time or offset (none is UTC). A list is `{"paging": {total, pages, next_page, '
+            'prev_page}, "badges": [...]}`: the links are absolute URLs on the host the '
+            "client called, null when there is none, keep every filter (`is_enabled`, "
+            "`tag_name`, `earnable_at`, `displayable_at` as ISO-8601) and `page_size`, and "
+            "the request's `api_key` when it came as a query parameter (the seed's sample "
+            "links end with `api_key=`), so they work as they are. The paging rules are the "
+            "RPC's; an unreadable `page` is the first page, as the seed says, and an "
+            "unreadable `page_size` the default. The key: `?api_key=`, `x-api-key` or "
+            "`authorization: Bearer`. Where the seed is silent (it shows only the list): "
+            "`GET /v2.1/badges/{id}` answers the badge; `POST /v2.1/badges` 201 with it and "
+            "`Location`; `PATCH` (or `PUT`) `/v2.1/badges/{id}` changes the keys the body has "
+            "(null clears one); `DELETE` answers 204; an id that is not a number is 404. "
+            'Errors are `{"error": {"code": <HTTP status>, "message", "reason", "field"}}` '
+            "(`reason` the ErrorInfo reason, `field` when one is named) with the HTTP status "
+            "of the gRPC code: 400 bad input, 401, 403, 404 (another org's badge too), 409 a "
+            "taken name. Keys the seed does not define are ignored."
         ),
         errors=(
             VendorError(
@@ -492,6 +561,7 @@ def _service_section(service: ServiceDescriptor) -> list[str]:
         "",
         f"**Envelope.** {doc.envelope}",
         "",
+        *([f"**Over HTTP.** {doc.http}", ""] if doc.http else []),
         f"**Errors.** {doc.vendor}'s errors and what the service answers instead:",
         "",
         *_error_table([*doc.errors, *COMMON_ERRORS]),

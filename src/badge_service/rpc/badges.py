@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import replace
+from functools import partial
 from typing import TypeVar
+from urllib.parse import urlencode
 
 import grpc
 from google.protobuf import empty_pb2
@@ -156,19 +158,36 @@ def to_proto(b: Badge) -> pb.Badge:
     )
 
 
-def _page_url(page: int | None, size: int) -> str:
-    return "" if page is None else f"/v2.1/badges?page={page}&page_size={size}"
+def filter_query(request: pb.ListBadgesRequest) -> str:
+    """The request's filters as the tail of a page URL (``&is_enabled=true&tag_name=...``),
+    in field order; empty without filters. A page link must keep them: the next page of a
+    filtered list is a page of the same filtered list."""
+    found: list[tuple[str, str]] = []
+    if request.HasField("is_enabled"):
+        found.append(("is_enabled", "true" if request.is_enabled else "false"))
+    if request.tag_name:
+        found.append(("tag_name", request.tag_name))
+    if request.HasField("earnable_at"):
+        found.append(("earnable_at", request.earnable_at.ToJsonString()))
+    if request.HasField("displayable_at"):
+        found.append(("displayable_at", request.displayable_at.ToJsonString()))
+    return "&" + urlencode(found) if found else ""
 
 
-def _numbered_paging(numbered: paging.NumberedPage, size: int) -> pb.Paging:
-    """CrowdTwist's paging block of a numbered page."""
+def _page_url(page: int | None, size: int, filters: str) -> str:
+    return "" if page is None else f"/v2.1/badges?page={page}&page_size={size}{filters}"
+
+
+def _numbered_paging(numbered: paging.NumberedPage, size: int, filters: str) -> pb.Paging:
+    """CrowdTwist's paging block of a numbered page; its URLs keep the request's filters
+    (``filters``, from filter_query) and name the page size in effect."""
     return pb.Paging(
         total=numbered.total,
         pages=numbered.pages,
         next_page=numbered.next_page,
         prev_page=numbered.prev_page,
-        next_page_url=_page_url(numbered.next_page, size),
-        prev_page_url=_page_url(numbered.prev_page, size),
+        next_page_url=_page_url(numbered.next_page, size, filters),
+        prev_page_url=_page_url(numbered.prev_page, size, filters),
     )
 
 
@@ -197,13 +216,15 @@ def _list_reply(
     size: int,
     numbered: paging.NumberedPage | None,
     next_page_token: str,
+    filters: str = "",
 ) -> bytes:
     """A serialized ListBadgesResponse: each badge's stored bytes as an item of ``badges``,
-    then the other fields serialized (a message's fields may come in any order)."""
+    then the other fields serialized (a message's fields may come in any order). ``filters``
+    is the request's filter_query, kept by the page URLs."""
     page_info = (
         pb.Paging(total=total, pages=-(-total // size))
         if numbered is None
-        else _numbered_paging(numbered, size)
+        else _numbered_paging(numbered, size, filters)
     )
     tail = pb.ListBadgesResponse(
         paging=page_info, next_page_token=next_page_token, total_size=total
@@ -242,9 +263,10 @@ class BadgeServicer:
             displayable_at=from_ts(request, "displayable_at", "displayable_at"),
         )
         page = request.page if request.HasField("page") else None
-        return badges.list_badges(
-            self._db, who.org_id, flt, size, page, request.page_token, _list_reply
-        )
+        filters = filter_query(request)
+        # The common unfiltered call keeps the plain function (no partial per call).
+        reply = partial(_list_reply, filters=filters) if filters else _list_reply
+        return badges.list_badges(self._db, who.org_id, flt, size, page, request.page_token, reply)
 
     @wire.serialized(pb.Badge)
     def GetBadge(
