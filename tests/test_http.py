@@ -387,6 +387,43 @@ async def test_a_browser_gets_a_page_with_everything_escaped(face: Face, here: O
     assert "Revoked: &lt;b&gt;No&lt;/b&gt;" in gone.text
 
 
+async def test_a_browser_gets_issuer_and_badge_class_pages(face: Face, here: Org) -> None:
+    issuer = await create_issuer(
+        here.admin,
+        ipb.Issuer(
+            name="<i>Acme</i> Academy",
+            url="https://acme.example/?a=1&b=2",
+            email="badges@example.org",
+            description="We teach & certify.",
+        ),
+    )
+    bc = await create_class(
+        here.admin,
+        small_class(issuer.entity_id, name="Math <b>Expert</b>", criteria_url="https://e.org/c"),
+    )
+    accept = "text/html"
+    page = await fetch(face, issuer.open_badge_id, accept=accept)
+    assert page.status_code == 200
+    assert_public(page, "text/html; charset=utf-8")
+    assert page.headers["vary"] == "Accept"
+    assert "<title>&lt;i&gt;Acme&lt;/i&gt; Academy</title>" in page.text
+    assert "We teach &amp; certify." in page.text
+    assert "badges@example.org" in page.text
+    link = "https://acme.example/?a=1&amp;b=2"
+    assert f'<a href="{link}">{link}</a>' in page.text
+    doc = await fetch(face, issuer.open_badge_id)
+    assert doc.headers["content-type"] == LD_JSON and doc.headers["vary"] == "Accept"
+
+    page = await fetch(face, bc.open_badge_id, accept=accept)
+    assert page.status_code == 200
+    assert_public(page, "text/html; charset=utf-8")
+    assert "<h1>Math &lt;b&gt;Expert&lt;/b&gt;</h1>" in page.text
+    assert f'src="{bc.open_badge_id}/image"' in page.text
+    assert f'<a href="{issuer.open_badge_id}">&lt;i&gt;Acme&lt;/i&gt; Academy</a>' in page.text
+    assert "Pass the exam." in page.text
+    assert '<a href="https://e.org/c">https://e.org/c</a>' in page.text
+
+
 async def test_head_answers_headers_only(face: Face, here: Org) -> None:
     _, bc = await new_class(here)
     made = await award(here, bc)

@@ -2,9 +2,11 @@
 
 Public documents (no key; Open Badges hosted verification, backpacks and browsers):
 
-- ``/public/issuers/{entity_id}``: the issuer's Profile, which names its ``revocationList``
+- ``/public/issuers/{entity_id}``: the issuer's Profile (a page for a browser), which names its
+  ``revocationList``
   (``/public/issuers/{entity_id}/revocations``, a RevocationList of its revoked assertions);
-- ``/public/badges/{entity_id}`` (and ``/image``): the BadgeClass and its image;
+- ``/public/badges/{entity_id}`` (and ``/image``): the BadgeClass (a page for a browser) and
+  its image;
 - ``/public/assertions/{id}`` (and ``/image``, baked PNG or ``?format=svg``): the Assertion;
   a revoked one answers 410 Gone in the spec's short form; ``Accept: text/html`` gets a small
   page for people instead.
@@ -157,29 +159,73 @@ _VERDICTS = {
 }
 
 
-def assertion_page(found: hosted.HostedAssertion, issuer_name: str, image_url: str) -> str:
-    """The page a browser gets for an assertion: image, badge, issuer, dates and its state,
-    every value escaped."""
-    award, bc = found.award, found.badge_class
+Cell = tuple[str, str, str | None]  # (label, text, link or None)
+
+
+def _page(title: str, image_url: str | None, description: str, rows: list[Cell]) -> str:
+    """A small page for people: image, heading, description and a table, every value escaped;
+    links only to http(s) URLs (stored text never becomes a ``javascript:`` link)."""
     e = html.escape
-    rows = [
-        ("Badge", bc.name),
-        ("Issuer", issuer_name),
-        ("Issued", _date(award.issued_at)),
+    cells = []
+    for label, text, link in rows:
+        value = e(text)
+        if link is not None and is_http_url(link):
+            value = f'<a href="{e(link)}">{value}</a>'
+        cells.append(f"<tr><th>{e(label)}</th><td>{value}</td></tr>")
+    image = ""
+    if image_url and (is_http_url(image_url) or image_url.startswith("data:image/")):
+        image = f'<img src="{e(image_url)}" alt="{e(title)}" width="200">'
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{e(title)}</title></head><body>{image}"
+        f"<h1>{e(title)}</h1><p>{e(description)}</p>"
+        f"<table>{''.join(cells)}</table></body></html>\n"
+    )
+
+
+def assertion_page(found: hosted.HostedAssertion, issuer_name: str, image_url: str) -> str:
+    """The page a browser gets for an assertion: image, badge, issuer, dates and its state."""
+    award, bc = found.award, found.badge_class
+    rows: list[Cell] = [
+        ("Badge", bc.name, None),
+        ("Issuer", issuer_name, None),
+        ("Issued", _date(award.issued_at), None),
     ]
     if award.expires_at is not None:
-        rows.append(("Expires", _date(award.expires_at)))
+        rows.append(("Expires", _date(award.expires_at), None))
     verdict = _VERDICTS[found.state]
     if found.state is AwardState.REVOKED and award.revocation_reason:
         verdict = f"{verdict}: {award.revocation_reason}"
-    rows.append(("Status", verdict))
-    cells = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{e(bc.name)}</title></head><body>"
-        f'<img src="{e(image_url)}" alt="{e(bc.name)}" width="200">'
-        f"<h1>{e(bc.name)}</h1><p>{e(bc.description)}</p>"
-        f"<table>{cells}</table></body></html>\n"
+    rows.append(("Status", verdict, None))
+    return _page(bc.name, image_url, bc.description, rows)
+
+
+def issuer_page(profile: dict[str, Any]) -> str:
+    """The page a browser gets for an issuer: its image, name, description, website, email."""
+    url, email = str(profile.get("url", "")), str(profile.get("email", ""))
+    rows: list[Cell] = [("Website", url, url), ("Email", email, None)]
+    image = profile.get("image")
+    return _page(
+        str(profile.get("name", "")),
+        image if isinstance(image, str) else None,
+        str(profile.get("description", "")),
+        rows,
+    )
+
+
+def badge_class_page(doc: dict[str, Any], issuer_name: str) -> str:
+    """The page a browser gets for a badge class: image, name, description, issuer (linked to
+    its page) and criteria."""
+    criteria = doc.get("criteria") or {}
+    rows: list[Cell] = [("Issuer", issuer_name, str(doc.get("issuer", "")))]
+    if criteria.get("narrative"):
+        rows.append(("Criteria", str(criteria["narrative"]), None))
+    if criteria.get("id"):
+        rows.append(("Criteria URL", str(criteria["id"]), str(criteria["id"])))
+    if doc.get("tags"):
+        rows.append(("Tags", ", ".join(str(t) for t in doc["tags"]), None))
+    return _page(
+        str(doc.get("name", "")), f"{doc['id']}/image", str(doc.get("description", "")), rows
     )
 
 
@@ -211,7 +257,9 @@ class HttpFace:
     async def issuer(self, request: Request) -> Response:
         """The issuer's Open Badges Profile."""
         doc = await hosted.issuer_profile(self._db, request.path_params["entity_id"], self._base)
-        return _public(request, _json(doc), LD_JSON)
+        if wants_html(request):
+            return _public(request, issuer_page(doc).encode("utf-8"), HTML, vary=True)
+        return _public(request, _json(doc), LD_JSON, vary=True)
 
     async def revocations(self, request: Request) -> Response:
         """The issuer's RevocationList."""
@@ -223,7 +271,12 @@ class HttpFace:
         doc = await hosted.badge_class_document(
             self._db, request.path_params["entity_id"], self._base
         )
-        return _public(request, _json(doc), LD_JSON)
+        if wants_html(request):
+            bc = await hosted.badge_class(self._db, request.path_params["entity_id"])
+            profile = await hosted.issuer_profile(self._db, bc.issuer_entity_id, self._base)
+            page = badge_class_page(doc, str(profile.get("name", "")))
+            return _public(request, page.encode("utf-8"), HTML, vary=True)
+        return _public(request, _json(doc), LD_JSON, vary=True)
 
     async def badge_class_image(self, request: Request) -> Response:
         """The class's image: the bytes of a ``data:`` image, or a redirect to its URL."""
