@@ -14,7 +14,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -156,15 +156,23 @@ class Gateway:
         reply: type[M],
         metadata: Metadata = (),
         seconds: float | None = None,
+        on_open: Callable[[], None] | None = None,
     ) -> AsyncIterator[M]:
         """The replies of the server-streaming RPC ``method``; RpcFailure when it ends with a
-        non-OK status (before or after some replies)."""
+        non-OK status (before or after some replies). ``on_open`` is called once the server
+        has accepted the call (its initial metadata arrived and the call goes on), so a
+        caller can tell a call that was refused from one that has no reply yet."""
         stub = self._streams.get(method)
         if stub is None:
             stub = self.channel.unary_stream(method)
             self._streams[method] = stub
         call = stub(request.SerializeToString(), metadata=tuple(metadata), timeout=seconds)
         try:
+            if on_open is not None:
+                # A refused call ends without initial metadata of its own (trailers only).
+                initial = await call.initial_metadata()
+                if initial and not call.done():
+                    on_open()
             async for data in call:
                 yield reply.FromString(data)
         except grpc.aio.AioRpcError as error:
