@@ -55,7 +55,7 @@ NDJSON = "application/x-ndjson"
 # A request body larger than this is refused before it is parsed (the gRPC server's own
 # limits are smaller still; this keeps a huge body from being read into memory at all).
 MAX_BODY = 8 * 1024 * 1024
-_VARIABLE = re.compile(r"\{([^}=]+)(?:=([^}]*))?\}")
+VARIABLE = re.compile(r"\{([^}=]+)(?:=([^}]*))?\}")
 _PATTERNS = ("get", "put", "post", "delete", "patch")
 _INTS = {
     FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
@@ -120,7 +120,7 @@ class Binding:
     @property
     def variables(self) -> list[str]:
         """The request fields the path binds (dotted), in template order."""
-        return [m.group(1) for m in _VARIABLE.finditer(self.template)]
+        return [m.group(1) for m in VARIABLE.finditer(self.template)]
 
     @property
     def streaming(self) -> bool:
@@ -138,7 +138,7 @@ class Binding:
             pattern = m.group(2) or "*"
             return f"{{{alias}:path}}" if "**" in pattern else f"{{{alias}}}"
 
-        return _VARIABLE.sub(rename, self.template), names
+        return VARIABLE.sub(rename, self.template), names
 
 
 def services() -> list[ServiceDescriptor]:
