@@ -391,7 +391,9 @@ async def test_errors_are_status_json(rest: Rest, org: Org) -> None:
     assert info_of(denied)["reason"] == "WRITE_REQUIRES_ADMIN"
     # A header gRPC cannot carry (not printable ASCII) is refused as a malformed key, not a 500.
     for name in ("authorization", "x-api-key"):
-        odd = await http.get("/v1/badges", headers={name: "Bearer k\u00e9y".encode("latin-1")})
+        odd = await http.get(
+            "/v1/badges", headers={name.encode(): "Bearer k\u00e9y".encode("latin-1")}
+        )
         assert status_of(odd, 401, 16)["message"]
     nowhere = status_of(await http.get("/v1/nowhere", headers=reader(org)), 404, 5)
     assert nowhere["details"] == []
