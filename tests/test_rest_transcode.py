@@ -434,3 +434,38 @@ async def test_watch_awards_streams_ndjson(rest: Rest, org: Org) -> None:
     assert [e["type"] for e in events] == ["AWARD_EVENT_TYPE_PROGRESS", "AWARD_EVENT_TYPE_AWARDED"]
     assert events[1]["award"] == as_json(award)
     assert int(events[1]["sequence"]) == int(events[0]["sequence"]) + 1
+
+
+def test_url_values_as_grpc_gateway_reads_them() -> None:
+    template = tpb.BadgeTemplate()
+    transcode.assign(template, "skills", ["Archery", "Focus"])  # repeated: repeated keys
+    assert list(template.skills) == ["Archery", "Focus"]
+    update = bpb.UpdateBadgeRequest()
+    transcode.assign(update, "updateMask", ["title,badgeStates, badge_extra_data"])
+    assert list(update.update_mask.paths) == ["title", "badge_states", "badge_extra_data"]
+    transcode.assign(update, "badge.id", ["9223372036854775807"])
+    assert update.badge.id == 2**63 - 1
+    listing = apb.ListAwardsRequest()
+    for spelling, value in [("t", True), ("FALSE", False), ("1", True)]:
+        transcode.assign(listing, "revoked", [spelling])
+        assert listing.HasField("revoked") and listing.revoked is value
+    codes = bcpb.CreateClaimCodesRequest()
+    transcode.assign(codes, "expires_at", ["2030-01-02T03:04:05Z"])
+    assert codes.expires_at.seconds == 1893553445
+    bad = [
+        (bpb.GetBadgeRequest(), "id", ["9223372036854775808"], "id"),
+        (bpb.GetBadgeRequest(), "id", ["1", "2"], "id"),
+        (apb.ListAwardsRequest(), "recipient.nope", ["x"], "recipient.nope"),
+        (apb.ListAwardsRequest(), "revoked", ["yes"], "revoked"),
+        (bcpb.CreateClaimCodesRequest(), "expiresAt", ["tomorrow"], "expires_at"),
+        (
+            tpb.CreateBadgeTemplateRequest(),
+            "badge_template.skills.x",
+            ["1"],
+            "badge_template.skills",
+        ),
+    ]
+    for message, key, values, field in bad:
+        with pytest.raises(transcode.BadInput) as caught:
+            transcode.assign(message, key, values)
+        assert caught.value.field == field, (key, caught.value)
