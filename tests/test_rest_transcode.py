@@ -407,6 +407,11 @@ async def test_watch_awards_streams_ndjson(rest: Rest, org: Org) -> None:
     assert refused.status_code == 401
     (line,) = refused.text.splitlines()
     assert json.loads(line)["error"]["code"] == 16
+    # Refused by a rule of the RPC (resuming after a sequence the org has not reached).
+    ahead = await http.get("/v1/awards:watch?afterSequence=999999999", headers=reader(org))
+    assert ahead.status_code == 400
+    (line,) = ahead.text.splitlines()
+    assert json.loads(line)["error"]["code"] == 3
 
     badge = await org.admin.stub(badge_pb2_grpc.BadgeServiceStub).CreateBadge(
         bpb.CreateBadgeRequest(
