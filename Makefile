@@ -53,9 +53,10 @@ test: dev
 protos: $(DEV_STAMP)
 	$(BIN)/python tools/gen_protos.py
 
-## Regenerate docs/rest-mapping.md from the google.api.http annotations.
+## Regenerate docs/rest-mapping.md and docs/openapi.json from the google.api.http annotations.
 docs: $(DEV_STAMP)
 	$(BIN)/python tools/gen_rest_mapping.py
+	$(BIN)/python tools/gen_openapi.py
 
 buf-lint: $(BUF)
 	$(BUF) lint

@@ -28,6 +28,7 @@ from tests.support import own_database_url
 ROOT = Path(__file__).resolve().parent.parent
 API = ROOT / "src" / "badge_service" / "api"
 MAPPING = ROOT / "docs" / "rest-mapping.md"
+OPENAPI = ROOT / "docs" / "openapi.json"
 BUF = ROOT / "node_modules" / ".bin" / "buf"
 SEED_SERVICES = {
     "badges.v1.OrgMetaService",
@@ -93,6 +94,25 @@ def test_rest_mapping_is_current(mapping_tool: ModuleType) -> None:
             )[:40]
         )
         pytest.fail(f"docs/rest-mapping.md is stale: run make docs\n{diff}")
+
+
+def test_openapi_document_is_current() -> None:
+    from badge_service.http.rest import openapi
+
+    expected = openapi.render()
+    current = OPENAPI.read_text() if OPENAPI.exists() else ""
+    if current != expected:
+        diff = "".join(
+            list(
+                difflib.unified_diff(
+                    current.splitlines(keepends=True),
+                    expected.splitlines(keepends=True),
+                    "docs/openapi.json",
+                    "generated",
+                )
+            )[:40]
+        )
+        pytest.fail(f"docs/openapi.json is stale: run make docs\n{diff}")
 
 
 def test_rest_mapping_is_deterministic(mapping_tool: ModuleType) -> None:

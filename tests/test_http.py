@@ -315,9 +315,12 @@ async def test_unknown_ids_are_404_json(face: Face, path: str) -> None:
     assert resp.status_code == 404
     assert resp.headers["content-type"] == "application/json"
     assert resp.headers["access-control-allow-origin"] == "*"
+    # google.rpc.Status, as the REST routes answer: NOT_FOUND is code 5.
     body = resp.json()
-    assert (body["error"]["code"], body["error"]["status"]) == (404, "NOT_FOUND")
-    assert body["error"]["message"]
+    assert body["code"] == 5
+    assert body["message"]
+    reasons = [d["reason"] for d in body["details"] if d["@type"].endswith("ErrorInfo")]
+    assert reasons == ([] if path.endswith(("elsewhere", "nothing")) else ["NOT_FOUND"])
 
 
 async def test_an_award_that_is_not_an_open_badge_is_404(face: Face, here: Org) -> None:
@@ -329,7 +332,7 @@ async def test_an_award_that_is_not_an_open_badge_is_404(face: Face, here: Org) 
     )
     resp = await face.http.get(f"/public/assertions/{made.id}")
     assert resp.status_code == 404
-    assert resp.json()["error"]["status"] == "NOT_FOUND"
+    assert resp.json()["code"] == 5
 
 
 # --- Images and the page for browsers -------------------------------------------------------------
@@ -365,7 +368,7 @@ async def test_baked_assertion_images(face: Face, here: Org) -> None:
     assert text is not None and json.loads(text) == expected
     bad = await face.http.get(f"/public/assertions/{made.id}/image", params={"format": "gif"})
     assert bad.status_code == 400
-    assert bad.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert (bad.json()["code"], bad.json()["details"]) == (3, [])
 
 
 async def test_a_browser_gets_a_page_with_everything_escaped(face: Face, here: Org) -> None:

@@ -28,6 +28,17 @@ OUT_DEFAULT = ROOT / "docs" / "rest-mapping.md"
 API_PACKAGE = "badge_service.api.badges.v1"
 DEFAULT_VENDOR = "badge-service"
 
+# A route under /v1/ is the project's own (served generically by transcoding, the reply
+# message as proto3 JSON, errors as google.rpc.Status JSON); any other path is a vendor's,
+# served in that vendor's envelope. The vendor of a path, by its first segments:
+OWN_PREFIX = "/v1/"
+OWN_VENDOR = "badge-service (own)"
+VENDOR_PREFIXES = {
+    "/api_gateway/": "Capillary",
+    "/v2.1/": "CrowdTwist v2.1",
+    "/organizations/": "Credly",
+    "/v2/": "Badgr v2",
+}
 _PATH_VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
 _PATTERNS = ("get", "put", "post", "delete", "patch")
 
@@ -421,6 +432,16 @@ def _route(rule: http_pb2.HttpRule) -> Route | None:
     return Route(kind.upper(), getattr(rule, kind), rule.body, rule.response_body)
 
 
+def route_vendor(route: Route, service_vendor: str) -> str:
+    """Whose route it is: the project's own under ``/v1/``, else the vendor of its path."""
+    if route.path.startswith(OWN_PREFIX):
+        return OWN_VENDOR
+    for prefix, vendor in VENDOR_PREFIXES.items():
+        if route.path.startswith(prefix):
+            return vendor
+    return service_vendor
+
+
 def path_fields(route: Route) -> list[str]:
     """The request fields bound in the path template, in template order."""
     return _PATH_VARIABLE.findall(route.path)
@@ -508,6 +529,14 @@ def render() -> str:
         "Each service's section maps its vendor's envelope and errors; a client never gets",
         "`UNKNOWN`.",
         "",
+        "Rows whose vendor is *badge-service (own)* are the project's own routes (paths under",
+        "`/v1/`, every RPC has one): the HTTP face serves them by transcoding, as grpc-gateway",
+        "would, with the reply message as proto3 JSON (lowerCamelCase), `google.protobuf.Empty`",
+        "as `{}` and errors as `google.rpc.Status` JSON with the standard HTTP status of their",
+        "code; a streaming RPC answers newline-delimited JSON. Their OpenAPI 3.1 document is",
+        "served at `/openapi.json` and committed as `docs/openapi.json`. Every other row is a",
+        "vendor's path, served in that vendor's envelope.",
+        "",
         "## Services",
         "",
         "| service | vendor | source | RPCs |",
@@ -552,7 +581,8 @@ def _service_section(service: ServiceDescriptor) -> list[str]:
         for route in bindings:
             types = f"{_type_name(method.input_type.full_name)} -> {_response(method, route)}"
             lines.append(
-                f"| {doc.vendor} | {route.verb} | `{_cell(route.path)}` | {grpc_method} "
+                f"| {route_vendor(route, doc.vendor)} | {route.verb} | `{_cell(route.path)}` "
+                f"| {grpc_method} "
                 f"| {types} | {_code(path_fields(route))} "
                 f"| {_code(query_fields(method, route))} | {_body(method, route)} "
                 f"| {_role(method)} |"

@@ -47,6 +47,7 @@ from badge_service.domain.fields import is_http_url
 from badge_service.http import rest
 from badge_service.http.access import AccessLog
 from badge_service.http.rest.gateway import Gateway
+from badge_service.http.status import CODE_OF_HTTP, http_status, status_doc
 from badge_service.service import Database, hosted
 
 log = logging.getLogger("badge_service.http")
@@ -67,19 +68,6 @@ LOCKED = {
     "sandbox",
 }
 
-# The HTTP status of each domain error code (google.rpc code -> HTTP, as grpc-gateway maps).
-HTTP_STATUS = {
-    "INVALID_ARGUMENT": 400,
-    "FAILED_PRECONDITION": 400,
-    "UNAUTHENTICATED": 401,
-    "PERMISSION_DENIED": 403,
-    "NOT_FOUND": 404,
-    "ALREADY_EXISTS": 409,
-    "ABORTED": 409,
-    "RESOURCE_EXHAUSTED": 429,
-    "UNAVAILABLE": 503,
-}
-
 Handler = Callable[[Request], Awaitable[Response]]
 # Starlette adds HEAD to GET.
 PUBLIC_METHODS = ["GET", "OPTIONS"]
@@ -89,10 +77,29 @@ def _json(doc: Any) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _error(status: int, code: str, message: str, cache: str = NO_STORE) -> Response:
-    """An error as JSON (Google's HTTP error form: code, status, message)."""
-    body = _json({"error": {"code": status, "status": code, "message": message}})
-    return Response(body, status, media_type=JSON, headers={"Cache-Control": cache, **CORS})
+def _error(
+    code: str,
+    message: str,
+    cache: str = NO_STORE,
+    *,
+    error: DomainError | None = None,
+    status: int | None = None,
+) -> Response:
+    """An error as JSON ``google.rpc.Status`` (the REST routes' form too), with the HTTP
+    status of its code (``status`` when given) and, for a domain error, its ErrorInfo and
+    field violations."""
+    doc = status_doc(code, message)
+    if error is not None:
+        doc = status_doc(
+            code,
+            message,
+            reason=error.reason,
+            metadata=error.metadata,
+            violations=[(v.field, v.description) for v in error.violations],
+        )
+    body = _json(doc)
+    http = http_status(code) if status is None else status
+    return Response(body, http, media_type=JSON, headers={"Cache-Control": cache, **CORS})
 
 
 def _etag(body: bytes) -> str:
@@ -311,7 +318,7 @@ class HttpFace:
         ``?format=svg``; 410 Gone once revoked."""
         fmt = request.query_params.get("format", "png").lower()
         if fmt not in ("png", "svg"):
-            return _error(400, "INVALID_ARGUMENT", "format must be png or svg")
+            return _error("INVALID_ARGUMENT", "format must be png or svg")
         found, baked = await hosted.baked_assertion(
             self._db, request.path_params["id"], self._base, svg=fmt == "svg"
         )
@@ -344,21 +351,20 @@ def _guarded(handler: Handler) -> Handler:
             return await handler(request)
         except DomainError as exc:
             exc.report()
-            status = HTTP_STATUS.get(exc.code, 500)
             # A 404 is as cacheable as a document (ids are never reused); the rest are not.
-            cache = PUBLIC_CACHE if status == 404 else NO_STORE
-            return _error(status, exc.code, exc.message, cache)
+            cache = PUBLIC_CACHE if http_status(exc.code) == 404 else NO_STORE
+            return _error(exc.code, exc.message, cache, error=exc)
         except Exception:
             log.exception("unhandled error", extra={"path": request.url.path})
-            return _error(500, "INTERNAL", "internal error")
+            return _error("INTERNAL", "internal error")
 
     return run
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
-    return _error(exc.status_code, code, str(exc.detail))
+    code = CODE_OF_HTTP.get(exc.status_code, "UNKNOWN")
+    return _error(code, str(exc.detail), status=exc.status_code)
 
 
 def build_app(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from badge_service.http.rest import badgr, capillary, credly, crowdtwist, transcode
+from badge_service.http.rest import badgr, capillary, credly, crowdtwist, openapi, transcode
 from badge_service.http.rest.gateway import Gateway
 
 
@@ -30,4 +30,5 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
         *credly.routes(gateway),
         *badgr.routes(gateway),
         *transcode.routes(gateway),
+        *openapi.routes(),
     ]

@@ -10,29 +10,15 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 from starlette.responses import Response
 
+from badge_service.http import status as codes
 from badge_service.http.rest.gateway import RpcFailure
 
 # Makes the detail types known to json_format's default type registry (for the Any details).
 _DETAIL_TYPES = (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest)
 
+# One map for every HTTP answer of the service (http.status), keyed here by grpc's codes.
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.INTERNAL: 500,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DATA_LOSS: 500,
+    code: codes.http_status(code.name) for code in grpc.StatusCode
 }
 CODE_OF_NAME = {code.name: code for code in grpc.StatusCode}
 JSON = "application/json"

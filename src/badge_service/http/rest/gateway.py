@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -28,6 +29,9 @@ Metadata = Sequence[tuple[str, str]]
 # Headers a gRPC caller would send as metadata, forwarded as they are.
 FORWARDED = ("authorization", "x-api-key", "x-request-id", "traceparent", "tracestate")
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
+# What an unsendable credential header is replaced with: values the server refuses.
+_CREDENTIALS = {"authorization": "Malformed", "x-api-key": "malformed"}
 
 
 class PrivateSocket:
@@ -100,7 +104,20 @@ def metadata_of(request: Request, api_key: str | None = None) -> list[tuple[str,
     """The metadata a gRPC caller would have sent: the forwarded headers, and ``api_key`` (a
     vendor's query parameter) as ``x-api-key`` when no header carries a key."""
     headers = request.headers
-    found = [(name, headers[name]) for name in FORWARDED if name in headers]
+    found = []
+    for name in FORWARDED:
+        if name not in headers:
+            continue
+        value = headers[name]
+        if not _PRINTABLE.fullmatch(value):
+            # gRPC metadata values are printable ASCII; the channel refuses the whole call
+            # otherwise. Such a credential can never be valid: it goes on as one the server
+            # refuses as it refuses any malformed one (UNAUTHENTICATED); other headers are
+            # left out, as a gRPC client could not have sent them either.
+            if name in _CREDENTIALS:
+                found.append((name, _CREDENTIALS[name]))
+            continue
+        found.append((name, value))
     if api_key and "authorization" not in headers and "x-api-key" not in headers:
         found.append(("x-api-key", api_key))
     return found
@@ -156,15 +173,23 @@ class Gateway:
         reply: type[M],
         metadata: Metadata = (),
         seconds: float | None = None,
+        on_open: Callable[[], None] | None = None,
     ) -> AsyncIterator[M]:
         """The replies of the server-streaming RPC ``method``; RpcFailure when it ends with a
-        non-OK status (before or after some replies)."""
+        non-OK status (before or after some replies). ``on_open`` is called once the server
+        has accepted the call (its initial metadata arrived and the call goes on), so a
+        caller can tell a call that was refused from one that has no reply yet."""
         stub = self._streams.get(method)
         if stub is None:
             stub = self.channel.unary_stream(method)
             self._streams[method] = stub
         call = stub(request.SerializeToString(), metadata=tuple(metadata), timeout=seconds)
         try:
+            if on_open is not None:
+                # A refused call ends without initial metadata of its own (trailers only).
+                initial = await call.initial_metadata()
+                if initial and not call.done():
+                    on_open()
             async for data in call:
                 yield reply.FromString(data)
         except grpc.aio.AioRpcError as error:

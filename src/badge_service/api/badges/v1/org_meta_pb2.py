@@ -29,7 +29,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62\x61\x64ges/v1/org_meta.proto\x12\tbadges.v1\x1a\x16\x62\x61\x64ges/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x02\n\x07OrgMeta\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06org_id\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12#\n\x04tags\x18\x03 \x03(\x0b\x32\x15.badges.v1.OrgMetaTag\x12\x34\n\ncreated_on\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_by\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x39\n\x0flast_updated_on\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1d\n\x0flast_updated_by\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\"u\n\nOrgMetaTag\x12\x11\n\x03key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\tdata_type\x18\x02 \x01(\x0e\x32\x13.badges.v1.DataTypeB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\tmandatory\x18\x04 \x01(\x08\"\x13\n\x11GetOrgMetaRequest\"s\n\x14UpdateOrgMetaRequest\x12*\n\x08org_meta\x18\x01 \x01(\x0b\x32\x12.badges.v1.OrgMetaB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask2\xf0\x01\n\x0eOrgMetaService\x12\x66\n\nGetOrgMeta\x12\x1c.badges.v1.GetOrgMetaRequest\x1a\x12.badges.v1.OrgMeta\"&\x82\xd3\xe4\x93\x02 \x12\x1e/api_gateway/v1/badges/orgMeta\x12v\n\rUpdateOrgMeta\x12\x1f.badges.v1.UpdateOrgMetaRequest\x1a\x12.badges.v1.OrgMeta\"0\x82\xd3\xe4\x93\x02*\x1a\x1e/api_gateway/v1/badges/orgMeta:\x08org_metab\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62\x61\x64ges/v1/org_meta.proto\x12\tbadges.v1\x1a\x16\x62\x61\x64ges/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x02\n\x07OrgMeta\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06org_id\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12#\n\x04tags\x18\x03 \x03(\x0b\x32\x15.badges.v1.OrgMetaTag\x12\x34\n\ncreated_on\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_by\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x39\n\x0flast_updated_on\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1d\n\x0flast_updated_by\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\"u\n\nOrgMetaTag\x12\x11\n\x03key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\tdata_type\x18\x02 \x01(\x0e\x32\x13.badges.v1.DataTypeB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\tmandatory\x18\x04 \x01(\x08\"\x13\n\x11GetOrgMetaRequest\"s\n\x14UpdateOrgMetaRequest\x12*\n\x08org_meta\x18\x01 \x01(\x0b\x32\x12.badges.v1.OrgMetaB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask2\x99\x02\n\x0eOrgMetaService\x12u\n\nGetOrgMeta\x12\x1c.badges.v1.GetOrgMetaRequest\x1a\x12.badges.v1.OrgMeta\"5\x82\xd3\xe4\x93\x02/\x12\x1e/api_gateway/v1/badges/orgMetaZ\r\x12\x0b/v1/orgMeta\x12\x8f\x01\n\rUpdateOrgMeta\x12\x1f.badges.v1.UpdateOrgMetaRequest\x1a\x12.badges.v1.OrgMeta\"I\x82\xd3\xe4\x93\x02\x43\x1a\x1e/api_gateway/v1/badges/orgMeta:\x08org_metaZ\x17\x1a\x0b/v1/orgMeta:\x08org_metab\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,9 +55,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEORGMETAREQUEST'].fields_by_name['org_meta']._loaded_options = None
   _globals['_UPDATEORGMETAREQUEST'].fields_by_name['org_meta']._serialized_options = b'\342A\001\002'
   _globals['_ORGMETASERVICE'].methods_by_name['GetOrgMeta']._loaded_options = None
-  _globals['_ORGMETASERVICE'].methods_by_name['GetOrgMeta']._serialized_options = b'\202\323\344\223\002 \022\036/api_gateway/v1/badges/orgMeta'
+  _globals['_ORGMETASERVICE'].methods_by_name['GetOrgMeta']._serialized_options = b'\202\323\344\223\002/\022\036/api_gateway/v1/badges/orgMetaZ\r\022\013/v1/orgMeta'
   _globals['_ORGMETASERVICE'].methods_by_name['UpdateOrgMeta']._loaded_options = None
-  _globals['_ORGMETASERVICE'].methods_by_name['UpdateOrgMeta']._serialized_options = b'\202\323\344\223\002*\032\036/api_gateway/v1/badges/orgMeta:\010org_meta'
+  _globals['_ORGMETASERVICE'].methods_by_name['UpdateOrgMeta']._serialized_options = b'\202\323\344\223\002C\032\036/api_gateway/v1/badges/orgMeta:\010org_metaZ\027\032\013/v1/orgMeta:\010org_meta'
   _globals['_ORGMETA']._serialized_start=194
   _globals['_ORGMETA']._serialized_end=450
   _globals['_ORGMETATAG']._serialized_start=452
@@ -67,5 +67,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEORGMETAREQUEST']._serialized_start=592
   _globals['_UPDATEORGMETAREQUEST']._serialized_end=707
   _globals['_ORGMETASERVICE']._serialized_start=710
-  _globals['_ORGMETASERVICE']._serialized_end=950
+  _globals['_ORGMETASERVICE']._serialized_end=991
 # @@protoc_insertion_point(module_scope)
