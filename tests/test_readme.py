@@ -377,19 +377,24 @@ async def test_readme_over_http(tmp_path: Path) -> None:
     """The "Over HTTP" lines against a server started as `make run` starts it (HTTP on its
     own port in place of 8080): the hosted assertion, its 410 once revoked, the
     revocationList that lists it, and health; then, on the same server, the vendors' paths
-    (check_vendor_paths)."""
+    (check_vendor_paths, check_credly_badgr_paths)."""
     from tests.test_serve import free_port
 
     block = block_containing('curl -s "$ASSERTION"')
     vendors = block_containing("/api_gateway/v1/badges/orgMeta")
+    credly_badgr = block_containing("localhost:8080/v2/issuers")
+    assert "localhost:8080/organizations/" in credly_badgr
     http_port = free_port()
     block = block.replace("localhost:8080", f"localhost:{http_port}")
     vendors = vendors.replace("localhost:8080", f"localhost:{http_port}")
+    credly_badgr = credly_badgr.replace("localhost:8080", f"localhost:{http_port}")
     args = ("--http-address", f"127.0.0.1:{http_port}")
     async with serving(tmp_path, sqlite_url(tmp_path), *args) as server:
         outputs = run_block(block, tmp_path, server.env, server.port)
         # The same server: a second one would add seconds to the suite for nothing.
         check_vendor_paths(run_block(vendors, tmp_path, server.env, server.port))
+        credly_badgr_outputs = run_block(credly_badgr, tmp_path, server.env, server.port)
+    check_credly_badgr_paths(credly_badgr, credly_badgr_outputs)
     hosted, revoked, gone, listed, healthz, readyz = (outputs[i] for i in (4, 5, 6, 7, 8, 9))
     doc = json.loads(hosted)
     assert doc["type"] == "Assertion"
@@ -430,3 +435,70 @@ def check_vendor_paths(outputs: list[str]) -> None:
     assert badge["badge_extra_data"] == {"CF20 dates": "0"}  # the field's default, filled in
     assert listed["paging"] == {"total": 1, "pages": 1, "next_page": None, "prev_page": None}
     assert listed["badges"] == [badge]
+
+
+def _status_and_body(output: str) -> tuple[int, str]:
+    """A ``curl -w '%{http_code}\\n'`` output: the status printed after the body."""
+    text = output.rstrip("\n")
+    return int(text[-3:]), text[:-3]
+
+
+def check_credly_badgr_paths(block: str, outputs: list[str]) -> None:
+    """The "Credly and Badgr at their own paths" lines' answers: every vendor path in its
+    vendor's envelope, with its statuses (run by test_readme_over_http)."""
+    out = dict(zip(commands(block), outputs, strict=True))
+
+    def reply(needle: str, *, method: str = "") -> Any:
+        """The reply of the first line that holds ``needle`` and ``method``."""
+        found = [o for c, o in out.items() if needle in c and method in c]
+        assert found, (needle, method)
+        return json.loads(found[0])
+
+    listed = reply("badge_templates?filter=state::active|query::archery&sort=-name")
+    assert [t["name"] for t in listed["data"]] == ["Archery"]
+    assert listed["metadata"]["per"] == 50 and listed["metadata"]["next_page_url"] is None
+    got = reply('badge_templates/$TEMPLATE"', method='-u "$KEY:" "')
+    assert got["data"]["state"] == "active" and got["data"]["skills"] == ["Archery"]
+    assert re.fullmatch(UUID, got["data"]["id"]) and got["metadata"] == {}
+    assert (
+        reply("-X PUT -H 'content-type: application/json' -d '{\"description\": \"Hit")["data"][
+            "description"
+        ]
+        == "Hit the target."
+    )
+    assert reply("/archive")["data"]["state"] == "archived"
+    assert reply("/unarchive")["data"]["state"] == "active"
+    assert reply("-X DELETE", method="badge_templates/$TEMPLATE") == {"data": {}, "metadata": {}}
+    status, body = _status_and_body(out[next(c for c in out if "colour::red" in c)])
+    assert status == 400 and json.loads(body)["data"]["code"] == "INVALID_FILTER"
+
+    issuers = reply('-H "authorization: Bearer $KEY" localhost')
+    assert issuers["status"] == {"success": True, "description": "ok"}
+    (issuer,) = issuers["result"]
+    assert issuer["name"] == "Credentials Faculty" and re.fullmatch(ENTITY_ID, issuer["entityId"])
+    for needle in ('issuers/$ISSUER"', 'issuers/openBadgeId/$ISSUER_B64"', "issuers/ref/"):
+        assert (
+            reply(needle, method='Bearer $KEY" "')["result"][0]["entityId"] == issuer["entityId"]
+        ), needle
+    assert (
+        reply("-X PUT -H 'content-type: application/json' -d '{\"description\": \"The")["result"][
+            0
+        ]["description"]
+        == "The faculty of Credentials University."
+    )
+    for needle in ("$ISSUER/badgeclasses\"", "badgeclasses?issuer=", 'badgeclasses/$CLASS"',
+                   "badgeclasses/openBadgeId/", "badgeclasses/ref/$CLASS\""):  # fmt: skip
+        (bc,) = reply(needle, method='Bearer $KEY" "')["result"]
+        assert bc["name"] == "Math Expert" and bc["expires"] == {"amount": 30, "duration": "days"}
+        assert bc["issuer"] == issuer["entityId"]
+    assert reply("-X PATCH")["result"][0]["tags"] == ["math"]
+    codes = reply('claim-codes"', method='Bearer $KEY" "')["result"]
+    assert len(codes) == 2 and {c["label"] for c in codes} == {"Conference Event"}
+    (award,) = reply("/redeem")["result"]
+    assert award["state"] == "active" and award["recipient"] == {"email": "alice@example.org"}
+    deletes = [c for c in out if "-X DELETE" in c and "Bearer" in c]
+    assert len(deletes) == 3
+    assert all(out[c] == "204\n" for c in deletes), [out[c] for c in deletes]
+    status, body = _status_and_body(outputs[-1])
+    assert status == 404
+    assert json.loads(body)["status"]["success"] is False
