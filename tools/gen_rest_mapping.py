@@ -102,6 +102,57 @@ _BADGR_ENVELOPE = (
     "`nonFieldErrors` is the `ErrorInfo` reason."
 )
 
+_CREDLY_HTTP = (
+    "The paths above answer as Credly does (`http/rest/credly.py`): `{data, metadata}`, "
+    "templates with the seed's snake_case attributes in its order (`null` for what is not set, "
+    "lower-case `state`, `visibility`, `default_expires_at_type` and recommendation `type`, "
+    "title-case `level`, `time_to_earn`, `cost`, `type_category`, times as "
+    "`2014-04-01T14:41:00.000Z`, the seed's spelling `recommended_badg_template_url`), then the "
+    "service's own `default_expires_in_days` and `collection_ids`; a list's items leave out "
+    "`recommending_templates` and `criterion_for`, as the seed's do, and a single template's "
+    "`metadata` is `{}`. `previous_page_url` and `next_page_url` are absolute URLs on the host "
+    "the request came to, keeping `filter` and `sort` (and `page_size` when not 50). Where the "
+    "seed is silent: create is `POST` with the template as the body (bare or in "
+    "`badge_template`; a string `image` is `image_url`; `?request_id=` for retries) and "
+    "answers 201; update is `PUT` or `PATCH` and changes only the attributes the body names "
+    "(`null` clears one; what the service computes is ignored, so a template read can be sent "
+    "back); `DELETE` answers 200 `{data: {}, metadata: {}}`; `archive` and `unarchive` take "
+    "`POST` or `PUT`. Failures are `{data: {message, errors: [{attribute, messages}], code}, "
+    "metadata: {}}`, `code` being the ErrorInfo reason: 400 for a bad `filter`, `sort` or "
+    "`page`, or a body that is not JSON of the right types (code `INVALID_REQUEST`); 422 for "
+    "an invalid template; 404 for an unknown template, a template id that is not a UUID, or an "
+    "`organization_id` that is not the caller's; 409 as below; 401 (with "
+    "`WWW-Authenticate: Basic`) and 403. Credly's Basic authentication, the API token as user "
+    'name with no password (`curl -u "$KEY:"`), is taken as the key.'
+)
+
+_BADGR_HTTP = (
+    "The paths above answer as Badgr v2 does (`http/rest/badgr.py`): `{status: {success, "
+    "description}, result: [...], timestamp, validationErrors, nonFieldErrors, fieldErrors, "
+    "errorCode, warnings, latestTermsVersion}` in the seed's order (on success `description` "
+    "is `ok`, the error members empty, `errorCode` and `latestTermsVersion` `null`); resources "
+    "with the seed's camelCase names in its order (then the service's `updatedAt`), staff roles "
+    "and expiry units in lower case (`staff`, `days`), property kinds in upper case "
+    "(`STRING_CHOICE`, `BADGE_CLASS`), times as `2025-04-24T21:19:39.363Z`, unset objects "
+    "`null` and `extensions` `{}`. The `openBadgeId/` and `ref/` forms take the rest of the "
+    "path, so a standard base64 holding `/` works. Every DELETE answers the seed's 204 with no "
+    "body (the seed's sample body cannot go with a 204); `?cascade=true` sets `cascade`. Where "
+    "the seed is silent: creates are `POST` with the resource as the body (camelCase or "
+    "snake_case; `?request_id=` for retries) and answer 201, `POST "
+    "/v2/issuers/{issuer}/badgeclasses` taking the issuer from the path; updates are `PUT` or "
+    "`PATCH` and change only the fields the body names (ids, dates and a class's issuer are "
+    "ignored, so a resource read can be sent back); a list without `num` answers every item "
+    '(up to 1,000; past that, and with `num`, a `Link: <...>; rel="next"` header names the '
+    "next page by `cursor`); claim codes are `POST .../claim-codes` (`count`, `label`, "
+    "`useLimit`, `expiresAt`; 201) and `GET`. Failures set `success: false`, the RPC's message "
+    "as `description`, each field violation in `fieldErrors` (camelCase, without the request's "
+    "resource prefix) and in `validationErrors` as `field: message`, a failure without a field "
+    "in `nonFieldErrors`, and the ErrorInfo reason as `errorCode` (`INVALID_REQUEST` for a "
+    "body that is not JSON of the right types, or an unknown enum word); statuses: 400 for bad "
+    "input and FAILED_PRECONDITION, 404, 409 for ALREADY_EXISTS and ABORTED, 401 (with "
+    "`WWW-Authenticate: Bearer`), 403. Badgr's `authorization: Bearer KEY` is forwarded as it is."
+)
+
 # The HTTP statuses every vendor uses, and the gRPC status and ErrorInfo reason we send instead.
 COMMON_ERRORS = (
     VendorError(
@@ -294,6 +345,7 @@ SERVICE_DOCS: dict[str, ServiceDoc] = {
             "caller's organisation, or the call fails with NOT_FOUND. Credly's HTTP errors "
             "become gRPC statuses as below."
         ),
+        http=_CREDLY_HTTP,
         errors=(
             VendorError(
                 "HTTP 400",
@@ -333,6 +385,7 @@ SERVICE_DOCS: dict[str, ServiceDoc] = {
         source="seed 004: `/v2/issuers/...`",
         envelope=_BADGR_ENVELOPE
         + " Lookups keep Badgr's keys: `id_or_entity_id`, `issuer_open_badge_id_base64`, `ref`.",
+        http=_BADGR_HTTP,
         errors=(
             VendorError(
                 "`success: false`",
@@ -348,6 +401,7 @@ SERVICE_DOCS: dict[str, ServiceDoc] = {
         envelope=_BADGR_ENVELOPE
         + " Lookups keep Badgr's keys: `id_or_entity_id`, `ref`, and `claim_code` for a badge "
         "class's claim codes.",
+        http=_BADGR_HTTP,
         errors=(
             VendorError(
                 "`success: false`",
@@ -369,6 +423,12 @@ SERVICE_DOCS: dict[str, ServiceDoc] = {
         envelope=(
             "No vendor envelope: the reply message is the resource itself, and failures are "
             "gRPC statuses with `ErrorInfo` as below."
+        ),
+        http=(
+            "`RedeemClaimCode` sits at Badgr's claim code path and answers as Badgr does (see "
+            "BadgeClassService): `POST` with `recipient`, `narrative`, `evidence` (camelCase or "
+            "snake_case), 201 with the award in `result` (camelCase, `state` in lower case), "
+            "failures in Badgr's envelope."
         ),
     ),
 }
