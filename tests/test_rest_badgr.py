@@ -193,6 +193,8 @@ async def test_the_seed_issuer_and_class(face: Face, here: Org) -> None:
         f"/v2/issuers/openBadgeId/{b64(issuer['openBadgeId'])}",
         f"/v2/issuers/ref/{b64(issuer['openBadgeId'])}",
         f"/v2/issuers/ref/{issuer['entityId']}",
+        f"/v2/issuers/ref/{issuer['openBadgeId']}",  # a URL: the rest of the path
+        f"/v2/issuers/openBadgeId/{b64(issuer['openBadgeId']).replace('=', '%3D')}",
     ):
         got = ok(await http.get(url, headers=reader))
         assert got == [issuer], url

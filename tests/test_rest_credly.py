@@ -356,6 +356,12 @@ async def test_pages_of_50_with_links_that_keep_filter_and_sort(face: Face, here
         "sort": ["-name"],
         "page": ["2"],
     }
+    # The seed's syntax unencoded in the URL, as a client may write it.
+    raw = await http.get(
+        f"{path(here)}?filter=state::active|query::archery&sort=-name",
+        headers=auth(here.reader_key),
+    )
+    assert raw.json() == first.json()
     # The link is followed as a client follows it: as it is.
     second = await http.get(next_url, headers=auth(here.reader_key))
     body = second.json()

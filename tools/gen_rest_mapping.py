@@ -142,8 +142,10 @@ _BADGR_HTTP = (
     "/v2/issuers/{issuer}/badgeclasses` taking the issuer from the path; updates are `PUT` or "
     "`PATCH` and change only the fields the body names (ids, dates and a class's issuer are "
     "ignored, so a resource read can be sent back); a list without `num` answers every item "
-    '(up to 1,000; past that, and with `num`, a `Link: <...>; rel="next"` header names the '
-    "next page by `cursor`); claim codes are `POST .../claim-codes` (`count`, `label`, "
+    "(up to 40 of the RPC's pages: 1,000 issuers or classes, 2,000 claim codes; past that, and "
+    'with `num`, a `Link: <...>; rel="next"` header names the next page by `cursor`); '
+    "`?issuer=` and `?archived=` filter badge classes; claim codes are "
+    "`POST .../claim-codes` (`count`, `label`, "
     "`useLimit`, `expiresAt`; 201) and `GET`. Failures set `success: false`, the RPC's message "
     "as `description`, each field violation in `fieldErrors` (camelCase, without the request's "
     "resource prefix) and in `validationErrors` as `field: message`, a failure without a field "
