@@ -360,6 +360,17 @@ async def test_updates_and_lists(face: Face, here: Org) -> None:
     assert {k: v for k, v in again.items() if k != "updatedAt"} == {
         k: v for k, v in issuer.items() if k != "updatedAt"
     }
+    # The path names what is updated, whatever ids the body echoes.
+    (other,) = ok(
+        await http.put(
+            f"/v2/issuers/{made[1].entity_id}",
+            json={**issuer, "name": "Second"},
+            headers=admin,
+        )
+    )
+    assert (other["entityId"], other["name"]) == (made[1].entity_id, "Second")
+    got = await issuers(here.reader).GetIssuer(ipb.GetIssuerRequest(id_or_entity_id=made[0].id))
+    assert got.name == "Renamed"
     bc = await create_class(here.admin, small_class(made[0].entity_id))
     (changed,) = ok(
         await http.patch(

@@ -480,6 +480,8 @@ async def test_credly_errors(face: Face, here: Org) -> None:
     # A path id that is not a UUID names nothing: 404, with the RPC's reason.
     r = await http.get(path(here, "/not-a-uuid"), headers=admin)
     assert_error(r, 404, "INVALID_FIELD", "id")
+    r = await http.put(path(here, "/not-a-uuid"), json={"name": "x"}, headers=admin)
+    assert_error(r, 404, "INVALID_FIELD", "id")
 
 
 async def test_keys_roles_and_tenancy(face: Face, here: Org, other_org: Org) -> None:

@@ -184,9 +184,12 @@ def _page_link(request: Request, token: str) -> dict[str, str]:
     return {"Link": f'<{url}>; rel="next"'}
 
 
-def _id_fields(value: str) -> dict[str, str]:
-    """How an update names the resource of a path's idOrEntityId."""
-    return {"id": value} if _HEX24.match(value) else {"entity_id": value}
+def _named_by_path(body: dict[str, Any], value: str) -> dict[str, Any]:
+    """An update's body naming the resource of the path's idOrEntityId, and only it (the ids a
+    client echoes back in the body cannot point the update elsewhere)."""
+    named = {k: v for k, v in body.items() if k not in ("id", "entity_id")}
+    named["id" if _HEX24.match(value) else "entity_id"] = value
+    return named
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -272,7 +275,7 @@ class Badgr:
         if not paths:
             return await self.get_issuer(request)
         issuer = ipb.Issuer()
-        parse_into({**body, **_id_fields(request.path_params["id"])}, issuer)
+        parse_into(_named_by_path(body, request.path_params["id"]), issuer)
         message = ipb.UpdateIssuerRequest(issuer=issuer)
         message.update_mask.paths.extend(paths)
         reply = await self._call(request, ISSUERS + "UpdateIssuer", message, ipb.Issuer)
@@ -342,7 +345,7 @@ class Badgr:
             return await self.get_class(request)
         badge_class = bpb.BadgeClass()
         body.pop("issuer", None)  # immutable; a client may send back what it read
-        parse_into({**body, **_id_fields(request.path_params["id"])}, badge_class)
+        parse_into(_named_by_path(body, request.path_params["id"]), badge_class)
         message = bpb.UpdateBadgeClassRequest(badge_class=badge_class)
         message.update_mask.paths.extend(paths)
         reply = await self._call(request, CLASSES + "UpdateBadgeClass", message, bpb.BadgeClass)

@@ -97,7 +97,7 @@ _SINGLE_ONLY = ("recommending_templates", "criterion_for")
 _QUERY_FIELDS = {"filter", "sort", "page", "page_size", "page_token"}
 _QUERY_REASONS = {"INVALID_FILTER", "INVALID_SORT"}
 # Path ids that are not UUIDs name nothing: Credly answers 404 for them.
-_PATH_FIELDS = {"id", "organization_id"}
+_PATH_FIELDS = {"id", "organization_id", "badge_template.id"}
 _HTTP_STATUS = {
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.ALREADY_EXISTS: 409,
