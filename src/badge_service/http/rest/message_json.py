@@ -3,7 +3,9 @@ field names (proto or lowerCamelCase), enum spellings (``active``, ``STRING_CHOI
 timestamps with milliseconds (``2014-04-01T14:41:00.000Z``, as Credly's and Badgr's samples
 write them), ``null`` for unset fields, and the update mask a vendor's partial body means.
 
-Only spellings are converted here; whether a value is allowed is the RPC's to say.
+Only spellings are converted here; whether a value is allowed is the RPC's to say. (Credly's
+and Badgr's routes use it; ``vendor_json`` decodes the loose scalars Capillary's and
+CrowdTwist's clients send, field by field.)
 """
 
 from __future__ import annotations
