@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 from sqlalchemy import text
@@ -158,6 +159,36 @@ async def test_a_terminated_connection_is_unavailable(pg_database: str) -> None:
         assert await db.run_read(lambda c: c.exec_driver_sql("SELECT 1").scalar()) == 1
     finally:
         await db.close()
+
+
+async def test_fetch_recovers_from_a_terminated_pooled_connection(pg_database: str) -> None:
+    """fetch runs on asyncpg's own pool: a connection the server ended while idle there fails
+    at most one call, as UNAVAILABLE (never INTERNAL), and the next gets a new connection."""
+    db = Database(pg_database)
+    pid = text("SELECT pg_backend_pid()")
+    try:
+        ((first,),) = (await db.fetch((pid, {})))[0]
+        await db.run_read(lambda c: c.exec_driver_sql(f"SELECT pg_terminate_backend({first})"))
+        try:
+            await db.fetch((pid, {}))
+        except StoreUnavailable as exc:
+            assert classify(exc) == Fault(UNAVAILABLE, "connection lost") or (
+                classify(exc) == Fault(UNAVAILABLE, "SQLSTATE 57P01")
+            ), exc
+        ((second,),) = (await db.fetch((pid, {})))[0]
+        assert second != first
+    finally:
+        await db.close()
+
+
+def test_asyncpg_s_own_connection_errors_are_unavailable() -> None:
+    lost = Fault(UNAVAILABLE, "connection lost")
+    assert classify(asyncpg.InterfaceError("connection is closed")) == lost
+    assert classify(asyncpg.exceptions.ConnectionDoesNotExistError("closed")) == Fault(
+        UNAVAILABLE, "SQLSTATE 08003"
+    )
+    busy = asyncpg.exceptions.InternalClientError("cannot switch to state 12")
+    assert classify(busy) == lost
 
 
 async def test_a_deadlock_is_aborted(pg_database: str) -> None:

@@ -161,6 +161,7 @@ class Database:
         pool_size: int = 10,
         statement_timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        statement_cache_size: int = 100,
     ) -> None:
         self.url = parse_database_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
@@ -170,6 +171,11 @@ class Database:
         # Pool wait and connect, then statements each within statement_timeout on the server.
         self._bound: float | None = None
         self._probe_conn: Any = None  # asyncpg.Connection of the health probe (PostgreSQL)
+        self._pg_pool: Any = None  # asyncpg.Pool of fetch (PostgreSQL), see _open_pg_pool
+        self._pg_pool_lock = asyncio.Lock()
+        self.pool_size = pool_size
+        # asyncpg's prepared statements per connection; 0 behind PgBouncer in transaction mode
+        self.statement_cache_size = statement_cache_size
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": statement_timeout}
@@ -271,22 +277,27 @@ class Database:
         loop's own thread through a plain sqlite3 connection, since such a statement costs a
         few microseconds there, against some 60 through SQLAlchemy and over 100 more for the
         trip to a thread and back. Statements must use named ``bindparam``s only; each is
-        compiled once. On PostgreSQL they run as one transaction through asyncpg.
+        compiled once. On PostgreSQL they run on asyncpg directly, outside SQLAlchemy (whose
+        async layer cost several times the driver's own work per call): a pool of its own
+        (``_open_pg_pool``), each statement prepared once per connection by asyncpg's
+        statement cache, its rows asyncpg's Records; several statements in one read-only
+        REPEATABLE READ transaction, one snapshot as on SQLite.
         """
         if not self.is_sqlite:
             try:
-                async with asyncio.timeout(self._bound), self.engine.connect() as conn:
-                    if len(queries) == 1:
-                        # One statement is its own snapshot: without BEGIN and COMMIT it is one
-                        # round trip to the server instead of three.
-                        stmt, params = queries[0]
-                        await conn.execution_options(isolation_level="AUTOCOMMIT")
-                        return [(await conn.execute(stmt, dict(params))).all()]
-                    async with conn.begin():
-                        return [
-                            (await conn.execute(stmt, dict(params))).all()
-                            for stmt, params in queries
-                        ]
+                async with asyncio.timeout(self._bound):
+                    pool = self._pg_pool or await self._open_pg_pool()
+                    conn = await pool.acquire()
+                    try:
+                        return await _pg_fetch(conn, self.engine.dialect, queries)
+                    except BaseException:
+                        # Failed, timed out or cancelled: the connection may be mid-query on a
+                        # server that does not answer, and a graceful release would wait for
+                        # its cancellation without bound. Dropped; the pool makes a new one.
+                        conn.terminate()
+                        raise
+                    finally:
+                        await pool.release(conn)
             except Exception as exc:
                 raise self._failed(exc)  # noqa: B904 - translate sets the cause
         try:
@@ -484,6 +495,33 @@ class Database:
                 "the database only allows read-only transactions"
             )
 
+    async def _open_pg_pool(self) -> Any:
+        """The asyncpg pool of fetch (PostgreSQL), opened on first use: connections are made
+        as calls need them, up to the pool size, each with the statement timeout."""
+        async with self._pg_pool_lock:
+            if self._pg_pool is None:
+                import asyncpg
+
+                _, params = self.engine.dialect.create_connect_args(self.url)
+                for key in ("prepared_statement_cache_size", "prepared_statement_name_func"):
+                    params.pop(key, None)
+                self._pg_pool = await asyncpg.create_pool(
+                    **params,
+                    min_size=0,
+                    max_size=self.pool_size,
+                    timeout=self.connect_timeout,
+                    statement_cache_size=self.statement_cache_size,
+                    # An idle connection is closed after a minute, as the server may have
+                    # been restarted under it meanwhile.
+                    max_inactive_connection_lifetime=60.0,
+                    reset=_no_reset,
+                    server_settings={
+                        "statement_timeout": _millis(self.statement_timeout),
+                        "application_name": "badge-service",
+                    },
+                )
+            return self._pg_pool
+
     async def _connect_probe(self) -> Any:
         import asyncpg
 
@@ -512,6 +550,13 @@ class Database:
         if self._committer is not None:
             await asyncio.wait([self._committer])
         self._drop_probe()
+        if self._pg_pool is not None:
+            pool, self._pg_pool = self._pg_pool, None
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    await pool.close()
+            except (TimeoutError, OSError):
+                pool.terminate()  # the server does not answer: drop the connections
         await self.engine.dispose()
         for pool in (self._readers, self._writer):
             if pool is not None:
@@ -550,6 +595,30 @@ def equal_in_order(column: Any, org: Any) -> ColumnElement[bool]:
 
 
 _SQLITE_BUSY = 5  # SQLITE_BUSY; extended codes (BUSY_RECOVERY, ...) share the low byte
+
+
+async def _pg_fetch(
+    conn: Any, dialect: Any, queries: Sequence[tuple[Executable, Mapping[str, Any]]]
+) -> list[Sequence[Sequence[Any]]]:
+    """fetch()'s statements on an asyncpg connection."""
+    if len(queries) == 1:
+        # One statement is its own snapshot: without BEGIN and COMMIT it is one round trip to
+        # the server instead of three.
+        stmt, params = queries[0]
+        sql, values = _prepared(stmt, dialect, params).bind(params)
+        return [await conn.fetch(sql, *values)]
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        found = []
+        for stmt, params in queries:
+            sql, values = _prepared(stmt, dialect, params).bind(params)
+            found.append(await conn.fetch(sql, *values))
+        return found
+
+
+async def _no_reset(conn: Any) -> None:
+    """The pool's reset of a connection given back: nothing, since fetch changes no session
+    state (asyncpg's default runs RESET ALL and more, a round trip per call; an open
+    transaction is still rolled back before this is called)."""
 
 
 def _fetch_rows(

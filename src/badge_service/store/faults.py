@@ -14,8 +14,9 @@ OperationalError):
   was rolled back whole and may simply be retried.
 - SQLite, by result code: BUSY ("database is locked"), READONLY, IOERR, FULL, CANTOPEN, NOMEM
   and PROTOCOL are UNAVAILABLE.
-- No SQLSTATE: a connection SQLAlchemy invalidated (lost mid-call), the pool's timeout, a
-  timeout around database work, and any OSError (refused, reset, unreachable) are UNAVAILABLE.
+- No SQLSTATE: a connection SQLAlchemy invalidated (lost mid-call), asyncpg's own interface
+  errors (a connection closed under a call), the pool's timeout, a timeout around database
+  work, and any OSError (refused, reset, unreachable) are UNAVAILABLE.
 
 The unit of work raises a fault as a domain error (StoreUnavailable, TransactionAborted:
 store/errors.py translates), which a transport answers with like any other and asks to
@@ -33,6 +34,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -163,6 +165,13 @@ def classify(exc: BaseException) -> Fault | None:
     for link in chain:
         if isinstance(link, PoolTimeout):
             return Fault(UNAVAILABLE, "pool timeout")
+        if isinstance(link, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
+            # Raised by asyncpg itself, not the server, on fetch's own pool (store/db.py): a
+            # connection closed under the call, the pool closing, or a connection the server
+            # ended while idle in the pool, found in a state asyncpg cannot run a query in
+            # ("cannot switch to state 12": seen when PostgreSQL shuts down). fetch drops the
+            # connection after any failure, so a retry gets a new one.
+            return Fault(UNAVAILABLE, "connection lost")
         if isinstance(link, TimeoutError):  # asyncio's and asyncpg's timeouts (an OSError)
             return Fault(UNAVAILABLE, "timeout")
         if isinstance(link, OSError):
