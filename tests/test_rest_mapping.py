@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from badge_service.api.badges.v1 import org_meta_pb2 as ompb
 from badge_service.http.rest import badgr, capillary, credly, crowdtwist, transcode
 from badge_service.http.rest.gateway import RpcFailure
 from tests.rest_face import Face, face_of, org_on
-from tests.support import Backend, Org
+from tests.support import Backend, Client, Org
 from tests.test_badge_templates import templates
 from tests.test_issuers import classes, issuers, small_class, small_issuer
 
@@ -92,6 +93,7 @@ class Row:
     verb: str
     path: str
     rpc: str
+    key: str
 
     @property
     def own(self) -> bool:
@@ -105,8 +107,9 @@ def doc_rows() -> list[Row]:
         if not line.startswith("| "):
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 4 and cells[1] in VERBS:
-            found.append(Row(cells[0], cells[1], cells[2].strip("`"), cells[3].strip("`")))
+        if len(cells) >= 9 and cells[1] in VERBS:
+            path, rpc = cells[2].strip("`"), cells[3].strip("`")
+            found.append(Row(cells[0], cells[1], path, rpc, cells[8]))
     return found
 
 
@@ -470,6 +473,12 @@ async def update_custom_field(ctx: Ctx) -> None:
         reply = await same(ctx, resp, call, cap_field, expect=expect, ignore=UPDATE_TIMES)
         if expect == C.OK:
             assert reply.default_value == "silver"
+    # A body naming nothing is still the update (the id alone, an empty mask) both ways.
+    resp = await ctx.http.patch(ctx.path(custom_field__id=field.id), json={}, headers=ctx.admin)
+    call = ctx.org.admin.fields.UpdateCustomField(
+        cfpb.UpdateCustomFieldRequest(custom_field=cfpb.CustomField(id=field.id))
+    )
+    await same(ctx, resp, call, cap_field, ignore=UPDATE_TIMES)
 
 
 @case(("DELETE", "/api_gateway/v1/badges/customField/{id}"), ("DELETE", "/v1/customFields/{id}"))
@@ -562,6 +571,10 @@ async def update_badge(ctx: Ctx) -> None:
             )
         )
         await same(ctx, resp, call, crowdtwist.badge_json, expect=expect, ignore=UPDATE_TIMES)
+    # A body naming nothing is still the update (the id alone, an empty mask) both ways.
+    resp = await ctx.http.patch(ctx.path(badge__id=badge.id), json={}, headers=ctx.admin)
+    call = ctx.org.admin.badges.UpdateBadge(bpb.UpdateBadgeRequest(badge=bpb.Badge(id=badge.id)))
+    await same(ctx, resp, call, crowdtwist.badge_json, ignore=UPDATE_TIMES)
 
 
 @case(("DELETE", "/v2.1/badges/{id}"), ("DELETE", "/v1/badges/{id}"))
@@ -678,6 +691,18 @@ async def update_template(ctx: Ctx) -> None:
             )
         )
         await same(ctx, resp, call, credly_one, expect=expect, ignore=UPDATE_TIMES)
+    # A body naming nothing is still the update (the id alone, an empty mask) both ways.
+    resp = await ctx.http.patch(
+        ctx.path(organization_id=ctx.org.uuid, badge_template__id=template.id),
+        json={},
+        headers=ctx.admin,
+    )
+    call = stub.UpdateBadgeTemplate(
+        tpb.UpdateBadgeTemplateRequest(
+            organization_id=ctx.org.uuid, badge_template=tpb.BadgeTemplate(id=template.id)
+        )
+    )
+    await same(ctx, resp, call, credly_one, ignore=UPDATE_TIMES)
 
 
 @case(("DELETE", TEMPLATES + "/{id}"), ("DELETE", OWN_TEMPLATES + "/{id}"))
@@ -814,6 +839,12 @@ async def update_issuer(ctx: Ctx) -> None:
             )
         )
         await same(ctx, resp, call, badgr_of, expect=expect, ignore=UPDATE_TIMES)
+    # A body naming nothing is still the update (the id alone, an empty mask) both ways.
+    resp = await ctx.http.patch(ctx.path(issuer__id=issuer.id), json={}, headers=ctx.admin)
+    call = issuers(ctx.org.admin).UpdateIssuer(
+        ipb.UpdateIssuerRequest(issuer=ipb.Issuer(id=issuer.id))
+    )
+    await same(ctx, resp, call, badgr_of, ignore=UPDATE_TIMES)
 
 
 @case(
@@ -955,6 +986,12 @@ async def update_class(ctx: Ctx) -> None:
             )
         )
         await same(ctx, resp, call, badgr_of, expect=expect, ignore=UPDATE_TIMES)
+    # A body naming nothing is still the update (the id alone, an empty mask) both ways.
+    resp = await ctx.http.patch(ctx.path(badge_class__id=bc.id), json={}, headers=ctx.admin)
+    call = classes(ctx.org.admin).UpdateBadgeClass(
+        bcpb.UpdateBadgeClassRequest(badge_class=bcpb.BadgeClass(id=bc.id))
+    )
+    await same(ctx, resp, call, badgr_of, ignore=UPDATE_TIMES)
 
 
 @case(
@@ -1231,6 +1268,7 @@ async def watch_awards(ctx: Ctx) -> None:
 
 
 def test_every_row_has_a_case() -> None:
+    assert len(ROWS) > 80, "docs/rest-mapping.md's tables not found"
     keys = [(r.verb, r.path) for r in ROWS]
     assert len(keys) == len(set(keys)), "a (method, path) in two rows"
     missing = sorted(set(keys) - set(CASES))
@@ -1238,6 +1276,8 @@ def test_every_row_has_a_case() -> None:
     assert not missing, f"rows of docs/rest-mapping.md without a case here: {missing}"
     assert not stale, f"cases here for no row of docs/rest-mapping.md: {stale}"
     assert {r.vendor for r in ROWS} == {OWN, CAPILLARY, CROWDTWIST, CREDLY, BADGR}
+    assert {r.key for r in ROWS} == {"reader", "admin"}
+    assert {r.rpc for r in ROWS} == set(METHODS), "an RPC with no row"
 
 
 @pytest.fixture(scope="module")
@@ -1251,3 +1291,73 @@ async def face(backend: Backend) -> AsyncIterator[Face]:
 async def test_row(row: Row, face: Face, org: Org) -> None:
     async with org_on(face, org) as here:
         await CASES[(row.verb, row.path)](Ctx(row, face.http, here, face.base))
+
+
+# --- Keys: the same refusal both ways, for every row ------------------------------------------
+
+METHODS = {f"/{s.full_name}/{m.name}": m for s in transcode.services() for m in s.methods}
+
+
+def filled(row: Row, org: Org) -> str:
+    """The row's path with a value of the right form in each variable (a CrowdTwist badge id
+    is a number, an organisation id the caller's): the refusal must not be the path's."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "organization_id":
+            return org.uuid
+        if row.path.startswith(("/v2.1/", "/v1/badges/")):
+            return "12345"
+        return MISSING_HEX
+
+    return re.sub(r"\{([^}]+)\}", value, row.path)
+
+
+async def refusal(channel: grpc.aio.Channel, rpc: str) -> RpcFailure:
+    """The failure of ``rpc`` called with an empty request on ``channel``."""
+    method = METHODS[rpc]
+    request = transcode.message_class(method.input_type)()
+    reply = transcode.message_class(method.output_type)
+    kind = channel.unary_stream if method.server_streaming else channel.unary_unary
+    call = kind(rpc, request_serializer=type(request).SerializeToString,
+                response_deserializer=reply.FromString)(request)  # fmt: skip
+    try:
+        if method.server_streaming:
+            async for _ in call:
+                raise AssertionError(f"{rpc} streamed")
+        else:
+            await call
+    except grpc.aio.AioRpcError as error:
+        return RpcFailure.of(error)
+    raise AssertionError(f"{rpc} succeeded")
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: f"{r.verb} {r.path}")
+async def test_row_keys(row: Row, face: Face, org: Org) -> None:
+    """No key: UNAUTHENTICATED (401, asking for a key) both ways; a reader key on an admin
+    row: PERMISSION_DENIED (403) both ways; each in the row's envelope."""
+    async with org_on(face, org) as here:
+        ctx = Ctx(row, face.http, here, face.base)
+        anonymous = Client.connect(face.running.port)
+        try:
+            tries: list[tuple[dict[str, str], grpc.aio.Channel, grpc.StatusCode]] = [
+                ({}, anonymous.channel, C.UNAUTHENTICATED)
+            ]
+            if row.key == "admin":
+                tries.append((ctx.reader, here.reader.channel, C.PERMISSION_DENIED))
+            for headers, channel, expect in tries:
+                body: dict[str, Any] | None = {} if row.verb in ("POST", "PUT", "PATCH") else None
+                resp = await face.http.request(
+                    row.verb, filled(row, org), json=body, headers=headers
+                )
+                failure = await refusal(channel, row.rpc)
+                assert failure.code == expect, (row, failure)
+                if expect == C.UNAUTHENTICATED:
+                    assert resp.headers["www-authenticate"], row
+                if METHODS[row.rpc].server_streaming:
+                    assert resp.status_code == STANDARD[expect]
+                    assert resp.json() == {"error": json_format.MessageToDict(failure.status)}
+                else:
+                    check_failure(ctx, resp, failure, None)
+        finally:
+            await anonymous.channel.close()
