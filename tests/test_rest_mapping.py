@@ -13,6 +13,9 @@ request is the same, so the reply proves the vendor's spelling became exactly th
 Updates are repeated over gRPC on the same resource (only update times may differ); deletes run
 on twin resources, then again on the deleted one, for the same NOT_FOUND both ways.
 
+Every row also refuses alike both ways a call without a key (UNAUTHENTICATED, 401) and, on rows
+whose key is ``admin``, a reader key (PERMISSION_DENIED, 403): ``test_row_keys``.
+
 Cases are a table keyed by (HTTP method, path template); a row of the doc without a case, or a
 case without a row, fails ``test_every_row_has_a_case``.
 """
@@ -195,21 +198,40 @@ def check_failure(ctx: Ctx, resp: httpx.Response, failure: RpcFailure, status: i
         }
     elif vendor == CROWDTWIST:
         assert resp.status_code == STANDARD[code], (ctx.row, resp.text)
-        error = body["error"]
-        assert (error["code"], error["message"], error["reason"]) == (
-            STANDARD[code],
-            failure.message,
-            failure.reason,
-        )
+        # The field named: ErrorInfo's metadata["field"], else the first BadRequest violation.
+        field = failure.metadata.get("field") or next((f for f, _ in failure.violations), "")
+        error = {"code": STANDARD[code], "message": failure.message, "reason": failure.reason}
+        assert body == {"error": error | ({"field": field} if field else {})}
     elif vendor == CREDLY:
         assert resp.status_code == (status or CREDLY_STATUS[code]), (ctx.row, resp.text)
-        assert body["metadata"] == {}
-        assert (body["data"]["message"], body["data"]["code"]) == (failure.message, failure.reason)
+        attributes: dict[str, list[str]] = {}
+        for f, text in failure.violations:
+            attributes.setdefault(f.removeprefix("badge_template."), []).append(text)
+        if not attributes and failure.metadata.get("field"):
+            attributes = {
+                failure.metadata["field"].removeprefix("badge_template."): [failure.message]
+            }
+        errors = [{"attribute": a, "messages": m} for a, m in attributes.items()]
+        data = {"message": failure.message, "errors": errors, "code": failure.reason}
+        assert body == {"data": data, "metadata": {}}
     else:
         assert vendor == BADGR, vendor
         assert resp.status_code == (status or BADGR_STATUS[code]), (ctx.row, resp.text)
         assert body["status"] == {"success": False, "description": failure.message}
         assert (body["result"], body["errorCode"]) == ([], failure.reason)
+        # Badgr names fields in camelCase, without the request's resource prefix.
+        by_field: dict[str, list[str]] = {}
+        for f, text in failure.violations:
+            by_field.setdefault(badgr_field(f), []).append(text)
+        assert body["fieldErrors"] == by_field
+        assert body["validationErrors"] == [f"{f}: {t}" for f, t in failure.violations]
+        assert body["nonFieldErrors"] == ([] if failure.violations else [failure.message])
+
+
+def badgr_field(path: str) -> str:
+    for prefix in ("issuer.", "badge_class.", "award."):
+        path = path.removeprefix(prefix)
+    return re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), path)
 
 
 async def same(
@@ -420,6 +442,13 @@ async def create_custom_field(ctx: Ctx) -> None:
     resp = await ctx.http.post(ctx.path(), json=body, headers=ctx.admin)
     call = ctx.org.admin.fields.CreateCustomField(cfpb.CreateCustomFieldRequest(custom_field=field))
     await same(ctx, resp, call, expect=C.ALREADY_EXISTS)
+    # No data type (Capillary's 741): INVALID_ARGUMENT both ways.
+    resp = await ctx.http.post(ctx.path(), json={"name": "Other"}, headers=ctx.admin)
+    call = ctx.org.admin.fields.CreateCustomField(
+        cfpb.CreateCustomFieldRequest(custom_field=cfpb.CustomField(name="Other"))
+    )
+    failure = await same(ctx, resp, call, expect=C.INVALID_ARGUMENT)
+    assert failure.metadata["code"] == "741"
 
 
 @case(("GET", "/api_gateway/v1/badges/customField/{id}"), ("GET", "/v1/customFields/{id}"))
@@ -554,6 +583,12 @@ async def create_badge(ctx: Ctx) -> None:
     resp = await ctx.http.post(ctx.path(), json=body, headers=ctx.admin)
     call = ctx.org.admin.badges.CreateBadge(bpb.CreateBadgeRequest(badge=badge))
     await same(ctx, resp, call, expect=C.ALREADY_EXISTS)
+    # No name: INVALID_ARGUMENT (400, naming the field) both ways.
+    nameless = bpb.Badge(title="Game Attendance", badge_states=states())
+    body = as_json(nameless) if ctx.row.own else {**vendor_body, "name": ""}
+    resp = await ctx.http.post(ctx.path(), json=body, headers=ctx.admin)
+    call = ctx.org.admin.badges.CreateBadge(bpb.CreateBadgeRequest(badge=nameless))
+    await same(ctx, resp, call, expect=C.INVALID_ARGUMENT)
 
 
 @case(("PATCH", "/v2.1/badges/{badge.id}"), ("PATCH", "/v1/badges/{badge.id}"))
@@ -626,6 +661,14 @@ async def list_templates(ctx: Ctx) -> None:
         reply = await same(ctx, resp, call, lambda r: credly_list(ctx, r), expect=expect)
         if expect == C.OK:
             assert [t.name for t in reply.badge_templates] == ["Curling", "Bowling"]
+    # A filter Credly's syntax has no key for: INVALID_ARGUMENT, Credly's 400 (not 422).
+    resp = await ctx.http.get(
+        ctx.path(organization_id=ctx.org.uuid), params={"filter": "nope::x"}, headers=ctx.reader
+    )
+    call = stub.ListBadgeTemplates(
+        tpb.ListBadgeTemplatesRequest(organization_id=ctx.org.uuid, filter="nope::x")
+    )
+    await same(ctx, resp, call, expect=C.INVALID_ARGUMENT, error_status=400)
 
 
 @case(("GET", TEMPLATES + "/{id}"), ("GET", OWN_TEMPLATES + "/{id}"))
@@ -666,6 +709,14 @@ async def create_template(ctx: Ctx) -> None:
         tpb.CreateBadgeTemplateRequest(organization_id=ctx.org.uuid, badge_template=template)
     )
     await same(ctx, resp, call, expect=C.ALREADY_EXISTS)
+    # No name: INVALID_ARGUMENT both ways (Credly's 422 for an invalid template).
+    resp = await ctx.http.post(path, json={"name": ""}, headers=ctx.admin)
+    call = stub.CreateBadgeTemplate(
+        tpb.CreateBadgeTemplateRequest(
+            organization_id=ctx.org.uuid, badge_template=tpb.BadgeTemplate()
+        )
+    )
+    await same(ctx, resp, call, expect=C.INVALID_ARGUMENT)
 
 
 @case(
@@ -822,6 +873,11 @@ async def create_issuer(ctx: Ctx) -> None:
         )
     )
     await same(ctx, resp, call, expect=C.ALREADY_EXISTS)
+    # No email: INVALID_ARGUMENT (400, in fieldErrors for Badgr) both ways.
+    emailless = ipb.Issuer(name="Library", url="https://example.com")
+    resp = await ctx.http.post(ctx.path(), json=as_json(emailless), headers=ctx.admin)
+    call = issuers(ctx.org.admin).CreateIssuer(ipb.CreateIssuerRequest(issuer=emailless))
+    await same(ctx, resp, call, expect=C.INVALID_ARGUMENT)
 
 
 @case(("PATCH", "/v2/issuers/{issuer.id}"), ("PATCH", "/v1/issuers/{issuer.id}"))
@@ -964,6 +1020,18 @@ async def create_class(ctx: Ctx) -> None:
         )
     )
     await same(ctx, resp, call, expect=C.NOT_FOUND)
+    # No name: INVALID_ARGUMENT (400, in fieldErrors for Badgr) both ways.
+    nameless = small_class(issuer.entity_id, "")
+    body = {k: v for k, v in body.items() if k != "name"} | (
+        {"issuer": issuer.entity_id} if "issuer" in body else {}
+    )
+    resp = await ctx.http.post(
+        ctx.path(badge_class__issuer=issuer.entity_id), json=body, headers=ctx.admin
+    )
+    call = classes(ctx.org.admin).CreateBadgeClass(
+        bcpb.CreateBadgeClassRequest(badge_class=nameless)
+    )
+    await same(ctx, resp, call, expect=C.INVALID_ARGUMENT)
 
 
 @case(
