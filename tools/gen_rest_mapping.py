@@ -116,7 +116,8 @@ _CREDLY_HTTP = (
     "`badge_template`; a string `image` is `image_url`; `?request_id=` for retries) and "
     "answers 201; update is `PUT` or `PATCH` and changes only the attributes the body names "
     "(`null` clears one; what the service computes is ignored, so a template read can be sent "
-    "back); `DELETE` answers 200 `{data: {}, metadata: {}}`; `archive` and `unarchive` take "
+    "back; a body naming none is still the update RPC, refused to a reader key); `DELETE` "
+    "answers 200 `{data: {}, metadata: {}}`; `archive` and `unarchive` take "
     "`POST` or `PUT`. Failures are `{data: {message, errors: [{attribute, messages}], code}, "
     "metadata: {}}`, `code` being the ErrorInfo reason: 400 for a bad `filter`, `sort` or "
     "`page`, or a body that is not JSON of the right types (code `INVALID_REQUEST`); 422 for "
@@ -141,7 +142,8 @@ _BADGR_HTTP = (
     "snake_case; `?request_id=` for retries) and answer 201, `POST "
     "/v2/issuers/{issuer}/badgeclasses` taking the issuer from the path; updates are `PUT` or "
     "`PATCH` and change only the fields the body names (ids, dates and a class's issuer are "
-    "ignored, so a resource read can be sent back); a list without `num` answers every item "
+    "ignored, so a resource read can be sent back; a body naming none is still the update RPC, "
+    "refused to a reader key); a list without `num` answers every item "
     "(up to 40 of the RPC's pages: 1,000 issuers or classes, 2,000 claim codes; past that, and "
     'with `num`, a `Link: <...>; rel="next"` header names the next page by `cursor`); '
     "`?issuer=` and `?archived=` filter badge classes; claim codes are "
@@ -598,6 +600,10 @@ def render() -> str:
         "code; a streaming RPC answers newline-delimited JSON. Their OpenAPI 3.1 document is",
         "served at `/openapi.json` and committed as `docs/openapi.json`. Every other row is a",
         "vendor's path, served in that vendor's envelope.",
+        "",
+        "Every row is checked: `tests/test_rest_mapping.py` calls each row over HTTP and the",
+        "same operation over gRPC (its RPC, same org, same input) and compares the outcomes",
+        "(status, body, error), on SQLite and PostgreSQL; a row without a case there fails.",
         "",
         "## Services",
         "",

@@ -273,7 +273,7 @@ class Badgr:
         body = proto_doc(await json_object(request), ipb.Issuer.DESCRIPTOR)
         paths = writable_paths(ipb.Issuer.DESCRIPTOR, body)
         if not paths:
-            return await self.get_issuer(request)
+            body = {}  # nothing to change is still the update RPC, a write with its rules
         issuer = ipb.Issuer()
         parse_into(_named_by_path(body, request.path_params["id"]), issuer)
         message = ipb.UpdateIssuerRequest(issuer=issuer)
@@ -342,7 +342,7 @@ class Badgr:
         body = proto_doc(await json_object(request), bpb.BadgeClass.DESCRIPTOR)
         paths = writable_paths(bpb.BadgeClass.DESCRIPTOR, body)
         if not paths:
-            return await self.get_class(request)
+            body = {}  # nothing to change is still the update RPC, a write with its rules
         badge_class = bpb.BadgeClass()
         body.pop("issuer", None)  # immutable; a client may send back what it read
         parse_into(_named_by_path(body, request.path_params["id"]), badge_class)

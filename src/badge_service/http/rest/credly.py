@@ -312,8 +312,9 @@ class Credly:
         )
         paths = writable_paths(pb.BadgeTemplate.DESCRIPTOR, body)
         if not paths:
-            # Nothing to change: answer the template as it is, as Credly does.
-            return await self.get(request)
+            # Nothing to change is still the update RPC (the id alone, an empty mask), so an
+            # update is a write with its rules (a reader key is refused) as over gRPC.
+            message.badge_template.CopyFrom(pb.BadgeTemplate(id=p["id"]))
         message.update_mask.paths.extend(paths)
         reply = await self._call(request, "UpdateBadgeTemplate", message, pb.BadgeTemplate)
         return _respond({"data": template_json(reply, single=True), "metadata": {}})

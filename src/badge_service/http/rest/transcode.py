@@ -515,11 +515,12 @@ async def _stream(
         error = first.exception()
         await replies.aclose()
         if isinstance(error, RpcFailure):
+            headers = {"Cache-Control": "no-store"}
+            if error.code == grpc.StatusCode.UNAUTHENTICATED:
+                # As every other 401 of the face (errors.status_response) asks for a key.
+                headers["WWW-Authenticate"] = 'Bearer realm="badge-service"'
             return Response(
-                _error_line(error),
-                codes.http_status(error.code.name),
-                {"Cache-Control": "no-store"},
-                media_type=NDJSON,
+                _error_line(error), codes.http_status(error.code.name), headers, media_type=NDJSON
             )
         if isinstance(error, StopAsyncIteration):
             return Response(b"", media_type=NDJSON)
