@@ -2441,7 +2441,8 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         metavar="SCENARIO",
-        help="run only this scenario (repeatable; no scale or worker rows)",
+        help="run only this scenario (repeatable; no scale or worker rows); Http: the HTTP "
+        "face's rows",
     )
     p.add_argument("--connections", type=int, help="connections per load run")
     p.add_argument("--streams", type=int, help="concurrent streams per connection")
