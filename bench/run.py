@@ -6,7 +6,9 @@ through a real Python stub on both, then drives both with the same load generato
 alternating, for several rounds. It adds the scale rows (10k vs 1M badges, first vs deep page),
 the 1- vs 2-worker rows (``badge-service serve --workers N``) and the server's memory, and
 and the idle-watchers rows (GetBadge with and without thousands of idle WatchAwards streams, and
-how long one event takes to reach them all), and writes a Markdown report to
+how long one event takes to reach them all), the HTTP face's rows (a hosted assertion and a
+CrowdTwist list against a bare Starlette app on uvicorn, and gRPC GetBadge beside HTTP load),
+and writes a Markdown report to
 ``bench/results/latest.md`` (smoke: ``bench/results/smoke.md``).
 See bench/README.md.
 
@@ -25,6 +27,7 @@ import os
 import platform
 import queue
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -48,10 +51,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from badge_service.api.badges.v1 import award_pb2 as award_pb
 from badge_service.api.badges.v1 import award_pb2_grpc as award_pb_grpc
+from badge_service.api.badges.v1 import badge_class_pb2 as class_pb
+from badge_service.api.badges.v1 import badge_class_pb2_grpc as class_pb_grpc
 from badge_service.api.badges.v1 import badge_pb2 as pb
 from badge_service.api.badges.v1 import badge_pb2_grpc as pb_grpc
 from badge_service.api.badges.v1 import custom_field_pb2 as field_pb
 from badge_service.api.badges.v1 import custom_field_pb2_grpc as field_pb_grpc
+from badge_service.api.badges.v1 import issuer_pb2 as issuer_pb
+from badge_service.api.badges.v1 import issuer_pb2_grpc as issuer_pb_grpc
 from badge_service.api.badges.v1 import org_meta_pb2 as meta_pb
 from badge_service.api.badges.v1 import org_meta_pb2_grpc as meta_pb_grpc
 from badge_service.domain import limits
@@ -59,7 +66,14 @@ from badge_service.store.models import awards as awards_table
 from badge_service.store.models import badges as badges_table
 from bench import frames, seed
 from bench.h2gen import percentile
-from bench.seed import SeededAwards, SeededNoisy, SeededOrg, sample_award, sample_badge
+from bench.seed import (
+    SeededAwards,
+    SeededHosted,
+    SeededNoisy,
+    SeededOrg,
+    sample_award,
+    sample_badge,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -83,6 +97,21 @@ FLOOD_CALLER_STREAMS = 4
 FLOOD_RATE = 1200.0
 # Org A's badge names in that scenario begin so.
 NOISY_PREFIX = "noisya-"
+# The HTTP face's rows (``--only Http`` selects them all, or one by its name): a hosted
+# assertion GET and a CrowdTwist list, each through the face and through a bare app on the
+# same HTTP stack; and gRPC GetBadge on the same process while HTTP load runs beside it.
+HTTP = "Http"
+HTTP_ASSERTION = "Http assertion"
+HTTP_CROWDTWIST = "Http CrowdTwist list"
+HTTP_BESIDE = "Http beside GetBadge"
+HTTP_ROWS = (HTTP_ASSERTION, HTTP_CROWDTWIST, HTTP_BESIDE)
+HTTP_ASSERTION_TARGET = 0.40  # of the bare app's req/s
+HTTP_BESIDE_TARGET = 0.45  # of the gRPC baseline's req/s
+# The HTTP load beside gRPC GetBadge: a fixed, moderate load (HTTP/1.1 connections with one
+# request at a time each), not a saturating one: the row asks what serving HTTP costs gRPC.
+HTTP_BESIDE_CONNECTIONS = 4
+# What a verifier or backpack asks a hosted document for.
+HTTP_ACCEPT = "application/ld+json"
 
 
 @dataclass(frozen=True)
@@ -154,6 +183,7 @@ class Server:
             env={**os.environ, **env} if env else None,
         )
         first = self._line()
+        self.info = first  # the first line: the port, and what else the server says of itself
         self.port = int(first["port"])
 
     def _line(self) -> dict[str, Any]:
@@ -209,6 +239,37 @@ class ServiceServer(Server):
             cpu_seconds([self.pid]),
             statuses,
         )
+
+    def http_counts(self) -> Counts:
+        """The HTTP face's running totals (``bench.serve_bench --http-address``): requests
+        answered; failed: answers other than 2xx, and gRPC calls other than OK and CANCELLED
+        (the REST routes call the service's own RPCs); cancelled: requests whose client left
+        before an answer began (status 0)."""
+        line = self._ask()
+        http = {int(code): int(n) for code, n in line.get("http", {}).items()}
+        statuses: dict[str, int] = line["statuses"]
+        grpc_failed = int(line["failures"]) - int(statuses.get("CANCELLED", 0))
+        return Counts(
+            sum(http.values()),
+            sum(n for code, n in http.items() if code and not 200 <= code < 300) + grpc_failed,
+            http.get(0, 0),
+            cpu_seconds([self.pid]),
+            {str(code): n for code, n in http.items()},
+        )
+
+
+class HttpFace:
+    """The HTTP face of a ``ServiceServer`` started with ``--http-address``, as ``measure``
+    sees a server: its HTTP port, and its HTTP counts."""
+
+    def __init__(self, service: ServiceServer) -> None:
+        self.service = service
+        self.name = service.name
+        self.port = int(service.info["http_port"])
+
+    def counts(self) -> Counts:
+        """The face's running totals."""
+        return self.service.http_counts()
 
 
 class WorkersServer:
@@ -344,6 +405,8 @@ class Scenario:
     key: str
     check: Callable[[Message], None]
     generator: str = "h2load"  # h2load sends one body; h2gen varies bodies per request
+    # An HTTP/1.1 GET of this path (and query) instead of gRPC calls (h2load --h1).
+    http: str | None = None
 
 
 def expect(ok: bool, what: str) -> None:
@@ -475,7 +538,7 @@ class Result:
     failed: int
     requests: int
     writes_acknowledged: int = 0  # h2gen: OK creates, warm-up and tail included
-    client_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0  # the generator's CPU seconds (h2gen; h2load --h1)
     server_cpu_us: float = 0.0  # the server's CPU per call it finished (warm-up included)
 
 
@@ -514,9 +577,41 @@ class Loader:
     def run(self, scenario: Scenario, port: int, tag: str) -> Result:
         """One measured run of ``scenario`` against the server on ``port``."""
         self.runs += 1
+        if scenario.http is not None:
+            return self._h2load_http(scenario.http, port)
         if scenario.generator == "h2gen":
             return self._h2gen(scenario, port, f"{tag}-{self.runs}")
         return self._h2load(scenario, port)
+
+    def http_argv(
+        self, path: str, port: int, connections: int, duration: float, warmup: bool = True
+    ) -> list[str]:
+        """h2load over HTTP/1.1 (``--h1``): ``connections`` connections, one request at a time
+        each (no pipelining, as HTTP/1.1 clients do), GETs of ``path`` for ``duration``
+        seconds, after the profile's warm-up if ``warmup``."""
+        argv = [self.h2load, "--h1", "-c", str(connections), "-m", "1", "-t", "1"]
+        argv += ["-D", _ms(duration)]
+        if warmup and self.profile.warmup:
+            argv += ["--warm-up-time", _ms(self.profile.warmup)]
+        argv += ["-H", f"accept: {HTTP_ACCEPT}"]
+        argv.append(f"http://127.0.0.1:{port}{path}")
+        return argv
+
+    def _h2load_http(self, path: str, port: int) -> Result:
+        p = self.profile
+        log = self.workdir / f"h2load-{self.runs}.tsv"
+        # As many connections as the gRPC runs have streams in flight.
+        argv = self.http_argv(path, port, p.connections * p.streams, p.duration)
+        argv[1:1] = ["--log-file", str(log)]
+        before = children_cpu()
+        out = subprocess.run(
+            argv, capture_output=True, text=True, check=False, timeout=h2load_timeout(p)
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"h2load failed ({out.returncode}): {out.stdout}{out.stderr}")
+        result = parse_h2load_http(out.stdout, log.read_text(), p.duration)
+        result.client_cpu_s = children_cpu() - before
+        return result
 
     def _h2load(self, scenario: Scenario, port: int) -> Result:
         (call,) = scenario.calls
@@ -530,10 +625,13 @@ class Loader:
         argv += ["-H", "content-type: application/grpc", "-H", "te: trailers"]
         argv += ["-H", f"authorization: Bearer {scenario.key}"]
         argv.append(f"http://127.0.0.1:{port}{call.path}")
+        before = children_cpu()
         out = subprocess.run(argv, capture_output=True, text=True, check=False)
         if out.returncode != 0:
             raise RuntimeError(f"h2load failed ({out.returncode}): {out.stdout}{out.stderr}")
-        return parse_h2load(out.stdout, log.read_text(), p.duration)
+        result = parse_h2load(out.stdout, log.read_text(), p.duration)
+        result.client_cpu_s = children_cpu() - before
+        return result
 
     def _h2gen(self, scenario: Scenario, port: int, tag: str) -> Result:
         prefix = write_prefix(scenario.name) + tag
@@ -589,6 +687,37 @@ def write_prefix(scenario: str) -> str:
     """How the unique values a write scenario's load sends begin (``createba-``, ...): the
     stored rows that begin so are the ones its generators wrote."""
     return re.sub(r"[^a-z0-9]", "", scenario.lower())[:8] + "-"
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's children that have been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def h2load_timeout(p: Profile) -> float:
+    """How long an h2load run may take before the harness gives up on it (a server that stops
+    answering must not hang the benchmark)."""
+    return p.warmup + p.duration + 60.0
+
+
+def parse_h2load_http(stdout: str, log: str, duration: float) -> Result:
+    """``parse_h2load``, with failures counted as ``http_failures`` says."""
+    result = parse_h2load(stdout, log, duration)
+    result.failed = http_failures(stdout)
+    return result
+
+
+def http_failures(stdout: str) -> int:
+    """The requests of an h2load HTTP run that did not get a 2xx, from its summary: its
+    "failed" (4xx and 5xx answers, and the "errored" requests, a subset of them), its
+    timeouts, and 3xx answers, which h2load counts as successes (a redirect is not the
+    document either)."""
+    m = re.search(r"(\d+) failed, (\d+) errored, (\d+) timeout", stdout)
+    codes = re.search(r"status codes: \d+ 2xx, (\d+) 3xx", stdout)
+    if not m or not codes:
+        raise RuntimeError(f"cannot read h2load's summary:\n{stdout}")
+    return int(m.group(1)) + int(m.group(3)) + int(codes.group(1))
 
 
 def parse_h2load(stdout: str, log: str, duration: float) -> Result:
@@ -667,6 +796,22 @@ class Flood:
 
 
 @dataclass
+class HttpRows:
+    """The HTTP face's rows: per HTTP scenario, the bare app's and the service's runs (or why
+    a scenario was not measured); and gRPC GetBadge on the gRPC baseline, on the service with
+    its HTTP face quiet, and beside HTTP load, with that load's rate and CPU."""
+
+    protocol: str = ""  # the HTTP/1.1 implementation uvicorn picked (bare app and service)
+    rows: dict[str, dict[str, Row]] = field(default_factory=dict)  # scenario -> server -> Row
+    body_bytes: dict[str, int] = field(default_factory=dict)  # scenario -> answer body size
+    skipped: dict[str, str] = field(default_factory=dict)  # scenario -> "n/a: why"
+    beside: dict[str, Row] = field(default_factory=dict)  # "baseline", "quiet", "beside"
+    beside_rps: list[float] = field(default_factory=list)  # the HTTP load's rate, per round
+    beside_cpu: list[float] = field(default_factory=list)  # its generator's CPU, % of a core
+    beside_failed: int = 0  # HTTP requests of that load answered other than 2xx
+
+
+@dataclass
 class Report:
     """Everything the Markdown report shows."""
 
@@ -686,6 +831,7 @@ class Report:
     durable: dict[str, str] = field(default_factory=dict)
     noisy: Noisy | None = None
     flood: Flood | None = None
+    http: HttpRows | None = None
     notes: list[str] = field(default_factory=list)
     load_before: float = field(default_factory=lambda: os.getloadavg()[0])
     errors: list[str] = field(default_factory=list)
@@ -694,7 +840,7 @@ class Report:
 def measure(
     loader: Loader,
     scenario: Scenario,
-    server: Server | WorkersServer,
+    server: Server | WorkersServer | HttpFace,
     row: Row,
     tag: str,
     expected: frozenset[str] = frozenset(),
@@ -717,7 +863,7 @@ def measure(
     return result
 
 
-def _settled(server: Server | WorkersServer) -> Counts:
+def _settled(server: Server | WorkersServer | HttpFace) -> Counts:
     """The server's counts once calls stop finishing: calls a stopped generator left in flight
     finish (as CANCELLED) a little after it exits, and belong to this run, not the next."""
     last = server.counts()
@@ -809,7 +955,9 @@ def run(
         report = Report(profile, "PostgreSQL" if pg else "SQLite", awards=profile.awards)
         sizes = {"main": profile.main, "small": profile.small, "large": profile.large}
         sizes["writes"] = 1
-        orgs, awarded, noisy, report.seed_seconds = seed_database(url, sizes, profile.awards, work)
+        seeded = seed_database(url, sizes, profile.awards, work)
+        orgs, awarded, noisy = seeded.orgs, seeded.awarded, seeded.noisy
+        report.seed_seconds = seeded.seconds
         loader = Loader(h2load, profile, work)
         py = sys.executable
         service = ServiceServer(
@@ -831,15 +979,22 @@ def run(
             token = pb.ListBadgesResponse.FromString(raw).next_page_token
             deep_after = main.first_id + deep_page * 25 - 1
             plan = scenarios(main, orgs["writes"], awarded, token, deep_after)
+            (get_badge,) = [sc for sc in plan if sc.name == "GetBadge"]
+            http_rows = [name for name in HTTP_ROWS if not only or HTTP in only or name in only]
             if only:
-                unknown = only - {sc.name for sc in plan} - {NOISY, FLOOD}
+                named = {NOISY, FLOOD, HTTP, *HTTP_ROWS}
+                unknown = only - {sc.name for sc in plan} - named
                 if unknown:
                     raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
                 plan = [sc for sc in plan if sc.name in only]
             report.generators = {sc.name: sc.generator for sc in plan}
+            # The HTTP rows' gRPC GetBadge runs on the gRPC baseline too: it records that reply.
+            checked = plan
+            if HTTP_BESIDE in http_rows and all(sc.name != "GetBadge" for sc in plan):
+                checked = [*plan, get_badge]
             replies: dict[str, dict[str, Any]] = {}
             recorded: dict[tuple[str, bytes], bytes] = {}
-            for sc in plan:
+            for sc in checked:
                 for call in sc.calls:
                     req, rep = stub_call(service.port, sc.key, call, sc.name)
                     sc.check(call.reply_type.FromString(rep))
@@ -856,7 +1011,7 @@ def run(
                 [py, "-m", "bench.baseline", str(work / "replies.json")],
                 work / "baseline.log",
             )
-            for sc in plan:  # the baseline sends the service's bytes
+            for sc in checked:  # the baseline sends the service's bytes
                 for call in sc.calls:
                     req, rep = stub_call(baseline.port, sc.key, call, sc.name)
                     if not call.unique:
@@ -879,6 +1034,9 @@ def run(
                 _noisy_neighbour(report, loader, service, orgs["writes"], awarded, noisy, work)
             if not only or FLOOD in only:
                 _unauthenticated_flood(report, loader, service, main, work)
+            if http_rows:
+                http_spec = HttpSpec(main, seeded.hosted, get_badge, http_rows)
+                _http(report, loader, baseline, url, http_spec, work)
             _check_writes(report, url, orgs, noisy)
             if not only:
                 _scale(report, loader, service, orgs)
@@ -915,6 +1073,13 @@ def _failed_rows(report: Report) -> list[str]:
     if report.noisy is not None:
         rows += [(f"{NOISY} alone", report.noisy.quiet), (f"{NOISY} beside A", report.noisy.loud)]
     rows += [(f"workers {name}", row) for name, row in report.workers.items()]
+    if report.http is not None:
+        rows += [
+            (f"{name} on {srv}", row)
+            for name, per in report.http.rows.items()
+            for srv, row in per.items()
+        ]
+        rows += [(f"{HTTP_BESIDE} {name}", row) for name, row in report.http.beside.items()]
     rows += [(f"watchers GetBadge {name}", row) for name, row in report.watch.items()]
     out = []
     for label, row in rows:
@@ -927,17 +1092,27 @@ def _failed_rows(report: Report) -> list[str]:
     return out
 
 
-def seed_database(
-    url: str, sizes: dict[str, int], awards: int, work: Path
-) -> tuple[dict[str, SeededOrg], SeededAwards, SeededNoisy, float]:
+@dataclass(frozen=True)
+class Seeded:
+    """What ``seed_database`` made."""
+
+    orgs: dict[str, SeededOrg]
+    awarded: SeededAwards
+    noisy: SeededNoisy
+    hosted: SeededHosted
+    seconds: float
+
+
+def seed_database(url: str, sizes: dict[str, int], awards: int, work: Path) -> Seeded:
     """Orgs and keys through the store, each org's first badge through a (temporary) service's
     CreateBadge, the rest bulk-copied from it; then, through the same service, an uncapped
     badge in the ``awards`` org awarded to ``awards`` members with BatchCreateAwards (for
-    ListAwards), an uncapped badge in the ``writes`` org (for CreateAward), and the ``noisy``
-    org at its quotas (every org meta tag and custom field it may have)."""
+    ListAwards), an uncapped badge in the ``writes`` org (for CreateAward), the ``noisy``
+    org at its quotas (every org meta tag and custom field it may have), and in the ``hosted``
+    org an issuer, a badge class and one award of it (the HTTP rows' hosted assertion)."""
     started = time.perf_counter()
     print(f"seeding {sizes} badges and {awards:,} awards ...", flush=True)
-    created = asyncio.run(seed.create_orgs(url, [*sizes, "awards", "noisy"]))
+    created = asyncio.run(seed.create_orgs(url, [*sizes, "awards", "noisy", "hosted"]))
     service = ServiceServer(
         "seeder",
         [sys.executable, "-m", "bench.serve_bench", "--database-url", url],
@@ -964,12 +1139,34 @@ def seed_database(
         seeded_awards = SeededAwards(org_id, key, listed, awards, tuple(first_ids), write_badge)
         noisy = SeededNoisy(*created["noisy"])
         _fill_quotas(service.port, noisy.key)
+        org_id, key = created["hosted"]
+        hosted = SeededHosted(org_id, key, _hosted_award(service.port, key))
     finally:
         service.stop()
     asyncio.run(seed.settle(url))
     seconds = time.perf_counter() - started
     print(f"seeded in {seconds:.1f}s", flush=True)
-    return out, seeded_awards, noisy, seconds
+    return Seeded(out, seeded_awards, noisy, hosted, seconds)
+
+
+def _hosted_award(port: int, key: str) -> str:
+    """An issuer, a badge class and one award of it, through the service; the award's id."""
+    metadata = [("authorization", f"Bearer {key}")]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        issuer = issuer_pb_grpc.IssuerServiceStub(channel).CreateIssuer(
+            issuer_pb.CreateIssuerRequest(issuer=seed.hosted_issuer()),
+            metadata=metadata,
+            timeout=60,
+        )
+        bc = class_pb_grpc.BadgeClassServiceStub(channel).CreateBadgeClass(
+            class_pb.CreateBadgeClassRequest(badge_class=seed.hosted_class(issuer.entity_id)),
+            metadata=metadata,
+            timeout=60,
+        )
+        award = award_pb_grpc.AwardServiceStub(channel).CreateAward(
+            seed.hosted_award(bc.entity_id), metadata=metadata, timeout=60
+        )
+    return str(award.id)
 
 
 def _fill_quotas(port: int, key: str) -> None:
@@ -1476,6 +1673,351 @@ def _render_flood(
     return lines
 
 
+@dataclass(frozen=True)
+class HttpSpec:
+    """What the HTTP rows fetch and call: the main org (its key, for the CrowdTwist list),
+    the hosted assertion, the GetBadge scenario, and which rows run."""
+
+    main: SeededOrg
+    hosted: SeededHosted
+    get_badge: Scenario
+    rows: list[str]
+
+
+def http_get(port: int, path: str, accept: str = HTTP_ACCEPT) -> tuple[int, str, bytes]:
+    """One GET on 127.0.0.1 (no proxy): (status, content type, body), also for an error."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Accept": accept})
+    try:
+        with opener.open(request, timeout=60) as resp:
+            return resp.status, resp.headers.get("content-type", ""), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("content-type", ""), err.read()
+
+
+def crowdtwist_path(key: str) -> str:
+    """CrowdTwist v2.1's badge list, first page of 25, with the key as that API passes it."""
+    return f"/v2.1/badges?page_size=25&api_key={key}"
+
+
+def check_hosted_assertion(port: int, award_id: str) -> tuple[str, bytes]:
+    """The hosted assertion through the face on ``port``: a 200 Assertion document at the URL
+    it names, its recipient hashed. Returns (media type, body)."""
+    path = f"/public/assertions/{award_id}"
+    status, media_type, body = http_get(port, path)
+    expect(status == 200, f"{HTTP_ASSERTION}: status {status}: {body[:200]!r}")
+    expect(media_type == "application/ld+json", f"{HTTP_ASSERTION}: content type {media_type}")
+    doc = json.loads(body)
+    expect(
+        doc.get("type") == "Assertion" and doc.get("id") == f"http://127.0.0.1:{port}{path}",
+        f"{HTTP_ASSERTION}: document {doc.get('type')} {doc.get('id')}",
+    )
+    recipient = doc.get("recipient", {})
+    expect(
+        recipient.get("hashed") is True and "alice" not in json.dumps(recipient),
+        f"{HTTP_ASSERTION}: recipient {recipient}",
+    )
+    return media_type, body
+
+
+def check_crowdtwist_list(port: int, key: str) -> tuple[str, bytes] | str:
+    """The CrowdTwist list through the face: (media type, body) when it answers a page of 25
+    badges, else why the row cannot run (``n/a: ...``). Until the route is served it answers
+    404, and the row is skipped rather than failed."""
+    status, media_type, body = http_get(port, crowdtwist_path(key), "application/json")
+    if status != 200:
+        return f"n/a: route not served (first probe answered {status})"
+    doc = json.loads(body)
+    badges = doc.get("badges") if isinstance(doc, dict) else None
+    expect(
+        isinstance(badges, list) and len(badges) == 25 and "paging" in doc,
+        f"{HTTP_CROWDTWIST}: not a page of 25 badges: {body[:200]!r}",
+    )
+    return media_type.split(";")[0], body
+
+
+def _http(
+    report: Report, loader: Loader, grpc_baseline: Server, url: str, spec: HttpSpec, work: Path
+) -> None:
+    """The HTTP face's rows on a service process of their own (``--http-address``): each HTTP
+    scenario through the face and through a bare Starlette app on uvicorn answering the same
+    bytes (``bench.http_baseline``), alternating; then gRPC GetBadge on the gRPC baseline, on
+    that service quiet, and on it while another h2load sends hosted-assertion GETs at a fixed
+    concurrency (HTTP_BESIDE_CONNECTIONS), alternating."""
+    p = report.profile
+    result = report.http = HttpRows()
+    py = sys.executable
+    service = ServiceServer(
+        "service",
+        [py, "-m", "bench.serve_bench", "--database-url", url, "--http-address", "127.0.0.1:0"],
+        work / "service-http.log",
+    )
+    bare: Server | None = None
+    try:
+        face = HttpFace(service)
+        assertion_path = f"/public/assertions/{spec.hosted.award_id}"
+        media_type, body = check_hosted_assertion(face.port, spec.hosted.award_id)
+        scenarios: dict[str, Scenario] = {}
+        recorded: dict[str, tuple[str, bytes]] = {}
+        if HTTP_ASSERTION in spec.rows or HTTP_BESIDE in spec.rows:
+            recorded[HTTP_ASSERTION] = (media_type, body)
+            if HTTP_ASSERTION in spec.rows:
+                scenarios[HTTP_ASSERTION] = _http_scenario(HTTP_ASSERTION, assertion_path)
+        if HTTP_CROWDTWIST in spec.rows:
+            listed = check_crowdtwist_list(face.port, spec.main.key)
+            if isinstance(listed, str):
+                result.skipped[HTTP_CROWDTWIST] = listed
+                print(f"{HTTP_CROWDTWIST}: {listed}", flush=True)
+            else:
+                recorded[HTTP_CROWDTWIST] = listed
+                path = crowdtwist_path(spec.main.key)
+                scenarios[HTTP_CROWDTWIST] = _http_scenario(HTTP_CROWDTWIST, path)
+        replies = {}
+        for name, (kind, answer) in recorded.items():
+            served = scenarios[name].http if name in scenarios else assertion_path
+            assert served is not None
+            route = served.split("?")[0]
+            replies[route] = {
+                "status": 200,
+                "media_type": kind,
+                "body": base64.b64encode(answer).decode(),
+            }
+            result.body_bytes[name] = len(answer)
+        (work / "http-replies.json").write_text(json.dumps(replies))
+        bare = Server(
+            "bare app",
+            [py, "-m", "bench.http_baseline", str(work / "http-replies.json")],
+            work / "http-baseline.log",
+        )
+        result.protocol = str(bare.info.get("http", ""))
+        for name, sc in scenarios.items():  # the bare app answers the service's bytes
+            assert sc.http is not None
+            status, kind, answer = http_get(bare.port, sc.http)
+            expect(status == 200 and answer == recorded[name][1], f"{name}: bare app's answer")
+        if HTTP_BESIDE in spec.rows:
+            (call,) = spec.get_badge.calls
+            for port in (service.port, grpc_baseline.port):
+                _, raw = stub_call(port, spec.get_badge.key, call, HTTP_BESIDE)
+                spec.get_badge.check(pb.Badge.FromString(raw))
+        print("HTTP checks passed on the face and the bare app", flush=True)
+
+        servers: list[Server | HttpFace] = [bare, face]
+        for rnd in range(p.rounds):
+            for name, sc in scenarios.items():
+                for srv in servers if rnd % 2 == 0 else servers[::-1]:
+                    row = result.rows.setdefault(name, {}).setdefault(srv.name, Row())
+                    r = measure(loader, sc, srv, row, f"h{rnd}")
+                    print(
+                        f"round {rnd + 1} {name:20} {srv.name:8} {r.rps:9.0f} req/s "
+                        f"p50 {r.p50_ms:6.2f} ms p99 {r.p99_ms:6.2f} ms failed {r.failed} "
+                        f"h2load CPU {r.client_cpu_s / p.duration:.0%}",
+                        flush=True,
+                    )
+            if HTTP_BESIDE in spec.rows:
+                _http_beside(report, loader, grpc_baseline, service, spec, assertion_path, rnd)
+        report.memory["service with the HTTP face"] = service.memory()
+        report.memory["bare HTTP app"] = bare.memory()
+    finally:
+        service.stop()
+        if bare is not None:
+            bare.stop()
+
+
+def _http_scenario(name: str, path: str) -> Scenario:
+    """An HTTP GET of ``path`` as a scenario (h2load --h1)."""
+    return Scenario(name, [], "", lambda _r: None, "h2load --h1", http=path)
+
+
+def _http_beside(
+    report: Report,
+    loader: Loader,
+    grpc_baseline: Server,
+    service: ServiceServer,
+    spec: HttpSpec,
+    assertion_path: str,
+    rnd: int,
+) -> None:
+    """One round of gRPC GetBadge on the gRPC baseline, on the service with its HTTP face
+    quiet, and on it beside HTTP load, in an order that turns each round."""
+    p = report.profile
+    result = report.http
+    assert result is not None
+    cases = ["baseline", "quiet", "beside"]
+    shift = rnd % len(cases)
+    for case in cases[shift:] + cases[:shift]:
+        row = result.beside.setdefault(case, Row())
+        if case == "baseline":
+            r = measure(loader, spec.get_badge, grpc_baseline, row, f"hb{rnd}")
+        elif case == "quiet":
+            r = measure(loader, spec.get_badge, service, row, f"hq{rnd}")
+        else:
+            # Covers the measured run: its start, warm-up and measured window.
+            seconds = p.warmup + p.duration + 2.0
+            port = HttpFace(service).port
+            argv = loader.http_argv(
+                assertion_path, port, HTTP_BESIDE_CONNECTIONS, seconds, warmup=False
+            )
+            before = children_cpu()
+            load = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            try:
+                time.sleep(0.5)  # its connections are up and its requests under way
+                r = measure(loader, spec.get_badge, service, row, f"hs{rnd}")
+                measured_cpu = r.client_cpu_s
+                out, _ = load.communicate(timeout=h2load_timeout(p))
+            finally:
+                if load.poll() is None:
+                    load.kill()
+                    load.wait()
+            rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+            if load.returncode != 0 or not rate or "status codes:" not in out:
+                report.errors.append(f"{HTTP_BESIDE}: the HTTP load failed: {out[-500:]}")
+            else:
+                result.beside_rps.append(float(rate.group(1)))
+                failed = http_failures(out)
+                result.beside_failed += failed
+                if failed:
+                    report.errors.append(f"{HTTP_BESIDE}: {failed} HTTP answers were not 2xx")
+            result.beside_cpu.append((children_cpu() - before - measured_cpu) / seconds * 100)
+        print(
+            f"round {rnd + 1} {HTTP_BESIDE} {case:8} {r.rps:9.0f} req/s "
+            f"p50 {r.p50_ms:6.2f} ms p99 {r.p99_ms:6.2f} ms failed {r.failed}",
+            flush=True,
+        )
+
+
+def _render_http(report: Report, targets: list[tuple[str, str, bool | str]]) -> list[str]:
+    """The HTTP face's section, and its targets."""
+    http = report.http
+    if http is None:
+        return []
+    p = report.profile
+    lines = [
+        "## HTTP face (service with `--http-address`)",
+        "",
+        f"A service process of its own with the HTTP face on, against a bare Starlette app on "
+        f"uvicorn (`bench/http_baseline.py`: the face's own server setup, one process, uvloop, "
+        f"uvicorn's {http.protocol or 'default'} HTTP/1.1 parser, no middleware) answering "
+        "the service's recorded bytes for the same path, alternating. Load: h2load --h1, "
+        f"{p.connections * p.streams} connections with one request at a time each (no "
+        f"pipelining), {p.warmup:g} s warm-up + {p.duration:g} s measured; `Accept: "
+        f"{HTTP_ACCEPT}`. h2load CPU is its share of one core over the measured seconds.",
+        "",
+    ]
+    for name in (HTTP_ASSERTION, HTTP_CROWDTWIST):
+        if name in http.skipped:
+            lines += [f"### {name}", "", http.skipped[name], ""]
+            continue
+        per = http.rows.get(name)
+        if per is None:
+            continue
+        base, svc = per.get("bare app", Row()), per.get("service", Row())
+        what = (
+            "`GET /public/assertions/{id}`"
+            if name == HTTP_ASSERTION
+            else ("`GET /v2.1/badges?page_size=25&api_key=...` (main org)")
+        )
+        lines += [
+            f"### {name} (h2load --h1)",
+            "",
+            f"{what}, {http.body_bytes.get(name, 0):,} bytes a body.",
+            "",
+            "| server | req/s | p50 ms | p99 ms | server CPU us/req | h2load CPU | failed "
+            "| per-round req/s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for label, row in (("bare app", base), ("service", svc)):
+            fails = sum(r.failed for r in row.results) + row.failures + row.cancelled
+            lines.append(
+                f"| {label} | {_fmt(row.median('rps'), 0)} | {_fmt(row.median('p50_ms'))} | "
+                f"{_fmt(row.median('p99_ms'))} | {_fmt(row.median('server_cpu_us'), 0)} | "
+                f"{row.median('client_cpu_s') / p.duration:.0%} | {fails} | "
+                + ", ".join(_fmt(r.rps, 0) for r in row.results)
+                + " |"
+            )
+        ratio = _ratio(svc.median("rps"), base.median("rps"))
+        lat = _ratio(svc.median("p50_ms"), base.median("p50_ms"))
+        p99 = _ratio(svc.median("p99_ms"), base.median("p99_ms"))
+        cpu = _ratio(svc.median("server_cpu_us"), base.median("server_cpu_us"))
+        lines += [
+            f"| service/bare app | {ratio:.0%} | {lat:.1f}x | {p99:.1f}x | {cpu:.1f}x | | | |",
+            "",
+        ]
+        if name == HTTP_ASSERTION:
+            targets.append(
+                (
+                    f"{HTTP_ASSERTION} (hosted assertion GET) >= {HTTP_ASSERTION_TARGET:.0%} of "
+                    "the bare HTTP app's req/s",
+                    f"{ratio:.0%}",
+                    ratio >= HTTP_ASSERTION_TARGET,
+                )
+            )
+        else:
+            targets.append(
+                (
+                    f"{HTTP_CROWDTWIST}: service/bare app req/s (informational)",
+                    f"{ratio:.0%} ({svc.median('rps'):,.0f}/s)",
+                    "n/a (no target)",
+                )
+            )
+    if HTTP_CROWDTWIST in http.skipped:
+        targets.append(
+            (
+                f"{HTTP_CROWDTWIST}: service/bare app req/s (informational)",
+                "-",
+                http.skipped[HTTP_CROWDTWIST],
+            )
+        )
+    if http.beside:
+        base = http.beside.get("baseline", Row())
+        quiet, beside = http.beside.get("quiet", Row()), http.beside.get("beside", Row())
+        load = statistics.median(http.beside_rps) if http.beside_rps else 0.0
+        load_cpu = statistics.median(http.beside_cpu) if http.beside_cpu else 0.0
+        lines += [
+            f"### {HTTP_BESIDE} (h2load)",
+            "",
+            "gRPC GetBadge (as the GetBadge scenario) on the gRPC baseline (`bench/baseline.py`), "
+            "on the service above with its HTTP face quiet, and on it while a second h2load sends "
+            f"hosted-assertion GETs over {HTTP_BESIDE_CONNECTIONS} HTTP/1.1 connections, one "
+            "request at a time each; the three in an order that turns each round.",
+            "",
+            "| GetBadge | req/s | p50 ms | p99 ms | failed | per-round req/s |",
+            "| --- | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for label, row in (
+            ("gRPC baseline", base),
+            ("service, HTTP face quiet", quiet),
+            ("service, beside HTTP load", beside),
+        ):
+            fails = sum(r.failed for r in row.results) + row.failures + row.cancelled
+            lines.append(
+                f"| {label} | {_fmt(row.median('rps'), 0)} | {_fmt(row.median('p50_ms'))} | "
+                f"{_fmt(row.median('p99_ms'))} | {fails} | "
+                + ", ".join(_fmt(r.rps, 0) for r in row.results)
+                + " |"
+            )
+        ratio = _ratio(beside.median("rps"), base.median("rps"))
+        lines += [
+            f"| beside / gRPC baseline | {ratio:.0%} | | | | |",
+            f"| beside / quiet | {_ratio(beside.median('rps'), quiet.median('rps')):.0%} | | | | |",
+            "",
+            f"HTTP load beside: {load:,.0f} req/s (median over its whole run), "
+            f"{http.beside_failed} answered other than 2xx; its h2load used {load_cpu:.0f}% "
+            "of a core.",
+            "",
+        ]
+        targets.append(
+            (
+                f"gRPC GetBadge beside HTTP load >= {HTTP_BESIDE_TARGET:.0%} of the gRPC "
+                "baseline's req/s",
+                f"{ratio:.0%}",
+                ratio >= HTTP_BESIDE_TARGET,
+            )
+        )
+    return lines
+
+
 # GetBadge on the service as it runs with metrics and traces off, with metrics on, and with
 # tracing configured but not sampled (the OTLP exporter set up, every call's sampling decision
 # made, nothing recorded or sent): the cost of each, as a ratio to off in the same run.
@@ -1675,6 +2217,7 @@ def render(report: Report) -> str:
         lines += _render_noisy(report.noisy, targets)
     if report.flood is not None:
         lines += _render_flood(report.flood, report.profile.flood_streams, targets)
+    lines += _render_http(report, targets)
     lines += [
         "## Scale (service)",
         "",
@@ -1906,7 +2449,8 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         metavar="SCENARIO",
-        help="run only this scenario (repeatable; no scale or worker rows)",
+        help="run only this scenario (repeatable; no scale or worker rows); Http: the HTTP "
+        "face's rows",
     )
     p.add_argument("--connections", type=int, help="connections per load run")
     p.add_argument("--streams", type=int, help="concurrent streams per connection")

@@ -11,6 +11,9 @@ transaction, as CreateBadge adds one, so ListBadges totals stay exact.
 Awards (for ListAwards) go through the service's own BatchCreateAwards (``award_batches``), so
 they come with everything an award writes (the recipient's earned state, the AWARDED event):
 10,000 awards take a few seconds, and the benchmark needs thousands, not millions.
+
+The HTTP rows' hosted assertion is one award of a Badgr-style badge class (``hosted_issuer``,
+``hosted_class``, ``hosted_award``), made through the service like any other.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from badge_service.api.badges.v1 import (
     award_pb2,
+    badge_class_pb2,
     badge_pb2,
     common_pb2,
     custom_field_pb2,
+    issuer_pb2,
     org_meta_pb2,
 )
 from badge_service.domain import limits
@@ -109,6 +114,45 @@ def award_batches(badge_id: int, count: int) -> Iterator[award_pb2.BatchCreateAw
                 for i in range(start, min(count, start + AWARD_BATCH))
             ]
         )
+
+
+def hosted_issuer() -> issuer_pb2.Issuer:
+    """The issuer of the hosted assertion the HTTP rows fetch."""
+    return issuer_pb2.Issuer(
+        name="Credentials Faculty",
+        email="contact@example.com",
+        url="https://example.com",
+        description="The faculty of the Credentials University.",
+    )
+
+
+def hosted_class(issuer_entity_id: str) -> badge_class_pb2.BadgeClass:
+    """The badge class of the hosted assertion: an image URL (not a data URI, so the class
+    row stays small, as most are) and criteria."""
+    return badge_class_pb2.BadgeClass(
+        issuer=issuer_entity_id,
+        name="Game Attendance",
+        description="Attended a home game of the season.",
+        image="https://example.com/badges/game-attendance.png",
+        criteria_narrative="Attend a home game and check in at the gate.",
+    )
+
+
+def hosted_award(class_entity_id: str) -> award_pb2.CreateAwardRequest:
+    """The award whose hosted Assertion the HTTP rows fetch: an email recipient (hashed in
+    the public document), a narrative and one piece of evidence."""
+    return award_pb2.CreateAwardRequest(
+        award=award_pb2.Award(
+            badge_class_id=class_entity_id,
+            recipient=award_pb2.Recipient(email="alice@example.org"),
+            narrative="Attended the home game",
+            evidence=[
+                award_pb2.Evidence(
+                    url="https://example.com/checkins/1043", narrative="Checked in at gate B"
+                )
+            ],
+        )
+    )
 
 
 def seed_name(i: int) -> str:
@@ -276,6 +320,15 @@ async def _insert_copies(
 
 
 # --- The noisy neighbour: an org at its quotas, writing badges at their limits ---------------
+
+
+@dataclass(frozen=True)
+class SeededHosted:
+    """The org of the HTTP rows' hosted assertion, and that award's id (its URL's last part)."""
+
+    org_id: int
+    key: str
+    award_id: str
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ interceptor's count of non-OK calls; ``statuses`` counts finished calls by statu
 harness can tell the CANCELLED calls a timed h2load run leaves behind when it stops (at most
 one per stream in flight) from real failures. Settings come from BADGE_SERVICE_* like the real
 command, so logging (the access log included) and pool sizes are the defaults.
+
+With ``--http-address`` the HTTP face serves too (as ``serve --http-address``): the first line
+adds ``"http_port"``, and each counts line adds ``"http"``, the HTTP requests answered by status
+code (from the face's access log records; status 0: the client left before an answer began),
+so the harness checks HTTP load runs the same way.
 """
 
 from __future__ import annotations
@@ -15,27 +20,50 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
+from collections import Counter
 
 from badge_service import logs
 from badge_service.config import Settings
 from badge_service.server import freeze_startup, start
 
 
+class HttpStatuses(logging.Handler):
+    """Counts the HTTP face's access log records by status code (gRPC calls log on the same
+    logger under another message, and are counted by the interceptor instead)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[int] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """One HTTP request answered (or left by its client: status 0)."""
+        if record.msg == "http":
+            self.counts[int(getattr(record, "status", 0))] += 1
+
+
 async def serve(settings: Settings) -> None:
     """Runs the service until SIGTERM/SIGINT, answering SIGUSR1 with the failure count."""
+    http = HttpStatuses()
+    if settings.http_address:
+        logging.getLogger("badge_service.access").addHandler(http)
     running = await start(settings)
     freeze_startup()  # as serve() does
-    print(json.dumps({"port": running.port, "pid": os.getpid()}), flush=True)
+    first: dict[str, object] = {"port": running.port, "pid": os.getpid()}
+    if running.http_port is not None:
+        first["http_port"] = running.http_port
+    print(json.dumps(first), flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
     def report() -> None:
         counts = dict(running.interceptor.statuses)
-        print(
-            json.dumps({"failures": running.interceptor.failures, "statuses": counts}), flush=True
-        )
+        line = {"failures": running.interceptor.failures, "statuses": counts}
+        if settings.http_address:
+            line["http"] = {str(code): n for code, n in http.counts.items()}
+        print(json.dumps(line), flush=True)
 
     loop.add_signal_handler(signal.SIGUSR1, report)
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -46,13 +74,18 @@ async def serve(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: ``python -m bench.serve_bench --database-url URL [--address A]``."""
+    """Entry point: ``python -m bench.serve_bench --database-url URL [--address A]
+    [--http-address H]``."""
     p = argparse.ArgumentParser(description="the service, for the benchmark")
     p.add_argument("--database-url", required=True)
     p.add_argument("--address", default="127.0.0.1:0")
+    p.add_argument("--http-address", help="serve the HTTP face too (127.0.0.1:0: any port)")
     args = p.parse_args(argv)
     settings = Settings.from_env(
-        address=args.address, database_url=args.database_url, migrate_on_start=False
+        address=args.address,
+        database_url=args.database_url,
+        migrate_on_start=False,
+        http_address=args.http_address,
     )
     logs.configure(settings.log_level)
     try:
