@@ -61,6 +61,9 @@ class Settings:
     watch_buffer: int = 1000
     watch_poll_seconds: float = 0.5
     watch_stall_seconds: float = 30.0
+    # On PostgreSQL, while LISTEN/NOTIFY brings other processes' events: how often the watch
+    # hub still polls, for a notification that was lost (a process died before sending it).
+    watch_fallback_seconds: float = 5.0
     # HOST:PORT of the Prometheus metrics endpoint; empty: no metrics.
     metrics_address: str = ""
 

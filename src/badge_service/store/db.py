@@ -44,7 +44,7 @@ import datetime as dt
 import re
 import sqlite3
 from collections import namedtuple
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -170,6 +170,8 @@ class Database:
         # Pool wait and connect, then statements each within statement_timeout on the server.
         self._bound: float | None = None
         self._probe_conn: Any = None  # asyncpg.Connection of the health probe (PostgreSQL)
+        # Run by close(), first: what holds a connection of its own (store.notify's listener).
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": statement_timeout}
@@ -485,6 +487,11 @@ class Database:
             )
 
     async def _connect_probe(self) -> Any:
+        return await self.connect_direct("badge-service health", within=PROBE_TIMEOUT)
+
+    async def connect_direct(self, application_name: str, *, within: float) -> Any:
+        """A plain asyncpg connection of its own, outside the pool (PostgreSQL only), with
+        the pool's statement timeout and no statement cache; the caller closes it."""
         import asyncpg
 
         _, params = self.engine.dialect.create_connect_args(self.url)
@@ -492,15 +499,19 @@ class Database:
             params.pop(key, None)
         return await asyncpg.connect(
             **params,
-            timeout=PROBE_TIMEOUT,
+            timeout=within,
             # Also bounds asyncpg's cancel request after a probe timed out on a frozen server.
             command_timeout=self.statement_timeout,
             statement_cache_size=0,
             server_settings={
                 "statement_timeout": _millis(self.statement_timeout),
-                "application_name": "badge-service health",
+                "application_name": application_name,
             },
         )
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Has ``close()`` await ``closer()`` first (for what holds a connection of its own)."""
+        self._closers.append(closer)
 
     def _drop_probe(self) -> None:
         conn, self._probe_conn = self._probe_conn, None
@@ -509,6 +520,9 @@ class Database:
 
     async def close(self) -> None:
         """Finishes queued writes and closes every pooled connection."""
+        closers, self._closers = self._closers, []
+        for closer in closers:
+            await closer()
         if self._committer is not None:
             await asyncio.wait([self._committer])
         self._drop_probe()
