@@ -1,6 +1,7 @@
 """WatchAwards on PostgreSQL is woken by LISTEN/NOTIFY (store.notify): another process's
 commit reaches a watcher with polling off; a lost listening connection is reconnected, and
-what committed while it was down arrives once it is back; SQLite has no notices.
+what committed while it was down arrives once it is back; the connection goes to the listen
+URL, and one that cannot be reached leaves the hub polling; SQLite has no notices.
 
 A second server on the same database stands for another process (its own Database, bell and
 notification connection). The watching server's hub has its polls slowed to NO_POLL, so an
@@ -25,7 +26,7 @@ from badge_service.service.watch import hub_of
 from badge_service.store import notify
 from tests.support import Backend, Client, Org
 from tests.test_award_events import NO_POLL, progress_of, watching
-from tests.test_progress import EARNED, IN_PROGRESS, awards, member, new_badge
+from tests.test_progress import EARNED, IN_PROGRESS, awards, member, new_badge, record
 from tests.test_watch import wait_until
 
 
@@ -134,3 +135,40 @@ async def test_a_lost_listening_connection_is_reconnected_and_nothing_is_missed(
             assert [e.sequence for e in got] == [watch.after + 1, watch.after + 2]
     finally:
         await elsewhere.channel.close()
+
+
+async def test_the_listening_connection_goes_to_the_listen_url(backend: Backend, org: Org) -> None:
+    """BADGE_SERVICE_DB_LISTEN_URL names where LISTEN goes (the pool's URL is untouched): one
+    nobody answers leaves the hub polling, its failures logged as store faults, and streams
+    still get every event."""
+    if backend.name != "postgres":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    nowhere = make_url(backend.url).set(host="127.0.0.1", port=1)
+    nowhere_url = nowhere.render_as_string(hide_password=False)
+    server = await start(
+        Settings(
+            address="127.0.0.1:0",
+            database_url=backend.url,
+            db_listen_url=nowhere_url,
+            log_level="WARNING",
+        )
+    )
+    try:
+        hub = hub_of(server.db)
+        client = Client.connect(server.port, [("authorization", f"Bearer {org.admin_key}")])
+        badge = await new_badge(org, "unheard")
+        try:
+            async with watching(client) as watch:
+                notices = notify.notices_for(server.db)
+                assert notices is not None
+                await record(org, badge, member("polled"), EARNED)  # through the backend
+                (event,) = await watch.take(1)
+                assert event.sequence == watch.after + 1
+                assert not hub.listening and notices.connects == 0
+                # Refused, and classified as the store's fault (logged rate-limited).
+                assert notices.failures >= 1
+                assert notices.last_fault == "ConnectionRefusedError"
+        finally:
+            await client.channel.close()
+    finally:
+        await server.stop(grace=1)

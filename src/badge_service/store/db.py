@@ -161,8 +161,12 @@ class Database:
         pool_size: int = 10,
         statement_timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        listen_url: str = "",
     ) -> None:
         self.url = parse_database_url(url)
+        # Where connect_direct(listen=True) goes (store.notify): PgBouncer in transaction mode
+        # cannot LISTEN, so a deployment behind one names the server itself here.
+        self.listen_url = parse_database_url(listen_url) if listen_url else self.url
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.faults = StoreFaults()
         self.statement_timeout = statement_timeout
@@ -489,12 +493,16 @@ class Database:
     async def _connect_probe(self) -> Any:
         return await self.connect_direct("badge-service health", within=PROBE_TIMEOUT)
 
-    async def connect_direct(self, application_name: str, *, within: float) -> Any:
+    async def connect_direct(
+        self, application_name: str, *, within: float, listen: bool = False
+    ) -> Any:
         """A plain asyncpg connection of its own, outside the pool (PostgreSQL only), with
-        the pool's statement timeout and no statement cache; the caller closes it."""
+        the pool's statement timeout and no statement cache; the caller closes it. With
+        ``listen``, to ``listen_url``."""
         import asyncpg
 
-        _, params = self.engine.dialect.create_connect_args(self.url)
+        url = self.listen_url if listen else self.url
+        _, params = self.engine.dialect.create_connect_args(url)
         for key in ("prepared_statement_cache_size", "prepared_statement_name_func"):
             params.pop(key, None)
         return await asyncpg.connect(

@@ -29,8 +29,9 @@ doubling to RETRY_MAX). Its failures are classified as every store fault is
 monitor; anything else is a bug of ours, logged with its traceback; either way it reconnects.
 
 It must reach PostgreSQL directly (or through a pooler in session mode): through PgBouncer in
-transaction mode, LISTEN is silently lost when the server connection is handed to another
-client.
+transaction mode a LISTEN is lost as soon as the server connection is handed to another
+client. So it goes to ``Database.listen_url`` (``BADGE_SERVICE_DB_LISTEN_URL``, by default the
+database URL).
 """
 
 from __future__ import annotations
@@ -132,6 +133,8 @@ class EventNotices:
         self.connects = 0
         self.sent = 0
         self.received = 0
+        self.failures = 0
+        self.last_fault = ""  # the label of the last failure's store fault ("" for a bug)
         bell.listen(self._on_ring)
         db.on_close(self.close)
 
@@ -202,7 +205,7 @@ class EventNotices:
                 conn: Any = None
                 try:
                     conn = await self._db.connect_direct(
-                        "badge-service events", within=self._db.connect_timeout
+                        "badge-service events", within=self._db.connect_timeout, listen=True
                     )
                     lost = asyncio.Event()
                     conn.add_termination_listener(_setter(lost))
@@ -276,7 +279,9 @@ class EventNotices:
                 await asyncio.wait_for(conn.fetchval("SELECT 1"), PROBE_TIMEOUT)
 
     def _failed(self, exc: Exception) -> None:
+        self.failures += 1
         fault = classify(exc)
+        self.last_fault = "" if fault is None else fault.label
         if fault is None:
             log.error(
                 "watch notification connection failed; reconnecting",
