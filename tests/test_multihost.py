@@ -399,6 +399,10 @@ async def test_a_watcher_on_one_host_sees_every_event_of_the_other_within_a_seco
     )
     assert latencies[-1] < WITHIN
     assert burst_last < WITHIN
+    # The 0.5 s poll alone would pass the bound above too (measured with the listening
+    # connection pointed nowhere: 495 ms at the median, as each write lands just after a
+    # poll); a notification wakes the hub within milliseconds (measured: 10-12 ms).
+    assert statistics.median(latencies) < 0.25
     # Woken by LISTEN/NOTIFY, not by the 0.5 s poll: host B's hub said it listens.
     assert b.records("watch hub listening for notifications"), b.log.read_text()[-3000:]
 

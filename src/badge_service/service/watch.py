@@ -445,10 +445,8 @@ class WatchHub:
                 self._mark_dirty(found)
 
     def _on_notice(self, orgs: frozenset[int] | None) -> None:
-        if orgs is None:
-            # Listening started (what committed before may be unread) or stopped (the hub
-            # must poll at its usual rate again, not finish a fallback wait first).
-            self._kick()
+        # None: listening started or stopped, so any org may have events no notification
+        # named (committed while nothing listened); every feed is read once.
         if not self._bell.closed:
             self._on_ring(orgs)
 

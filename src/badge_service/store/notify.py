@@ -268,7 +268,9 @@ class EventNotices:
                 orgs, self._pending = self._pending, set()
                 try:
                     for payload in payload_chunks(orgs):
-                        await asyncio.wait_for(conn.execute(_NOTIFY, CHANNEL, payload), 1.0)
+                        await asyncio.wait_for(
+                            conn.execute(_NOTIFY, CHANNEL, payload), PROBE_TIMEOUT
+                        )
                         self.sent += 1
                 except BaseException:
                     self._pending |= orgs  # sent again once reconnected
