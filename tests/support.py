@@ -86,12 +86,14 @@ class Client:
         port: int,
         metadata: list[tuple[str, str]] | None = None,
         options: list[tuple[str, Any]] | None = None,
+        *,
+        target: str | None = None,
     ) -> Client:
-        """A client for the server on ``port`` that sends ``metadata`` on every call (with
-        channel ``options``)."""
+        """A client for the server on ``port`` (or on a gRPC ``target``) that sends
+        ``metadata`` on every call (with channel ``options``)."""
         interceptors = [_Metadata(metadata), _StreamMetadata(metadata)] if metadata else None
         channel = grpc.aio.insecure_channel(
-            f"127.0.0.1:{port}", options=options, interceptors=interceptors
+            target or f"127.0.0.1:{port}", options=options, interceptors=interceptors
         )
         return cls(
             channel,

@@ -37,6 +37,10 @@ class Settings:
     reflection: bool = True
     workers: int = 1
     db_pool_size: int = 10
+    # PostgreSQL: where the WatchAwards LISTEN/NOTIFY connection goes (one per process).
+    # Empty: database_url. Set it to the server itself (or a session-mode pooler) when
+    # database_url goes through PgBouncer in transaction mode, which cannot LISTEN.
+    db_listen_url: str = ""
     # TLS: the server's PEM certificate chain and key; with a client CA, mTLS (clients must
     # present a certificate that chains to it). Empty: plaintext.
     tls_cert: str = ""
@@ -61,6 +65,9 @@ class Settings:
     watch_buffer: int = 1000
     watch_poll_seconds: float = 0.5
     watch_stall_seconds: float = 30.0
+    # On PostgreSQL, while LISTEN/NOTIFY brings other processes' events: how often the watch
+    # hub still polls, for a notification that was lost (a process died before sending it).
+    watch_fallback_seconds: float = 5.0
     # HOST:PORT of the Prometheus metrics endpoint; empty: no metrics.
     metrics_address: str = ""
 

@@ -319,6 +319,7 @@ async def _start(
     if db is None:
         options = {
             "pool_size": settings.db_pool_size,
+            "listen_url": settings.db_listen_url,
             "statement_timeout": settings.db_statement_timeout,
             "connect_timeout": settings.db_connect_timeout,
         }

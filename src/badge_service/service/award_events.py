@@ -36,7 +36,7 @@ from badge_service.service.watch import (
 from badge_service.store import award_definitions as definitions
 from badge_service.store import awards as award_store
 from badge_service.store import badges as badge_store
-from badge_service.store import events
+from badge_service.store import events, notify
 from badge_service.store import progress as progress_store
 from badge_service.store.db import Database
 
@@ -185,7 +185,11 @@ def watch_hub(db: Database, limits: WatchLimits, encode: EventEncoding) -> Watch
         found: dict[int, int] = await db.run_read(events.last_sequences, org_ids)
         return found
 
-    return WatchHub(events.bell(db.engine), read, heads, limits, db)
+    bell = events.bell(db.engine)
+    # PostgreSQL: other processes' commits wake the hub by LISTEN/NOTIFY (store.notify); the
+    # process's own commits are announced to them from the same bell.
+    notices = None if db.is_sqlite else notify.notices_of(db, bell)
+    return WatchHub(bell, read, heads, limits, db, notices)
 
 
 async def join_watch(db: Database, hub: WatchHub, sub: Subscription, after: int) -> int:

@@ -11,6 +11,13 @@ one poll per ``poll_seconds`` of the watched orgs' last sequences (commits of ot
 ``serve --workers``, another server on the same database). With no stream open, the hub has no
 task and reads nothing.
 
+On PostgreSQL other processes' commits also arrive as notifications (``store.notify``: LISTEN/
+NOTIFY on one connection per process), which wake the hub for their orgs at once. While it
+listens, the hub polls only every ``fallback_seconds`` (for a notification that never came: a
+process that died between its commit and its notify); while it does not (the connection is
+lost and being reconnected), every ``poll_seconds`` again. A notification is only a wake-up:
+events are always read from the table, in sequence order.
+
 The window: a feed keeps the events it has read and not every stream has taken yet; each stream
 has a position in it. The hub reads more for an org only when one of its streams has taken
 everything (the fastest stream paces reading, so a burst of thousands of events, such as one
@@ -50,7 +57,7 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from badge_service.domain.errors import DomainError
 
@@ -77,6 +84,18 @@ Fetch = Callable[[int, int, int], Awaitable[Sequence[Event]]]
 Heads = Callable[[Collection[int]], Awaitable[dict[int, int]]]
 
 
+class Notices(Protocol):
+    """Other processes' commits of events, as they happen (``store.notify.EventNotices``)."""
+
+    @property
+    def listening(self) -> bool:
+        """Whether notifications are being received now."""
+
+    def listen(self, wake: Callable[[frozenset[int] | None], None]) -> None:
+        """Calls ``wake(orgs)`` when another process committed events of ``orgs``, and
+        ``wake(None)`` when listening starts or stops (any org may have new events)."""
+
+
 @dataclass(frozen=True, slots=True)
 class WatchLimits:
     """How many streams may be open, how far one may fall behind, how often to poll."""
@@ -86,6 +105,8 @@ class WatchLimits:
     buffer: int = 1000
     poll_seconds: float = 0.5
     stall_seconds: float = 30.0
+    # Polling while notifications arrive (PostgreSQL LISTEN/NOTIFY), for one that was lost.
+    fallback_seconds: float = 5.0
 
     @classmethod
     def of(cls, settings: Settings) -> WatchLimits:
@@ -96,6 +117,7 @@ class WatchLimits:
             buffer=settings.watch_buffer,
             poll_seconds=settings.watch_poll_seconds,
             stall_seconds=settings.watch_stall_seconds,
+            fallback_seconds=settings.watch_fallback_seconds,
         )
 
 
@@ -199,10 +221,14 @@ class WatchHub:
         heads: Heads,
         limits: WatchLimits,
         db: Database | None = None,
+        notices: Notices | None = None,
     ) -> None:
         self.limits = limits
         # Read at every wait, so a test may slow polling down on a running server.
         self.poll_seconds = limits.poll_seconds
+        self.fallback_seconds = limits.fallback_seconds
+        self._notices = notices
+        self._notices_on = False
         self._bell = bell
         self._fetch = fetch
         self._heads = heads
@@ -220,6 +246,7 @@ class WatchHub:
         self.dropped = 0
         self.reads = 0
         self.polls = 0
+        self.ticks = 0
         bell.listen(self._on_ring)
         if db is not None:
             _hubs[db] = self
@@ -256,6 +283,9 @@ class WatchHub:
         sub.last = start
         if start >= feed.base:
             sub.pos = feed.start + bisect.bisect_right(feed.seqs, start)
+        if not self._notices_on and self._notices is not None:
+            self._notices_on = True
+            self._notices.listen(self._on_notice)
         if self._task is None:
             # In a context of its own: a task copies its creator's, and the hub serves every
             # stream for the process's life, not the call that happened to start it (its reads
@@ -342,6 +372,12 @@ class WatchHub:
 
     # --- what tests and the benchmark read ------------------------------------------------
 
+    @property
+    def listening(self) -> bool:
+        """Whether other processes' commits wake the hub as they happen (PostgreSQL
+        LISTEN/NOTIFY), so that it polls only every ``fallback_seconds``."""
+        return self._notices is not None and self._notices.listening
+
     def buffered(self) -> int:
         """Events held in every window."""
         return sum(len(f.items) for f in self._feeds.values())
@@ -408,6 +444,12 @@ class WatchHub:
             if found is not None:
                 self._mark_dirty(found)
 
+    def _on_notice(self, orgs: frozenset[int] | None) -> None:
+        # None: listening started or stopped, so any org may have events no notification
+        # named (committed while nothing listened); every feed is read once.
+        if not self._bell.closed:
+            self._on_ring(orgs)
+
     def _kick(self) -> None:
         kicker = self._kicker
         if kicker is not None and not kicker.done():
@@ -428,7 +470,7 @@ class WatchHub:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        polled = loop.time()
+        polled = ticked = loop.time()
         try:
             while self._feeds:
                 try:
@@ -436,11 +478,17 @@ class WatchHub:
                         await self._begin_close()
                         continue
                     if not self._ready:
-                        await self._sleep(polled + self.poll_seconds - loop.time())
-                    if loop.time() >= polled + self.poll_seconds:
-                        await self._poll()
-                        polled = loop.time()
-                        self._tick(polled)
+                        await self._sleep(ticked + self.poll_seconds - loop.time())
+                    now = loop.time()
+                    if now >= ticked + self.poll_seconds:
+                        # Notified of other processes' commits, the hub polls for them only
+                        # as a fallback; it still ticks every poll_seconds (no I/O).
+                        if not self.listening or now >= polled + self.fallback_seconds:
+                            await self._poll()
+                            polled = loop.time()
+                        ticked = loop.time()
+                        self.ticks += 1
+                        self._tick(ticked)
                     while self._ready:
                         org, feed = next(iter(self._ready.items()))
                         del self._ready[org]

@@ -44,7 +44,7 @@ import datetime as dt
 import re
 import sqlite3
 from collections import namedtuple
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -162,8 +162,12 @@ class Database:
         statement_timeout: float = 5.0,
         connect_timeout: float = 2.0,
         statement_cache_size: int = 100,
+        listen_url: str = "",
     ) -> None:
         self.url = parse_database_url(url)
+        # Where connect_direct(listen=True) goes (store.notify): PgBouncer in transaction mode
+        # cannot LISTEN, so a deployment behind one names the server itself here.
+        self.listen_url = parse_database_url(listen_url) if listen_url else self.url
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.faults = StoreFaults()
         self.statement_timeout = statement_timeout
@@ -176,6 +180,8 @@ class Database:
         self.pool_size = pool_size
         # asyncpg's prepared statements per connection; 0 behind PgBouncer in transaction mode
         self.statement_cache_size = statement_cache_size
+        # Run by close(), first: what holds a connection of its own (store.notify's listener).
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": statement_timeout}
@@ -523,22 +529,35 @@ class Database:
             return self._pg_pool
 
     async def _connect_probe(self) -> Any:
+        return await self.connect_direct("badge-service health", within=PROBE_TIMEOUT)
+
+    async def connect_direct(
+        self, application_name: str, *, within: float, listen: bool = False
+    ) -> Any:
+        """A plain asyncpg connection of its own, outside the pool (PostgreSQL only), with
+        the pool's statement timeout and no statement cache; the caller closes it. With
+        ``listen``, to ``listen_url``."""
         import asyncpg
 
-        _, params = self.engine.dialect.create_connect_args(self.url)
+        url = self.listen_url if listen else self.url
+        _, params = self.engine.dialect.create_connect_args(url)
         for key in ("prepared_statement_cache_size", "prepared_statement_name_func"):
             params.pop(key, None)
         return await asyncpg.connect(
             **params,
-            timeout=PROBE_TIMEOUT,
+            timeout=within,
             # Also bounds asyncpg's cancel request after a probe timed out on a frozen server.
             command_timeout=self.statement_timeout,
             statement_cache_size=0,
             server_settings={
                 "statement_timeout": _millis(self.statement_timeout),
-                "application_name": "badge-service health",
+                "application_name": application_name,
             },
         )
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Has ``close()`` await ``closer()`` first (for what holds a connection of its own)."""
+        self._closers.append(closer)
 
     def _drop_probe(self) -> None:
         conn, self._probe_conn = self._probe_conn, None
@@ -547,6 +566,9 @@ class Database:
 
     async def close(self) -> None:
         """Finishes queued writes and closes every pooled connection."""
+        closers, self._closers = self._closers, []
+        for closer in closers:
+            await closer()
         if self._committer is not None:
             await asyncio.wait([self._committer])
         self._drop_probe()
