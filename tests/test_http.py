@@ -38,7 +38,7 @@ from tests.test_baking import assert_valid_png
 from tests.test_issuers import classes, create_class, create_issuer, issuers, small_class
 
 LD_JSON = "application/ld+json"
-PUBLIC_CACHE = "public, max-age=60"
+PUBLIC_CACHE = "public, max-age=55"
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -44,6 +44,7 @@ from badge_service.domain.errors import DomainError, InvalidArgument, NotFound
 from badge_service.domain.ids import new_hex_id
 from badge_service.domain.requests import RequestKey
 from badge_service.metrics import CAP_REASONS
+from badge_service.service import recent
 from badge_service.service.award_openbadges import assertion_of
 from badge_service.service.request_ids import write_once
 from badge_service.store import award_definitions as definitions
@@ -733,6 +734,9 @@ async def revoke_award(
     counts one badge fewer and its CrowdTwist caps give its slot back. The reply is
     ``encoding.revoked``."""
     reason = domain.check_revocation_reason(reason)
-    return await write_once(
-        db, key, now, _revoke, (org_id, award_id, reason, now), encoding.revoked
-    )
+    try:
+        return await write_once(
+            db, key, now, _revoke, (org_id, award_id, reason, now), encoding.revoked
+        )
+    finally:
+        recent.forget_award(db, award_id)  # its hosted documents show the revocation at once

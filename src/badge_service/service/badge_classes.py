@@ -25,7 +25,7 @@ from badge_service.domain.ids import new_entity_id, new_hex_id
 from badge_service.domain.issuers import ISSUER
 from badge_service.domain.lookups import Key, key_of_id_or_entity_id
 from badge_service.domain.requests import RequestKey
-from badge_service.service import request_ids
+from badge_service.service import recent, request_ids
 from badge_service.service.pages import Page
 from badge_service.store import badgr as store
 from badge_service.store.db import Database
@@ -121,28 +121,36 @@ async def update_badge_class(
     """Updates a badge class to ``merge(existing)`` (the transport's update, e.g. a field
     mask), which must pass every create rule."""
     now = dt.datetime.now(dt.UTC)
-    async with db.write() as conn:
-        existing = await store.get_badge_class(conn, org_id, key)
-        merged = merge(existing)
-        issuer = await store.get_issuer(conn, org_id, Key(False, existing.issuer_id))
-        bc = validate_badge_class(
-            merged, definitions=issuer.preferences.custom_property_definitions
-        )
-        bc.id, bc.entity_id, bc.org_id = existing.id, existing.entity_id, existing.org_id
-        bc.issuer_id, bc.issuer_entity_id = existing.issuer_id, existing.issuer_entity_id
-        bc.created_by, bc.created_at = existing.created_by, existing.created_at
-        bc.updated_at = now
-        apply_archival(bc, existing, now)
-        # As stored and returned (the transport's measure), so that a full page fits a reply.
-        limits.check_bytes(measure(bc), limits.BADGE_CLASS_BYTES, "badge_class", "as stored")
-        await store.update_badge_class(conn, bc)
-    return bc
+    try:
+        async with db.write() as conn:
+            existing = await store.get_badge_class(conn, org_id, key)
+            merged = merge(existing)
+            issuer = await store.get_issuer(conn, org_id, Key(False, existing.issuer_id))
+            bc = validate_badge_class(
+                merged, definitions=issuer.preferences.custom_property_definitions
+            )
+            bc.id, bc.entity_id, bc.org_id = existing.id, existing.entity_id, existing.org_id
+            bc.issuer_id, bc.issuer_entity_id = existing.issuer_id, existing.issuer_entity_id
+            bc.created_by, bc.created_at = existing.created_by, existing.created_at
+            bc.updated_at = now
+            apply_archival(bc, existing, now)
+            # As stored and returned (the transport's measure), so that a full page fits a reply.
+            limits.check_bytes(measure(bc), limits.BADGE_CLASS_BYTES, "badge_class", "as stored")
+            await store.update_badge_class(conn, bc)
+        return bc
+    finally:
+        # Its public documents show the change at once in this process.
+        recent.forget_all(db)
 
 
 async def delete_badge_class(db: Database, org_id: int, key: Key, *, cascade: bool) -> None:
     """Deletes a badge class with its claim codes; an awarded one only with ``cascade``."""
-    async with db.write() as conn:
-        await store.delete_badge_class(conn, org_id, key, cascade=cascade)
+    try:
+        async with db.write() as conn:
+            await store.delete_badge_class(conn, org_id, key, cascade=cascade)
+    finally:
+        # Its public documents show the change at once in this process.
+        recent.forget_all(db)
 
 
 async def create_claim_codes(

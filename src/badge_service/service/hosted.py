@@ -5,6 +5,13 @@ These are the only lookups that cross organisations: an award id, an issuer's an
 class's entity id are unique across all of them (unique columns), and the documents they
 name are public by design (Open Badges hosted verification). Each answers only what the
 documents show; every other read stays scoped by the caller's org.
+
+What they read is kept for a few seconds in the process (service/recent.py, per database): public
+documents are fetched again and again (a popular badge's page, backpacks refreshing) and
+change rarely, and a verifier may be told to cache them for a minute anyway. A revocation in
+this process drops its award at once (``recent.forget_award``); one made in another process is
+seen here within RECENT_SECONDS, which the public Cache-Control's max-age leaves room for, so that
+a revocation reaches every verifier within a minute.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from badge_service.domain.errors import NotFound, echo
 from badge_service.domain.ids import is_entity_id, is_hex_id
 from badge_service.domain.issuers import ISSUER
 from badge_service.service.award_openbadges import BakedImage, badge_class_of, bake
+from badge_service.service.recent import reads as _reads
 from badge_service.store import awards as award_store
 from badge_service.store import badgr as badgr_store
 from badge_service.store.db import Database
@@ -46,16 +54,25 @@ def _entity_id(value: str, resource: str) -> str:
 async def issuer_profile(db: Database, entity_id: str, base_url: str) -> dict[str, Any]:
     """The Open Badges Profile of the issuer with this entity id (any org), or NOT_FOUND."""
     entity_id = _entity_id(entity_id, ISSUER)
-    async with db.read() as conn:
-        issuer = await badgr_store.get_public_issuer(conn, entity_id)
+    recent = _reads(db).issuers
+    issuer = recent.get(entity_id)
+    if issuer is None:
+        async with db.read() as conn:
+            issuer = await badgr_store.get_public_issuer(conn, entity_id)
+        recent.put(entity_id, issuer)
     return openbadges.open_badges_issuer(issuer, base_url)
 
 
 async def badge_class(db: Database, entity_id: str) -> BadgeClass:
     """The badge class with this entity id (any org), or NOT_FOUND."""
     entity_id = _entity_id(entity_id, BADGE_CLASS)
-    async with db.read() as conn:
-        return await badgr_store.get_public_badge_class(conn, entity_id)
+    recent = _reads(db).badge_classes
+    found = recent.get(entity_id)
+    if found is None:
+        async with db.read() as conn:
+            found = await badgr_store.get_public_badge_class(conn, entity_id)
+        recent.put(entity_id, found)
+    return found
 
 
 async def badge_class_document(db: Database, entity_id: str, base_url: str) -> dict[str, Any]:
@@ -78,11 +95,16 @@ async def _class_award(db: Database, award_id: str) -> tuple[Award, BadgeClass]:
     names nothing, or an award that is not an Open Badges assertion (not of a class)."""
     if not is_hex_id(award_id):
         raise NotFound(AWARD, echo(award_id))
+    recent = _reads(db).awards
+    found = recent.get(award_id)
+    if found is not None:
+        return found
     async with db.read() as conn:
         award = await conn.run_sync(award_store.get_public_award, award_id)
         if award.kind is not AwardKind.CLASS:
             raise NotFound(AWARD, award_id)
         bc = await badge_class_of(conn, award)
+    recent.put(award_id, (award, bc))
     return award, bc
 
 

@@ -10,7 +10,7 @@ from badge_service.domain.ids import new_entity_id, new_hex_id
 from badge_service.domain.issuers import Issuer, validate_issuer
 from badge_service.domain.lookups import Key
 from badge_service.domain.requests import RequestKey
-from badge_service.service import request_ids
+from badge_service.service import recent, request_ids
 from badge_service.service.pages import Page
 from badge_service.store import badgr as store
 from badge_service.store.db import Database
@@ -74,23 +74,31 @@ async def update_issuer(
 ) -> Issuer:
     """Updates an issuer to ``merge(existing)`` (the transport's update, e.g. a field mask),
     which must pass every create rule."""
-    async with db.write() as conn:
-        existing = await store.get_issuer(conn, org_id, key)
-        issuer = validate_issuer(merge(existing))
-        issuer.id, issuer.entity_id, issuer.org_id = (
-            existing.id,
-            existing.entity_id,
-            existing.org_id,
-        )
-        issuer.created_by, issuer.created_at = existing.created_by, existing.created_at
-        issuer.updated_at = dt.datetime.now(dt.UTC)
-        # As stored and returned (the transport's measure), so that a full page fits a reply.
-        limits.check_bytes(measure(issuer), limits.ISSUER_BYTES, "issuer", "as stored")
-        await store.update_issuer(conn, issuer)
-    return issuer
+    try:
+        async with db.write() as conn:
+            existing = await store.get_issuer(conn, org_id, key)
+            issuer = validate_issuer(merge(existing))
+            issuer.id, issuer.entity_id, issuer.org_id = (
+                existing.id,
+                existing.entity_id,
+                existing.org_id,
+            )
+            issuer.created_by, issuer.created_at = existing.created_by, existing.created_at
+            issuer.updated_at = dt.datetime.now(dt.UTC)
+            # As stored and returned (the transport's measure), so that a full page fits a reply.
+            limits.check_bytes(measure(issuer), limits.ISSUER_BYTES, "issuer", "as stored")
+            await store.update_issuer(conn, issuer)
+        return issuer
+    finally:
+        # Its public documents show the change at once in this process.
+        recent.forget_all(db)
 
 
 async def delete_issuer(db: Database, org_id: int, key: Key, *, cascade: bool) -> None:
     """Deletes an issuer; one with badge classes only with ``cascade``."""
-    async with db.write() as conn:
-        await store.delete_issuer(conn, org_id, key, cascade=cascade)
+    try:
+        async with db.write() as conn:
+            await store.delete_issuer(conn, org_id, key, cascade=cascade)
+    finally:
+        # Its public documents show the change at once in this process.
+        recent.forget_all(db)

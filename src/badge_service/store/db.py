@@ -40,6 +40,7 @@ driver (asyncpg then asks the server to cancel the statement).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import re
 import sqlite3
@@ -295,17 +296,20 @@ class Database:
                     pool = self._pg_pool or await self._open_pg_pool()
                     conn = await pool.acquire()
                     try:
-                        return await _pg_fetch(conn, self.engine.dialect, queries)
-                    except BaseException:
-                        # Failed, timed out or cancelled: the connection may be mid-query on a
-                        # server that does not answer, and a graceful release would wait for
-                        # its cancellation without bound. Dropped; the pool makes a new one.
-                        conn.terminate()
+                        rows = await _pg_fetch(conn, self.engine.dialect, queries)
+                    except BaseException as exc:
+                        if not isinstance(exc, asyncio.CancelledError):
+                            conn.terminate()  # failed: not to be used again
+                        # A cancelled call (its deadline, or the bound above): asyncpg has
+                        # asked the server to cancel the statement; the release waits for
+                        # that, but not without bound (a frozen server), then drops it.
+                        with contextlib.suppress(Exception):
+                            await pool.release(conn, timeout=_CANCEL_WAIT)
                         raise
-                    finally:
-                        await pool.release(conn)
+                    await pool.release(conn)
+                    return rows
             except Exception as exc:
-                raise self._failed(exc)  # noqa: B904 - translate sets the cause
+                raise self._failed(_sqlalchemy_error(self.engine, exc, queries))  # noqa: B904
         try:
             raw = self._raw or self._open_raw()
             if len(queries) == 1:
@@ -635,6 +639,36 @@ async def _pg_fetch(
             sql, values = _prepared(stmt, dialect, params).bind(params)
             found.append(await conn.fetch(sql, *values))
         return found
+
+
+# How long a cancelled fetch waits for the server to confirm its statement's cancellation
+# before it drops the connection.
+_CANCEL_WAIT = 1.0
+
+
+def _sqlalchemy_error(
+    engine: AsyncEngine, exc: Exception, queries: Sequence[tuple[Executable, Any]]
+) -> Exception:
+    """An asyncpg error of fetch as SQLAlchemy raises the same error (ProgrammingError,
+    IntegrityError, ...: SQLAlchemy's own asyncpg mapping), so that every path fails alike;
+    anything else as it is."""
+    import asyncpg
+
+    unmapped: Exception = exc
+    if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return unmapped
+    dbapi = engine.dialect.loaded_dbapi
+    for kind in type(exc).__mro__:
+        adapted = dbapi._asyncpg_error_translate.get(kind)
+        if adapted is not None:
+            translated = adapted(exc.args[0] if exc.args else str(exc), exc)
+            translated.__cause__ = exc
+            error: Exception = DBAPIError.instance(
+                str(queries[0][0]), None, translated, dbapi.Error
+            )
+            error.__cause__, error.__suppress_context__ = translated, True
+            return error
+    return unmapped
 
 
 async def _no_reset(conn: Any) -> None:
