@@ -45,9 +45,11 @@ dev: $(DEV_STAMP) $(BUF) $(VALIDATOR_STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/badge-service serve --http-address 127.0.0.1:8080 $(ARGS)
 
-## The whole suite: SQLite always, PostgreSQL when BADGE_SERVICE_TEST_PG_URL is set.
+## The whole suite: SQLite always, PostgreSQL when BADGE_SERVICE_TEST_PG_URL is set. On every
+## core (pytest-xdist), a test file per worker so that its module-scoped servers stay whole;
+## each worker has its own session databases.
 test: dev
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 ## Regenerate src/badge_service/api from protos/ (committed; a test fails when stale).
 protos: $(DEV_STAMP)
