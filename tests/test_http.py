@@ -12,7 +12,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -28,7 +28,8 @@ from badge_service.api.badges.v1 import issuer_pb2 as ipb
 from badge_service.cli import parser
 from badge_service.config import Settings
 from badge_service.domain import baking
-from badge_service.server import Running, start
+from badge_service.server import start
+from tests.rest_face import Face, face_of
 from tests.support import Backend, Client, Org, expect_error
 from tests.test_award_openbadges import awards, past
 from tests.test_award_openbadges_domain import check_assertion, check_badge_class, check_profile
@@ -48,33 +49,11 @@ PNG_BYTES = base64.b64decode(
 )
 
 
-@dataclass
-class Face:
-    """A server with the HTTP face on, on the session's database, and an HTTP client."""
-
-    running: Running
-    http: httpx.AsyncClient
-    base: str
-
-
 @pytest.fixture(scope="module")
 async def face(backend: Backend) -> AsyncIterator[Face]:
-    settings = Settings(
-        address="127.0.0.1:0",
-        http_address="127.0.0.1:0",
-        database_url=backend.url,
-        log_level="WARNING",
-        migrate_on_start=False,
-    )
-    running = await start(settings)
-    assert running.http_port is not None
-    base = f"http://127.0.0.1:{running.http_port}"
-    http = httpx.AsyncClient(base_url=base, trust_env=False, timeout=30)
-    try:
-        yield Face(running, http, base)
-    finally:
-        await http.aclose()
-        await running.stop(grace=1)
+    """A server with the HTTP face on, on the session's database, and an HTTP client."""
+    async with face_of(backend) as started:
+        yield started
 
 
 @pytest.fixture

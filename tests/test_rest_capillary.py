@@ -9,17 +9,14 @@ import base64
 import datetime as dt
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
 from badge_service.api.badges.v1 import common_pb2
 from badge_service.api.badges.v1 import custom_field_pb2 as cf
 from badge_service.api.badges.v1 import org_meta_pb2 as om
-from badge_service.config import Settings
-from badge_service.server import Running, start
+from tests.rest_face import Face, face_of
 from tests.support import Backend, Org
 
 ORG_META = "/api_gateway/v1/badges/orgMeta"
@@ -73,31 +70,11 @@ SEED_ORG_META = """
 """
 
 
-@dataclass
-class Face:
-    """A server with the HTTP face on the session's database, and an HTTP client."""
-
-    running: Running
-    http: httpx.AsyncClient
-
-
 @pytest.fixture(scope="module")
 async def face(backend: Backend) -> AsyncIterator[Face]:
-    settings = Settings(
-        address="127.0.0.1:0",
-        http_address="127.0.0.1:0",
-        database_url=backend.url,
-        log_level="WARNING",
-        migrate_on_start=False,
-    )
-    running = await start(settings)
-    base = f"http://127.0.0.1:{running.http_port}"
-    http = httpx.AsyncClient(base_url=base, trust_env=False, timeout=30)
-    try:
-        yield Face(running, http)
-    finally:
-        await http.aclose()
-        await running.stop(grace=1)
+    """A server with the HTTP face on, on the session's database, and an HTTP client."""
+    async with face_of(backend) as started:
+        yield started
 
 
 def bearer(key: str) -> dict[str, str]:

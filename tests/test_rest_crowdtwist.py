@@ -12,13 +12,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
-import httpx
 import pytest
 
 from badge_service.api.badges.v1 import badge_pb2 as pb
-from badge_service.config import Settings
 from badge_service.http.rest.crowdtwist import badge_json
-from badge_service.server import Running, start
+from tests.rest_face import Face, face_of
 from tests.support import Backend, Org
 from tests.test_badges import create, tags, valid_badge
 
@@ -57,32 +55,11 @@ SEED_KEYS = [
 SEED_PAGING_KEYS = ["total", "pages", "next_page", "prev_page"]
 
 
-@dataclass
-class Face:
-    """A server with the HTTP face on the session's database, and an HTTP client."""
-
-    running: Running
-    http: httpx.AsyncClient
-    base: str
-
-
 @pytest.fixture(scope="module")
 async def face(backend: Backend) -> AsyncIterator[Face]:
-    settings = Settings(
-        address="127.0.0.1:0",
-        http_address="127.0.0.1:0",
-        database_url=backend.url,
-        log_level="WARNING",
-        migrate_on_start=False,
-    )
-    running = await start(settings)
-    base = f"http://127.0.0.1:{running.http_port}"
-    http = httpx.AsyncClient(base_url=base, trust_env=False, timeout=30)
-    try:
-        yield Face(running, http, base)
-    finally:
-        await http.aclose()
-        await running.stop(grace=1)
+    """A server with the HTTP face on, on the session's database, and an HTTP client."""
+    async with face_of(backend) as started:
+        yield started
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -31,9 +31,8 @@ from badge_service.api.badges.v1 import badge_template_pb2 as tpb
 from badge_service.api.badges.v1 import custom_field_pb2 as cfpb
 from badge_service.api.badges.v1 import issuer_pb2 as ipb
 from badge_service.api.badges.v1 import org_meta_pb2 as ompb
-from badge_service.config import Settings
 from badge_service.http.rest import transcode
-from badge_service.server import Running, start
+from tests.rest_face import Face, face_of
 from tests.support import Backend, Client, Org
 from tests.test_issuers import classes, issuers
 
@@ -41,36 +40,15 @@ ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 
 
-@dataclass
-class Rest:
-    """A server with the HTTP face on, on the session's database, and an HTTP client."""
-
-    running: Running
-    http: httpx.AsyncClient
-
-
 @pytest.fixture(scope="module")
-async def rest(backend: Backend) -> AsyncIterator[Rest]:
-    settings = Settings(
-        address="127.0.0.1:0",
-        http_address="127.0.0.1:0",
-        database_url=backend.url,
-        log_level="WARNING",
-        migrate_on_start=False,
-    )
-    running = await start(settings)
-    http = httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{running.http_port}", trust_env=False, timeout=30
-    )
-    try:
-        yield Rest(running, http)
-    finally:
-        await http.aclose()
-        await running.stop(grace=1)
+async def rest(backend: Backend) -> AsyncIterator[Face]:
+    """A server with the HTTP face on, on the session's database, and an HTTP client."""
+    async with face_of(backend) as started:
+        yield started
 
 
 @pytest.fixture
-async def org(rest: Rest, org: Org) -> AsyncIterator[Org]:
+async def org(rest: Face, org: Org) -> AsyncIterator[Org]:
     """The test's org, its gRPC clients calling the server with the HTTP face (whose replies
     name that face's URLs), so both faces' replies are the same server's."""
     port = rest.running.port
@@ -132,7 +110,7 @@ def test_only_the_projects_own_bindings_are_served() -> None:
     assert rpcs == every  # every RPC has a route of the project's own
 
 
-async def test_custom_fields_crud(rest: Rest, org: Org) -> None:
+async def test_custom_fields_crud(rest: Face, org: Org) -> None:
     http = rest.http
     created = ok(
         await http.post(
@@ -174,7 +152,7 @@ async def test_custom_fields_crud(rest: Rest, org: Org) -> None:
     assert info_of(missing)["domain"] == "badges.v1"
 
 
-async def test_org_meta_and_badges(rest: Rest, org: Org) -> None:
+async def test_org_meta_and_badges(rest: Face, org: Org) -> None:
     http = rest.http
     meta = ok(
         await http.put(
@@ -215,7 +193,7 @@ async def test_org_meta_and_badges(rest: Rest, org: Org) -> None:
     assert (patched["title"], patched["name"]) == ("Game Day", "badge_rest")
 
 
-async def test_badge_templates_under_the_callers_organisation(rest: Rest, org: Org) -> None:
+async def test_badge_templates_under_the_callers_organisation(rest: Face, org: Org) -> None:
     http = rest.http
     base = f"/v1/organizations/{org.uuid}/badgeTemplates"
     created = ok(
@@ -246,7 +224,7 @@ async def test_badge_templates_under_the_callers_organisation(rest: Rest, org: O
     assert info_of(body)["reason"] == "NOT_FOUND"
 
 
-async def test_issuers_classes_claim_codes_and_awards(rest: Rest, org: Org) -> None:
+async def test_issuers_classes_claim_codes_and_awards(rest: Face, org: Org) -> None:
     http = rest.http
     issuer = ok(
         await http.post(
@@ -355,7 +333,7 @@ async def test_issuers_classes_claim_codes_and_awards(rest: Rest, org: Org) -> N
     )
 
 
-async def test_errors_are_status_json(rest: Rest, org: Org) -> None:
+async def test_errors_are_status_json(rest: Face, org: Org) -> None:
     http = rest.http
     # A rule of the service: the field named in BadRequest and ErrorInfo.
     body = status_of(
@@ -401,7 +379,7 @@ async def test_errors_are_status_json(rest: Rest, org: Org) -> None:
     assert status_of(wrong_verb, 405, 12)["details"] == []
 
 
-async def test_watch_awards_streams_ndjson(rest: Rest, org: Org) -> None:
+async def test_watch_awards_streams_ndjson(rest: Face, org: Org) -> None:
     http = rest.http
     refused = await http.get("/v1/awards:watch")
     assert refused.status_code == 401

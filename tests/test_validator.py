@@ -25,9 +25,10 @@ import pytest
 
 from badge_service.api.badges.v1 import award_pb2 as pb
 from badge_service.api.badges.v1 import badge_class_pb2 as bcpb
+from tests.rest_face import Face
 from tests.support import Org
 from tests.test_award_openbadges import awards, past
-from tests.test_http import PNG_BYTES, Face, face, fetch, here, new_class
+from tests.test_http import PNG_BYTES, face, fetch, here, new_class
 from tests.test_http import award as award_class
 
 ROOT = Path(__file__).resolve().parent.parent
