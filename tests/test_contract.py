@@ -79,40 +79,26 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
     assert not stale, f"src/badge_service/api/{stale[0]} is stale (of {stale}): run make protos"
 
 
-def test_rest_mapping_is_current(mapping_tool: ModuleType) -> None:
-    expected = mapping_tool.render()
-    current = MAPPING.read_text() if MAPPING.exists() else ""
+def assert_current(path: Path, expected: str) -> None:
+    """Fails, with the start of the diff, unless the generated file ``path`` (relative to the
+    repository) holds ``expected``."""
+    current = path.read_text() if path.exists() else ""
     if current != expected:
-        diff = "".join(
-            list(
-                difflib.unified_diff(
-                    current.splitlines(keepends=True),
-                    expected.splitlines(keepends=True),
-                    "docs/rest-mapping.md",
-                    "generated",
-                )
-            )[:40]
+        name = str(path.relative_to(ROOT))
+        lines = difflib.unified_diff(
+            current.splitlines(keepends=True), expected.splitlines(keepends=True), name, "generated"
         )
-        pytest.fail(f"docs/rest-mapping.md is stale: run make docs\n{diff}")
+        pytest.fail(f"{name} is stale: run make docs\n{''.join(list(lines)[:40])}")
+
+
+def test_rest_mapping_is_current(mapping_tool: ModuleType) -> None:
+    assert_current(MAPPING, mapping_tool.render())
 
 
 def test_openapi_document_is_current() -> None:
     from badge_service.http.rest import openapi
 
-    expected = openapi.render()
-    current = OPENAPI.read_text() if OPENAPI.exists() else ""
-    if current != expected:
-        diff = "".join(
-            list(
-                difflib.unified_diff(
-                    current.splitlines(keepends=True),
-                    expected.splitlines(keepends=True),
-                    "docs/openapi.json",
-                    "generated",
-                )
-            )[:40]
-        )
-        pytest.fail(f"docs/openapi.json is stale: run make docs\n{diff}")
+    assert_current(OPENAPI, openapi.render())
 
 
 def test_rest_mapping_is_deterministic(mapping_tool: ModuleType) -> None:

@@ -12,7 +12,6 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -29,7 +28,7 @@ from badge_service.cli import parser
 from badge_service.config import Settings
 from badge_service.domain import baking
 from badge_service.server import start
-from tests.rest_face import Face, face_of
+from tests.rest_face import Face, face_of, org_on
 from tests.support import Backend, Client, Org, expect_error
 from tests.test_award_openbadges import awards, past
 from tests.test_award_openbadges_domain import check_assertion, check_badge_class, check_profile
@@ -60,13 +59,8 @@ async def face(backend: Backend) -> AsyncIterator[Face]:
 async def here(face: Face, org: Org) -> AsyncIterator[Org]:
     """The test's org, its clients calling the server with the HTTP face (whose documents
     name that face's URLs)."""
-    admin = Client.connect(face.running.port, [("authorization", f"Bearer {org.admin_key}")])
-    reader = Client.connect(face.running.port, [("authorization", f"Bearer {org.reader_key}")])
-    try:
-        yield replace(org, admin=admin, reader=reader)
-    finally:
-        await admin.channel.close()
-        await reader.channel.close()
+    async with org_on(face, org) as on_face:
+        yield on_face
 
 
 async def new_class(org: Org, **overrides: Any) -> tuple[ipb.Issuer, bcpb.BadgeClass]:

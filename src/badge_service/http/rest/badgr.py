@@ -26,7 +26,7 @@ Badgr's ``authorization: Bearer``, forwarded as it is.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -42,9 +42,10 @@ from badge_service.api.badges.v1 import badge_class_pb2 as bpb
 from badge_service.api.badges.v1 import issuer_pb2 as ipb
 from badge_service.http.rest.gateway import Gateway, RpcFailure, metadata_of
 from badge_service.http.rest.message_json import (
-    BadBody,
+    Handler,
     dumps,
     enum_suffix,
+    guarded,
     json_object,
     now_text,
     parse_into,
@@ -190,9 +191,6 @@ def _named_by_path(body: dict[str, Any], value: str) -> dict[str, Any]:
     named = {k: v for k, v in body.items() if k not in ("id", "entity_id")}
     named["id" if _HEX24.match(value) else "entity_id"] = value
     return named
-
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Badgr:
@@ -405,16 +403,11 @@ class Badgr:
 
 def _guarded(handler: Handler) -> Handler:
     """A route whose failures answer in Badgr's envelope."""
-
-    async def run(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except RpcFailure as failure:
-            return failure_response(failure)
-        except BadBody as bad:
-            return error_response(400, str(bad), [], "INVALID_REQUEST")
-
-    return run
+    return guarded(
+        handler,
+        failure_response,
+        lambda bad: error_response(400, str(bad), [], "INVALID_REQUEST"),
+    )
 
 
 def routes(gateway: Gateway) -> list[BaseRoute]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -37,9 +36,10 @@ from starlette.routing import BaseRoute, Route
 from badge_service.api.badges.v1 import badge_template_pb2 as pb
 from badge_service.http.rest.gateway import Gateway, RpcFailure, metadata_of
 from badge_service.http.rest.message_json import (
-    BadBody,
+    Handler,
     dumps,
     enum_suffix,
+    guarded,
     json_object,
     parse_into,
     proto_doc,
@@ -241,9 +241,6 @@ def failure_response(failure: RpcFailure) -> Response:
     return error_response(status, failure.message, errors, failure.reason or failure.code.name)
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
 class Credly:
     """The handlers, calling the RPCs through ``gateway``."""
 
@@ -343,16 +340,11 @@ class Credly:
 
 def _guarded(handler: Handler) -> Handler:
     """A route whose failures answer in Credly's error body."""
-
-    async def run(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except RpcFailure as failure:
-            return failure_response(failure)
-        except BadBody as bad:
-            return error_response(400, str(bad), [], "INVALID_REQUEST")
-
-    return run
+    return guarded(
+        handler,
+        failure_response,
+        lambda bad: error_response(400, str(bad), [], "INVALID_REQUEST"),
+    )
 
 
 def routes(gateway: Gateway) -> list[BaseRoute]:

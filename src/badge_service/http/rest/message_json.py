@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from google.api import field_behavior_pb2
@@ -20,6 +20,9 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from starlette.requests import Request
+from starlette.responses import Response
+
+from badge_service.http.rest.gateway import RpcFailure
 
 EnumOut = Callable[[EnumDescriptor, str], Any]
 # Fields a vendor body may carry that the service computes: never named by an update mask.
@@ -207,3 +210,25 @@ def query_bool(request: Request, name: str) -> bool | None:
     if lowered in ("false", "0", "no"):
         return False
     raise BadBody(f"{name} must be true or false")
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def guarded(
+    handler: Handler,
+    failed: Callable[[RpcFailure], Response],
+    bad_body: Callable[[BadBody], Response],
+) -> Handler:
+    """``handler``, its failures answered in a vendor's own error body: a failed RPC by
+    ``failed``, a body the vendor would refuse by ``bad_body``."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except RpcFailure as failure:
+            return failed(failure)
+        except BadBody as bad:
+            return bad_body(bad)
+
+    return run
