@@ -24,7 +24,7 @@ from badge_service.api.badges.v1 import award_pb2, award_pb2_grpc, badge_pb2
 from badge_service.api.badges.v1 import badge_pb2_grpc as badge_grpc
 from badge_service.store.db import Database
 from tests.support import Backend, expect_error
-from tests.test_serve import BIN, json_lines, serving, sqlite_url
+from tests.test_serve import BIN, ServeProcess, json_lines, serving, sqlite_url
 
 Labels = frozenset[tuple[str, str]]
 Samples = dict[tuple[str, Labels], float]
@@ -74,12 +74,18 @@ async def wait_for(port: int, ok: Callable[[Samples], bool]) -> Samples:
         await asyncio.sleep(0.05)
 
 
-def metrics_port(stderr: str) -> int:
-    """The port of the "metrics listening" log line."""
-    for record in json_lines(stderr):
-        if record.get("msg") == "metrics listening":
-            return int(record["port"])
-    raise AssertionError(f"no metrics listening line:\n{stderr}")
+async def metrics_port(srv: ServeProcess) -> int:
+    """The port of the "metrics listening" log line, waiting for it: the process may still be
+    writing its start-up lines when its gRPC port answers."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        stderr = srv.stderr()
+        for record in json_lines(stderr):
+            if record.get("msg") == "metrics listening":
+                return int(record["port"])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no metrics listening line:\n{stderr}")
+        await asyncio.sleep(0.05)
 
 
 def capped_badge(name: str) -> badge_pb2.Badge:
@@ -95,7 +101,7 @@ def capped_badge(name: str) -> badge_pb2.Badge:
 
 async def test_calls_streams_and_store_are_counted(tmp_path: Path) -> None:
     async with serving(tmp_path, sqlite_url(tmp_path), "--metrics-address", "127.0.0.1:0") as srv:
-        port = metrics_port(srv.stderr())
+        port = await metrics_port(srv)
         client = srv.client(srv.new_org()["api_key"])
         awards = client.stub(award_pb2_grpc.AwardServiceStub)
 
