@@ -9,13 +9,8 @@ the bytes as they are (no serializer), so the client costs little beside the ser
 h2gen it splits large bodies into HTTP/2 frames and follows flow control, which a badge of
 90 KB needs.
 
-With ``"random_keys": true`` in the spec every call sends a new random API key instead (the
-unauthenticated flood beside a legitimate caller): half of the id-bearing shape with ids no key
-has, half of the older shape; their UNAUTHENTICATED answers count as ``refused``, not failed.
-``"rate"`` (calls a second) paces the calls instead of sending each as the last one ends.
-
 Run as ``python -m bench.noisy SPEC.json``; prints one JSON object: calls OK and failed, the
-unique (created) ones OK, and the rate (of answers, refused ones included, for a flood).
+unique (created) ones OK, and the rate.
 """
 
 from __future__ import annotations
@@ -25,7 +20,6 @@ import asyncio
 import base64
 import itertools
 import json
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -49,38 +43,21 @@ async def drive(spec: dict[str, Any]) -> dict[str, Any]:
     metadata = [("authorization", f"Bearer {spec['key']}")]
     limit = 64 * 1024 * 1024
     options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
-    counts = {"ok": 0, "failed": 0, "unique_ok": 0, "refused": 0}
-    random_keys = bool(spec.get("random_keys"))
-    flood_ids = itertools.count(10**15)
+    counts = {"ok": 0, "failed": 0, "unique_ok": 0}
     errors: dict[str, int] = {}
     async with grpc.aio.insecure_channel(f"127.0.0.1:{spec['port']}", options=options) as channel:
         calls = {path: channel.unary_unary(path) for path, _, _ in items}
         deadline = time.monotonic() + float(spec["duration"])
-        rate = float(spec.get("rate") or 0)
-        ticks = itertools.count()
-        began = time.monotonic()
 
         async def loop() -> None:
             while time.monotonic() < deadline:
-                if rate:  # the n-th call of all streams goes at n / rate seconds
-                    wait = began + next(ticks) / rate - time.monotonic()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
                 path, body, placeholder = next(cycle)
                 if placeholder is not None:
                     unique = b"%0*d" % (len(placeholder), next(counter))
                     body = body.replace(placeholder, unique)
-                sent = metadata
-                if random_keys:
-                    n = next(flood_ids)
-                    key = f"bsk_{n}_" if n % 2 else "bsk_"
-                    sent = [("authorization", f"Bearer {key}{secrets.token_urlsafe(32)}")]
                 try:
-                    await calls[path](body, metadata=sent, timeout=60)
+                    await calls[path](body, metadata=metadata, timeout=60)
                 except grpc.aio.AioRpcError as err:
-                    if random_keys and err.code() == grpc.StatusCode.UNAUTHENTICATED:
-                        counts["refused"] += 1
-                        continue
                     counts["failed"] += 1
                     name = f"{err.code().name}: {err.details()}"[:200]
                     errors[name] = errors.get(name, 0) + 1
@@ -91,8 +68,7 @@ async def drive(spec: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
         await asyncio.gather(*(loop() for _ in range(int(spec["streams"]))))
         elapsed = time.monotonic() - started
-    answered = counts["ok"] + counts["refused"]
-    return {**counts, "rps": answered / elapsed if elapsed else 0.0, "errors": errors}
+    return {**counts, "rps": counts["ok"] / elapsed if elapsed else 0.0, "errors": errors}
 
 
 def main(argv: list[str] | None = None) -> None:

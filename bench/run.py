@@ -800,7 +800,22 @@ class Flood:
     quiet: Row = field(default_factory=Row)
     loud: Row = field(default_factory=Row)
     flood_rps: list[float] = field(default_factory=list)
+    flood_cpu: list[float] = field(default_factory=list)  # the generator's share of a core
+    # Per loud run: the server's CPU seconds, the caller's calls and the calls refused.
+    loud_cpu: list[tuple[float, int, int]] = field(default_factory=list)
     wrongly_served: int = 0  # flood calls answered OK: must stay 0
+
+    @property
+    def refused_cpu_us(self) -> float:
+        """The server's CPU per refused call (median over the loud runs): its CPU beside the
+        flood, less the caller's calls at their quiet cost, over the calls refused."""
+        quiet = self.quiet.median("server_cpu_us")
+        per_run = [
+            (cpu * 1e6 - calls * quiet) / refused
+            for cpu, calls, refused in self.loud_cpu
+            if refused
+        ]
+        return statistics.median(per_run) if per_run else 0.0
 
     @property
     def ratio(self) -> float:
@@ -1585,7 +1600,7 @@ def _unauthenticated_flood(
     report: Report, loader: Loader, service: Server, main: SeededOrg, work: Path
 ) -> None:
     """A legitimate caller's GetBadge (as the GetBadge scenario) measured quiet and while a
-    flood of GetBadge calls with a new random API key each (bench/noisy.py, ``flood_streams``
+    flood of GetBadge calls with a new random API key each (bench/flood.py, ``flood_streams``
     calls at a time) hits the same server, alternating which comes first in each round."""
     p = report.profile
     get = Call("GetBadge", pb.GetBadgeRequest(id=main.middle_id), pb.Badge)
@@ -1600,14 +1615,8 @@ def _unauthenticated_flood(
         json.dumps(
             {
                 "port": service.port,
-                "key": "",
-                "random_keys": True,
-                "items": [
-                    {
-                        "path": get.path,
-                        "body": base64.b64encode(get.request.SerializeToString()).decode(),
-                    }
-                ],
+                "path": get.path,
+                "body": base64.b64encode(frames.grpc_message(get.request)).decode(),
                 "streams": p.flood_streams,
                 "rate": FLOOD_RATE,
                 "duration": p.warmup + p.duration + 2.0,
@@ -1620,24 +1629,34 @@ def _unauthenticated_flood(
             if mode == "quiet":
                 r = measure(loader, caller, service, result.quiet, f"fq{rnd}")
             else:
+                before = service.counts()
                 flood = subprocess.Popen(
-                    [sys.executable, "-m", "bench.noisy", str(spec_path)],
+                    [sys.executable, "-m", "bench.flood", str(spec_path)],
                     cwd=REPO,
                     stdout=subprocess.PIPE,
                     text=True,
                 )
-                time.sleep(0.5)  # the flood's channel connects and its calls are under way
+                time.sleep(0.5)  # the flood's connection is up and its calls are under way
                 r = measure(
                     loader, caller, service, result.loud, f"fl{rnd}", frozenset({"UNAUTHENTICATED"})
                 )
                 out, _ = flood.communicate(timeout=120)
+                after = _settled(service)
                 flooded = json.loads(out)
                 result.flood_rps.append(float(flooded["rps"]))
+                flood_seconds = p.warmup + p.duration + 2.0
+                result.flood_cpu.append(float(flooded["client_cpu_s"]) / flood_seconds)
+                refused = after.statuses.get("UNAUTHENTICATED", 0) - before.statuses.get(
+                    "UNAUTHENTICATED", 0
+                )
+                result.loud_cpu.append(
+                    (after.cpu_s - before.cpu_s, after.calls - before.calls - refused, refused)
+                )
                 result.wrongly_served += int(flooded["ok"])
-                if flooded["failed"] or flooded["ok"]:
+                if flooded["ok"] or refused < int(flooded["refused"]):
                     report.errors.append(
                         f"{FLOOD}: {flooded['ok']} random keys were served and "
-                        f"{flooded['failed']} calls failed otherwise than UNAUTHENTICATED"
+                        f"{int(flooded['refused']) - refused} refusals were not UNAUTHENTICATED"
                     )
             print(
                 f"round {rnd + 1} {FLOOD} caller {mode:5} {r.rps:9.0f} req/s "
@@ -1674,7 +1693,11 @@ def _render_flood(
     lines += [
         f"| p50 beside / quiet | {ratio:.2f}x | | | | |",
         "",
-        f"Flood: {flood_rps:,.0f} refused calls/s (median), {flood.wrongly_served} served.",
+        f"Flood: {flood_rps:,.0f} refused calls/s (median), {flood.wrongly_served} served; "
+        f"the service's CPU per refused call {flood.refused_cpu_us:,.0f} us (per caller's call "
+        f"quiet: {flood.quiet.median('server_cpu_us'):,.0f} us); the flood's generator "
+        f"(bench/flood.py, pre-encoded HTTP/2 frames) used "
+        f"{100 * statistics.median(flood.flood_cpu) if flood.flood_cpu else 0:.0f}% of a core.",
         "",
     ]
     targets.append(

@@ -1,6 +1,6 @@
-"""The benchmark's wire encoders (bench/frames.py) and its write-load generator (bench/h2gen.py),
-the latter against the real server: a frame or header block the server could not parse would
-fail every call."""
+"""The benchmark's wire encoders (bench/frames.py), its write-load generator (bench/h2gen.py) and
+its unauthenticated flood (bench/flood.py), the latter two against the real server: a frame or
+header block the server could not parse would fail every call."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from badge_service.api.badges.v1 import award_pb2, award_pb2_grpc
 from badge_service.api.badges.v1 import badge_pb2 as pb
-from bench import frames, h2gen, seed
+from bench import flood, frames, h2gen, seed
 from bench.seed import sample_award, sample_badge, uncapped_badge
 from tests.support import Backend, Org
 
@@ -227,3 +227,36 @@ async def test_h2gen_sends_a_unique_recipient_per_award(backend: Backend, org: O
     # Every acknowledged award is stored, each to its own member (the counter's values).
     assert page.total_size == result["ok_total"]
     assert sorted(members) == [f"gen-{i:08d}" for i in range(result["ok_total"])]
+
+
+def test_flood_keys_are_fresh_and_of_both_shapes() -> None:
+    work = flood.RandomKeys("/badges.v1.BadgeService/GetBadge", "h:1", b"body")
+    blocks = [work.next_item()[0] for _ in range(4)]
+    assert len(set(blocks)) == 4
+    # The id-bearing shape with ids far above any key's, then the older shape, in turn.
+    assert b"Bearer bsk_1000000000000000_" in blocks[0]
+    assert b"Bearer bsk_1000000000000001_" in blocks[2]
+    assert b"Bearer bsk_" in blocks[1] and b"Bearer bsk_1000" not in blocks[1]
+    assert all(b"S" * 43 not in b for b in blocks)
+
+
+async def test_flood_is_refused_and_paced(backend: Backend, org: Org) -> None:
+    badge = await org.admin.badges.CreateBadge(pb.CreateBadgeRequest(badge=sample_badge("f1")))
+    body = frames.grpc_message(pb.GetBadgeRequest(id=badge.id))
+    before = dict(backend.running.interceptor.statuses)
+    result = await flood.run(
+        "127.0.0.1",
+        backend.port,
+        "/badges.v1.BadgeService/GetBadge",
+        body,
+        rate=200.0,
+        streams=8,
+        duration=0.5,
+    )
+    statuses = backend.running.interceptor.statuses
+    refused = statuses.get("UNAUTHENTICATED", 0) - before.get("UNAUTHENTICATED", 0)
+    assert result["ok"] == 0  # no random key was served
+    # Every call sent was refused as UNAUTHENTICATED (the window counts those that answered
+    # in it), and the pacing sent no more than the rate allows.
+    assert refused == result["sent"]
+    assert 0 < result["refused"] <= result["sent"] <= 200 * 0.5 + 1

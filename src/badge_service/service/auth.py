@@ -109,11 +109,19 @@ class Authenticator:
     async def authenticate(self, metadata: dict[str, str]) -> Principal:
         """The principal for the call's metadata, or UNAUTHENTICATED."""
         creds = parse_credentials(metadata)
-        digest = hash_api_key(creds.key)
         key_id = key_id_of(creds.key)
-        key = self._by_hash.get(digest) if key_id is None else self._by_id.get(key_id)
-        if key is None:
-            key = await self._look_up(key_id, digest)
+        if key_id is None:
+            digest = hash_api_key(creds.key)
+            key = self._by_hash.get(digest)
+            if key is None:
+                key = await self._look_up(None)
+        else:
+            # The id first: a key whose id no key has (a flood of made-up keys) is refused
+            # without hashing its secret.
+            key = self._by_id.get(key_id)
+            if key is None:
+                key = await self._look_up(key_id)
+            digest = hash_api_key(creds.key)
         if key.key_hash != digest:
             raise invalid_key()  # a known id with another secret
         now = time.time()
@@ -134,7 +142,7 @@ class Authenticator:
         self._used[key.id] = now
         return principal
 
-    async def _look_up(self, key_id: int | None, digest: str) -> ApiKey:
+    async def _look_up(self, key_id: int | None) -> ApiKey:
         """A key not among those loaded: one created since the last reload, or none."""
         if key_id is None:
             raise invalid_key()  # older-shape keys are all loaded: this one does not exist
