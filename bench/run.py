@@ -3,13 +3,15 @@
 One run seeds a database, starts the baseline (``bench.baseline``) and the service
 (``bench.serve_bench``), checks every scenario (BadgeService and AwardService calls) once
 through a real Python stub on both, then drives both with the same load generator and settings,
-alternating, for several rounds. It adds the scale rows (10k vs 1M badges, first vs deep page),
-the 1- vs 2-worker rows (``badge-service serve --workers N``) and the server's memory, and
-and the idle-watchers rows (GetBadge with and without thousands of idle WatchAwards streams, and
+alternating, for several rounds. It adds the server CPU per call beside the other database's
+latest report, the scale rows (10k vs 1M badges, first vs deep page), the 1- vs 2-worker rows
+(``badge-service serve --workers N``), on PostgreSQL the scale-out rows (1 process, 2, and two
+"hosts" of 2 on 127.0.0.2 and 127.0.0.3), the server's memory,
+the idle-watchers rows (GetBadge with and without thousands of idle WatchAwards streams, and
 how long one event takes to reach them all), the HTTP face's rows (a hosted assertion and a
 CrowdTwist list against a bare Starlette app on uvicorn, and gRPC GetBadge beside HTTP load),
 and writes a Markdown report to
-``bench/results/latest.md`` (smoke: ``bench/results/smoke.md``).
+``bench/results/latest.md`` (PostgreSQL: ``latest-pg.md``; smoke: ``smoke.md``/``smoke-pg.md``).
 See bench/README.md.
 
 The exit status is 1 when any call failed (a stub check, or a non-OK status during a load run),
