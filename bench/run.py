@@ -279,6 +279,10 @@ class HttpFace:
         return self.service.http_counts()
 
 
+# An access log line's gRPC status.
+STATUS_FIELD = re.compile(rb'"status": "([A-Z_]+)"')
+
+
 class WorkersServer:
     """``badge-service serve --workers N`` on ``host``; calls and failures are counted from
     its access log, CPU over its processes (the parent and its workers)."""
@@ -309,6 +313,7 @@ class WorkersServer:
                     self.pids = [self.proc.pid, *(int(pid) for pid in rec["workers"])]
         self._offset = 0
         self._totals = [0, 0, 0]  # calls, failed, cancelled
+        self._statuses: dict[str, int] = {}
 
     def counts(self) -> Counts:
         """The running totals, reading the log written since the previous call."""
@@ -325,8 +330,11 @@ class WorkersServer:
                 self._totals[2] += 1
             elif b'"status": "OK"' not in line:
                 self._totals[1] += 1
+            found = STATUS_FIELD.search(line)
+            status = found.group(1).decode() if found else "(no status)"
+            self._statuses[status] = self._statuses.get(status, 0) + 1
         calls, failed, cancelled = self._totals
-        return Counts(calls, failed, cancelled, cpu_seconds(self.pids))
+        return Counts(calls, failed, cancelled, cpu_seconds(self.pids), dict(self._statuses))
 
     @property
     def targets(self) -> list[tuple[str, int]]:
@@ -363,11 +371,16 @@ class Hosts:
     def counts(self) -> Counts:
         """The running totals of all the hosts."""
         each = [srv.counts() for srv in self.servers]
+        statuses: dict[str, int] = {}
+        for c in each:
+            for status, n in c.statuses.items():
+                statuses[status] = statuses.get(status, 0) + n
         return Counts(
             sum(c.calls for c in each),
             sum(c.failed for c in each),
             sum(c.cancelled for c in each),
             sum(c.cpu_s for c in each),
+            statuses,
         )
 
     def stop(self) -> int:
@@ -877,6 +890,8 @@ class Row:
 
     results: list[Result] = field(default_factory=list)
     failures: int = 0  # non-OK statuses the server counted during these runs
+    # Those failures by gRPC status, where the server tells them apart (to say what failed).
+    failed_statuses: dict[str, int] = field(default_factory=dict)
     cancelled: int = 0  # CANCELLED calls beyond those a timed run leaves in flight
 
     def median(self, attr: str) -> float:
@@ -990,6 +1005,11 @@ def measure(
     row.failures += after.failed - before.failed
     caused = sum(after.statuses.get(s, 0) - before.statuses.get(s, 0) for s in expected)
     row.failures = max(0, row.failures - caused)
+    for status, n in after.statuses.items():
+        # gRPC status names only: an HTTP face's counts are by HTTP status code.
+        grew = n - before.statuses.get(status, 0)
+        if grew and not status.isdigit() and status not in {"OK", "CANCELLED", *expected}:
+            row.failed_statuses[status] = row.failed_statuses.get(status, 0) + grew
     # A timed h2load run stops with up to connections x streams calls in flight; the server
     # sees those as CANCELLED. More than that would be a real problem.
     connections, streams = load or (loader.profile.connections, loader.profile.streams)
@@ -1227,9 +1247,10 @@ def _failed_rows(report: Report) -> list[str]:
     for label, row in rows:
         generator = sum(r.failed for r in row.results)
         if generator or row.failures or row.cancelled:
+            which = f" ({row.failed_statuses})" if row.failed_statuses else ""
             out.append(
-                f"{label}: {generator} failed at the generator, {row.failures} non-OK statuses "
-                f"and {row.cancelled} unexpected CANCELLED at the server"
+                f"{label}: {generator} failed at the generator, {row.failures} non-OK statuses"
+                f"{which} and {row.cancelled} unexpected CANCELLED at the server"
             )
     return out
 

@@ -226,9 +226,13 @@ async def test_a_write_run_spread_over_two_hosts_counts_and_stores_every_write(
             run.measure, loader, scenario, hosts, row, "t", load=(4, 2)
         )
         per_host = [srv.counts().calls for srv in hosts.servers]
+        totals = hosts.counts()
     finally:
         assert await asyncio.to_thread(hosts.stop) == 0
-    assert result.failed == 0 and (row.failures, row.cancelled) == (0, 0)
+    assert result.failed == 0 and (row.failures, row.cancelled, row.failed_statuses) == (0, 0, {})
+    # The access logs' statuses, added up over the hosts.
+    assert totals.calls == sum(per_host) == sum(totals.statuses.values())
+    assert set(totals.statuses) <= {"OK", "CANCELLED"}
     assert all(n > 0 for n in per_host), per_host  # both hosts served
     assert result.server_cpu_us > 0
     assert result.latencies == []  # not kept once the percentiles are taken
