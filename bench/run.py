@@ -680,7 +680,8 @@ class Loader:
                     proc.kill()
                     proc.wait()
         result = merge_results(results)
-        result.client_cpu_s = children_cpu() - before
+        if scenario.generator != "h2gen":  # h2gen measures its own, without its start-up
+            result.client_cpu_s = children_cpu() - before
         return result
 
     def http_argv(
