@@ -76,7 +76,8 @@ fmt: $(DEV_STAMP)
 
 ## The benchmark (not part of `make test`): the service against a bare grpc.aio baseline, with
 ## h2load; seeds 1.1M badges and takes about ten minutes. Writes bench/results/latest.md.
-## BENCH_ARGS="--pg postgresql+asyncpg://..." benchmarks PostgreSQL instead of SQLite.
+## BENCH_ARGS="--pg postgresql+asyncpg://..." benchmarks PostgreSQL instead of SQLite, and writes
+## bench/results/latest-pg.md.
 bench: $(RUN_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 

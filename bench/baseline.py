@@ -66,7 +66,6 @@ async def serve(replies: dict[str, Any], address: str) -> None:
     server.add_generic_rpc_handlers(handlers(replies))
     port = server.add_insecure_port(address)
     await server.start()
-    print(json.dumps({"port": port}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -74,6 +73,8 @@ async def serve(replies: dict[str, Any], address: str) -> None:
     loop.add_signal_handler(
         signal.SIGUSR1, lambda: print(json.dumps({"calls": Calls.count}), flush=True)
     )
+    # Only now: the harness may send SIGUSR1 as soon as it reads this line.
+    print(json.dumps({"port": port}), flush=True)
     await stop.wait()
     await server.stop(1)
 

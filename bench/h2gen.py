@@ -244,9 +244,11 @@ async def run(
     streams: int,
     duration: float,
     warmup: float,
+    keep_latencies: bool = False,
 ) -> dict[str, Any]:
     """Drives the server for ``warmup + duration`` seconds; returns the measured window's
-    throughput, latency percentiles and this process's CPU time."""
+    throughput, latency percentiles and this process's CPU time; with ``keep_latencies``,
+    also every measured call's latency in seconds (``latencies``)."""
     loop = asyncio.get_running_loop()
     workload = Workload(items)
     stats = Stats()
@@ -268,7 +270,10 @@ async def run(
     for c in conns:
         c.close()
     await asyncio.wait_for(asyncio.gather(*(c.closed for c in conns)), 10)
-    return summarize(stats, duration, time.process_time() - cpu0)
+    result = summarize(stats, duration, time.process_time() - cpu0)
+    if keep_latencies:
+        result["latencies"] = stats.latencies
+    return result
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -312,8 +317,9 @@ def _items(spec: dict[str, Any]) -> list[Item]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Reads a JSON spec (host, port, metadata, items, connections, streams, duration, warmup)
-    and prints the results as JSON."""
+    """Reads a JSON spec (host, port, metadata, items, connections, streams, duration, warmup,
+    and optionally latencies_out: a file for every measured call's latency) and prints the
+    results as JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("spec", type=Path)
     args = p.parse_args(argv)
@@ -326,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         streams=int(spec["streams"]),
         duration=float(spec["duration"]),
         warmup=float(spec["warmup"]),
+        keep_latencies=bool(spec.get("latencies_out")),
     )
     try:
         import uvloop
@@ -333,6 +340,11 @@ def main(argv: list[str] | None = None) -> None:
         result = asyncio.run(coro)
     else:
         result = uvloop.run(coro)
+    if spec.get("latencies_out"):
+        # So that the runs of several generators against several servers at once can be
+        # merged into one set of percentiles.
+        latencies = result.pop("latencies")
+        Path(spec["latencies_out"]).write_text("".join(f"{x:.7f}\n" for x in latencies))
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 

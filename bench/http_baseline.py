@@ -76,7 +76,6 @@ async def serve(replies: dict[str, Any], address: str) -> None:
     """Serves until SIGTERM/SIGINT."""
     server = HttpServer(app(replies), bind(address, reuse_port=False))
     await server.start()
-    print(json.dumps({"port": server.port, "pid": os.getpid(), "http": protocol()}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -84,6 +83,8 @@ async def serve(replies: dict[str, Any], address: str) -> None:
     loop.add_signal_handler(
         signal.SIGUSR1, lambda: print(json.dumps({"calls": Calls.count}), flush=True)
     )
+    # Only now: the harness may send SIGUSR1 as soon as it reads this line.
+    print(json.dumps({"port": server.port, "pid": os.getpid(), "http": protocol()}), flush=True)
     await stop.wait()
     await server.stop(1.0)
 

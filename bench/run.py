@@ -3,13 +3,15 @@
 One run seeds a database, starts the baseline (``bench.baseline``) and the service
 (``bench.serve_bench``), checks every scenario (BadgeService and AwardService calls) once
 through a real Python stub on both, then drives both with the same load generator and settings,
-alternating, for several rounds. It adds the scale rows (10k vs 1M badges, first vs deep page),
-the 1- vs 2-worker rows (``badge-service serve --workers N``) and the server's memory, and
-and the idle-watchers rows (GetBadge with and without thousands of idle WatchAwards streams, and
+alternating, for several rounds. It adds the server CPU per call beside the other database's
+latest report, the scale rows (10k vs 1M badges, first vs deep page), the 1- vs 2-worker rows
+(``badge-service serve --workers N``), on PostgreSQL the scale-out rows (1 process, 2, and two
+"hosts" of 2 on 127.0.0.2 and 127.0.0.3), the server's memory,
+the idle-watchers rows (GetBadge with and without thousands of idle WatchAwards streams, and
 how long one event takes to reach them all), the HTTP face's rows (a hosted assertion and a
 CrowdTwist list against a bare Starlette app on uvicorn, and gRPC GetBadge beside HTTP load),
 and writes a Markdown report to
-``bench/results/latest.md`` (smoke: ``bench/results/smoke.md``).
+``bench/results/latest.md`` (PostgreSQL: ``latest-pg.md``; smoke: ``smoke.md``/``smoke-pg.md``).
 See bench/README.md.
 
 The exit status is 1 when any call failed (a stub check, or a non-OK status during a load run),
@@ -277,16 +279,21 @@ class HttpFace:
         return self.service.http_counts()
 
 
-class WorkersServer:
-    """``badge-service serve --workers N``; calls and failures are counted from its access
-    log, CPU over the worker processes."""
+# An access log line's gRPC status.
+STATUS_FIELD = re.compile(rb'"status": "([A-Z_]+)"')
 
-    def __init__(self, workers: int, url: str, log: Path) -> None:
+
+class WorkersServer:
+    """``badge-service serve --workers N`` on ``host``; calls and failures are counted from
+    its access log, CPU over its processes (the parent and its workers)."""
+
+    def __init__(self, workers: int, url: str, log: Path, host: str = "127.0.0.1") -> None:
         self.name = f"{workers} worker{'s' if workers > 1 else ''}"
+        self.host = host
         self.log_path = log
         self._log = log.open("wb")
         argv = [str(Path(sys.executable).parent / "badge-service"), "serve"]
-        argv += ["--workers", str(workers), "--address", "127.0.0.1:0"]
+        argv += ["--workers", str(workers), "--address", f"{host}:0"]
         argv += ["--database-url", url, "--no-migrate"]
         self.proc = subprocess.Popen(argv, cwd=REPO, stderr=self._log)
         self.port = 0
@@ -306,6 +313,7 @@ class WorkersServer:
                     self.pids = [self.proc.pid, *(int(pid) for pid in rec["workers"])]
         self._offset = 0
         self._totals = [0, 0, 0]  # calls, failed, cancelled
+        self._statuses: dict[str, int] = {}
 
     def counts(self) -> Counts:
         """The running totals, reading the log written since the previous call."""
@@ -322,8 +330,16 @@ class WorkersServer:
                 self._totals[2] += 1
             elif b'"status": "OK"' not in line:
                 self._totals[1] += 1
+            found = STATUS_FIELD.search(line)
+            status = found.group(1).decode() if found else "(no status)"
+            self._statuses[status] = self._statuses.get(status, 0) + 1
         calls, failed, cancelled = self._totals
-        return Counts(calls, failed, cancelled, cpu_seconds(self.pids))
+        return Counts(calls, failed, cancelled, cpu_seconds(self.pids), dict(self._statuses))
+
+    @property
+    def targets(self) -> list[tuple[str, int]]:
+        """Where clients call it: (host, port)."""
+        return [(self.host, self.port)]
 
     def stop(self) -> int:
         """SIGTERM to the parent; returns its exit status."""
@@ -335,6 +351,42 @@ class WorkersServer:
             code = self.proc.wait()
         self._log.close()
         return code
+
+
+class Hosts:
+    """Several ``serve --workers N`` groups on addresses of their own over one database, as
+    hosts behind a load balancer are: load spreads over their ``targets``, and their counts
+    add up (calls from each one's access log, CPU over all their processes)."""
+
+    def __init__(self, name: str, servers: list[WorkersServer]) -> None:
+        self.name = name
+        self.servers = servers
+        self.port = servers[0].port
+
+    @property
+    def targets(self) -> list[tuple[str, int]]:
+        """Every host's (address, port)."""
+        return [t for srv in self.servers for t in srv.targets]
+
+    def counts(self) -> Counts:
+        """The running totals of all the hosts."""
+        each = [srv.counts() for srv in self.servers]
+        statuses: dict[str, int] = {}
+        for c in each:
+            for status, n in c.statuses.items():
+                statuses[status] = statuses.get(status, 0) + n
+        return Counts(
+            sum(c.calls for c in each),
+            sum(c.failed for c in each),
+            sum(c.cancelled for c in each),
+            sum(c.cpu_s for c in each),
+            statuses,
+        )
+
+    def stop(self) -> int:
+        """SIGTERM to every host; the first non-zero exit status, else 0."""
+        codes = [srv.stop() for srv in self.servers]
+        return next((c for c in codes if c), 0)
 
 
 def read_json_lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -521,10 +573,12 @@ def scenarios(
     ]
 
 
-def stub_call(port: int, key: str, call: Call, name: str) -> tuple[bytes, bytes]:
+def stub_call(
+    port: int, key: str, call: Call, name: str, host: str = "127.0.0.1"
+) -> tuple[bytes, bytes]:
     """Calls once through the service's real stub; returns (request bytes, reply bytes)."""
     request = call.stamped(f"check-{name}-{time.monotonic_ns()}") if call.unique else call.request
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
         method = getattr(STUBS[call.service](channel), call.method)
         reply = method(request, metadata=[("authorization", f"Bearer {key}")], timeout=60)
     return request.SerializeToString(), reply.SerializeToString()
@@ -545,6 +599,9 @@ class Result:
     writes_acknowledged: int = 0  # h2gen: OK creates, warm-up and tail included
     client_cpu_s: float = 0.0  # the generator's CPU seconds (h2gen; h2load --h1)
     server_cpu_us: float = 0.0  # the server's CPU per call it finished (warm-up included)
+    # Every measured request's latency in seconds, sorted (to merge generators' runs); not
+    # kept once the run is recorded.
+    latencies: list[float] = field(default_factory=list, repr=False)
 
 
 def ensure_h2load() -> str:
@@ -579,14 +636,53 @@ class Loader:
         self.workdir = workdir
         self.runs = 0
 
-    def run(self, scenario: Scenario, port: int, tag: str) -> Result:
-        """One measured run of ``scenario`` against the server on ``port``."""
+    def run(
+        self,
+        scenario: Scenario,
+        port: int,
+        tag: str,
+        targets: list[tuple[str, int]] | None = None,
+        load: tuple[int, int] | None = None,
+    ) -> Result:
+        """One measured run of ``scenario`` against the server on ``port`` (127.0.0.1), or
+        spread over ``targets`` (host, port) at once: one generator per target with its share
+        of the connections, the results merged. ``load`` (connections, streams a connection)
+        replaces the profile's."""
         self.runs += 1
         if scenario.http is not None:
             return self._h2load_http(scenario.http, port)
-        if scenario.generator == "h2gen":
-            return self._h2gen(scenario, port, f"{tag}-{self.runs}")
-        return self._h2load(scenario, port)
+        connections, streams = load or (self.profile.connections, self.profile.streams)
+        targets = targets or [("127.0.0.1", port)]
+        shares = split_connections(connections, len(targets))
+        before = children_cpu()
+        started: list[tuple[subprocess.Popen[str], Callable[[str], Result]]] = []
+        try:
+            for i, ((host, target_port), conns) in enumerate(zip(targets, shares, strict=True)):
+                # Each generator of a spread run counts from 0: the target keeps names apart.
+                name = f"{tag}-{self.runs}" + (f"h{i}" if len(targets) > 1 else "")
+                if scenario.generator == "h2gen":
+                    argv, parse = self._h2gen(scenario, host, target_port, name, conns, streams)
+                else:
+                    argv, parse = self._h2load(scenario, host, target_port, name, conns, streams)
+                proc = subprocess.Popen(
+                    argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                )
+                started.append((proc, parse))
+            results = []
+            for proc, parse in started:
+                out, err = proc.communicate(timeout=h2load_timeout(self.profile))
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{proc.args!r} failed ({proc.returncode}): {out}{err}")
+                results.append(parse(out))
+        finally:
+            for proc, _ in started:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        result = merge_results(results)
+        if scenario.generator != "h2gen":  # h2gen measures its own, without its start-up
+            result.client_cpu_s = children_cpu() - before
+        return result
 
     def http_argv(
         self,
@@ -627,28 +723,32 @@ class Loader:
         result.client_cpu_s = children_cpu() - before
         return result
 
-    def _h2load(self, scenario: Scenario, port: int) -> Result:
+    def _h2load(
+        self, scenario: Scenario, host: str, port: int, name: str, connections: int, streams: int
+    ) -> tuple[list[str], Callable[[str], Result]]:
+        """h2load's command line for one target, and how to read its output."""
         (call,) = scenario.calls
-        body = self.workdir / f"body-{self.runs}.bin"
+        body = self.workdir / f"body-{name}.bin"
         body.write_bytes(frames.grpc_message(call.request))
-        log = self.workdir / f"h2load-{self.runs}.tsv"
+        log = self.workdir / f"h2load-{name}.tsv"
         p = self.profile
-        argv = [self.h2load, "-c", str(p.connections), "-m", str(p.streams), "-t", "1"]
+        argv = [self.h2load, "-c", str(connections), "-m", str(streams), "-t", "1"]
         argv += ["-D", _ms(p.duration), "--warm-up-time", _ms(p.warmup)]
         argv += ["-d", str(body), "--log-file", str(log)]
         argv += ["-H", "content-type: application/grpc", "-H", "te: trailers"]
         argv += ["-H", f"authorization: Bearer {scenario.key}"]
-        argv.append(f"http://127.0.0.1:{port}{call.path}")
-        before = children_cpu()
-        out = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            raise RuntimeError(f"h2load failed ({out.returncode}): {out.stdout}{out.stderr}")
-        result = parse_h2load(out.stdout, log.read_text(), p.duration)
-        result.client_cpu_s = children_cpu() - before
-        return result
+        argv.append(f"http://{host}:{port}{call.path}")
 
-    def _h2gen(self, scenario: Scenario, port: int, tag: str) -> Result:
-        prefix = write_prefix(scenario.name) + tag
+        def parse(stdout: str) -> Result:
+            return parse_h2load(stdout, log.read_text(), p.duration)
+
+        return argv, parse
+
+    def _h2gen(
+        self, scenario: Scenario, host: str, port: int, name: str, connections: int, streams: int
+    ) -> tuple[list[str], Callable[[str], Result]]:
+        """bench.h2gen's command line for one target, and how to read its output."""
+        prefix = write_prefix(scenario.name) + name
         items = []
         for call in scenario.calls:
             request = call.request
@@ -664,37 +764,61 @@ class Loader:
                 }
             )
         p = self.profile
+        latencies = self.workdir / f"h2gen-{name}.latencies"
         spec = {
-            "host": "127.0.0.1",
+            "host": host,
             "port": port,
             "metadata": [["authorization", f"Bearer {scenario.key}"]],
             "items": items,
-            "connections": p.connections,
-            "streams": p.streams,
+            "connections": connections,
+            "streams": streams,
             "duration": p.duration,
             "warmup": p.warmup,
+            "latencies_out": str(latencies),
         }
-        path = self.workdir / f"h2gen-{self.runs}.json"
+        path = self.workdir / f"h2gen-{name}.json"
         path.write_text(json.dumps(spec))
-        out = subprocess.run(
-            [sys.executable, "-m", "bench.h2gen", str(path)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"h2gen failed: {out.stderr}")
-        r = json.loads(out.stdout)
-        return Result(
-            r["rps"],
-            r["p50_ms"],
-            r["p99_ms"],
-            r["failed"],
-            r["ok"] + r["failed"],
-            r["unique_ok_total"],
-            r["client_cpu_s"],
-        )
+
+        def parse(stdout: str) -> Result:
+            r = json.loads(stdout)
+            return Result(
+                r["rps"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["failed"],
+                r["ok"] + r["failed"],
+                r["unique_ok_total"],
+                r["client_cpu_s"],
+                latencies=[float(x) for x in latencies.read_text().split()],
+            )
+
+        return [sys.executable, "-m", "bench.h2gen", str(path)], parse
+
+
+def split_connections(connections: int, targets: int) -> list[int]:
+    """``connections`` shared out over ``targets`` as evenly as they go, at least one each."""
+    return [
+        max(1, connections // targets + (1 if i < connections % targets else 0))
+        for i in range(targets)
+    ]
+
+
+def merge_results(results: list[Result]) -> Result:
+    """One result of generators that ran at once against several targets: rates, counts and
+    CPU added up, percentiles over every request's latency."""
+    if len(results) == 1:
+        return results[0]
+    latencies = sorted(x for r in results for x in r.latencies)
+    return Result(
+        sum(r.rps for r in results),
+        percentile(latencies, 50) * 1000,
+        percentile(latencies, 99) * 1000,
+        sum(r.failed for r in results),
+        sum(r.requests for r in results),
+        sum(r.writes_acknowledged for r in results),
+        sum(r.client_cpu_s for r in results),
+        latencies=latencies,
+    )
 
 
 def write_prefix(scenario: str) -> str:
@@ -754,6 +878,7 @@ def parse_h2load(stdout: str, log: str, duration: float) -> Result:
         percentile(latencies, 99) * 1000,
         failed + (done - succeeded),
         done,
+        latencies=latencies,
     )
 
 
@@ -766,6 +891,8 @@ class Row:
 
     results: list[Result] = field(default_factory=list)
     failures: int = 0  # non-OK statuses the server counted during these runs
+    # Those failures by gRPC status, where the server tells them apart (to say what failed).
+    failed_statuses: dict[str, int] = field(default_factory=dict)
     cancelled: int = 0  # CANCELLED calls beyond those a timed run leaves in flight
 
     def median(self, attr: str) -> float:
@@ -852,12 +979,16 @@ class Report:
     awards: int = 0  # awards seeded for ListAwards
     scale: dict[str, Row] = field(default_factory=dict)
     workers: dict[str, Row] = field(default_factory=dict)
+    scale_out: dict[str, Row] = field(default_factory=dict)  # "scenario|configuration"
     observed: dict[str, Row] = field(default_factory=dict)  # GetBadge by variant (_observed)
     watch: dict[str, Row] = field(default_factory=dict)  # GetBadge: "none" / "idle watchers"
     fan_out_ms: list[tuple[float, float]] = field(default_factory=list)  # (from ack, from send)
     watch_idle_cpu: list[float] = field(default_factory=list)  # % of a core, watchers idle
     memory: dict[str, tuple[float, float]] = field(default_factory=dict)
     durable: dict[str, str] = field(default_factory=dict)
+    stored: dict[str, tuple[int, int]] = field(default_factory=dict)  # (acknowledged, stored)
+    other: OtherRun | None = None  # the other database's latest CPU figures
+    partial: bool = False  # --only: chosen scenarios, no scale, worker or scale-out rows
     noisy: Noisy | None = None
     flood: Flood | None = None
     http: HttpRows | None = None
@@ -869,30 +1000,41 @@ class Report:
 def measure(
     loader: Loader,
     scenario: Scenario,
-    server: Server | WorkersServer | HttpFace,
+    server: Server | WorkersServer | HttpFace | Hosts,
     row: Row,
     tag: str,
     expected: frozenset[str] = frozenset(),
+    load: tuple[int, int] | None = None,
 ) -> Result:
     """One run, plus what the server counted during it: failures (other than the
-    ``expected`` statuses another client causes meanwhile), and CPU per call."""
+    ``expected`` statuses another client causes meanwhile), and CPU per call. A ``Hosts``
+    server's load spreads over its hosts; ``load`` (connections, streams a connection)
+    replaces the profile's."""
     before = server.counts()
-    result = loader.run(scenario, server.port, tag)
+    targets = server.targets if isinstance(server, Hosts) else None
+    result = loader.run(scenario, server.port, tag, targets, load)
     after = _settled(server)
     calls = after.calls - before.calls
     result.server_cpu_us = (after.cpu_s - before.cpu_s) / calls * 1e6 if calls else 0.0
+    result.latencies = []  # the percentiles are taken; a full run would keep millions
     row.results.append(result)
     row.failures += after.failed - before.failed
     caused = sum(after.statuses.get(s, 0) - before.statuses.get(s, 0) for s in expected)
     row.failures = max(0, row.failures - caused)
+    for status, n in after.statuses.items():
+        # gRPC status names only: an HTTP face's counts are by HTTP status code.
+        grew = n - before.statuses.get(status, 0)
+        if grew and not status.isdigit() and status not in {"OK", "CANCELLED", *expected}:
+            row.failed_statuses[status] = row.failed_statuses.get(status, 0) + grew
     # A timed h2load run stops with up to connections x streams calls in flight; the server
     # sees those as CANCELLED. More than that would be a real problem.
-    in_flight = loader.profile.connections * loader.profile.streams
+    connections, streams = load or (loader.profile.connections, loader.profile.streams)
+    in_flight = connections * streams
     row.cancelled += max(0, after.cancelled - before.cancelled - in_flight)
     return result
 
 
-def _settled(server: Server | WorkersServer | HttpFace) -> Counts:
+def _settled(server: Server | WorkersServer | HttpFace | Hosts) -> Counts:
     """The server's counts once calls stop finishing: calls a stopped generator left in flight
     finish (as CANCELLED) a little after it exits, and belong to this run, not the next."""
     last = server.counts()
@@ -982,6 +1124,8 @@ def run(
     h2load = ensure_h2load()
     with workdir(keep) as work, database(pg, work, keep) as url:
         report = Report(profile, "PostgreSQL" if pg else "SQLite", awards=profile.awards)
+        report.partial = bool(only)
+        report.other = other_run(report.database)
         sizes = {"main": profile.main, "small": profile.small, "large": profile.large}
         sizes["writes"] = 1
         seeded = seed_database(url, sizes, profile.awards, work)
@@ -1011,7 +1155,7 @@ def run(
             (get_badge,) = [sc for sc in plan if sc.name == "GetBadge"]
             http_rows = [name for name in HTTP_ROWS if not only or HTTP in only or name in only]
             if only:
-                named = {NOISY, FLOOD, HTTP, *HTTP_ROWS}
+                named = {NOISY, FLOOD, HTTP, *HTTP_ROWS, SCALE_OUT}
                 unknown = only - {sc.name for sc in plan} - named
                 if unknown:
                     raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
@@ -1080,6 +1224,10 @@ def run(
                 baseline.stop()
         if not only:
             _workers(report, loader, url, orgs["main"], work)
+        if pg and (not only or SCALE_OUT in only):
+            _scale_out(report, loader, url, orgs["main"], orgs["writes"], work)
+        elif SCALE_OUT in only:
+            report.notes.append(f"{SCALE_OUT}: PostgreSQL only (run with --pg).")
         if not only or "GetBadge" in only:
             _observed(report, loader, orgs["main"], url, work)
         text = render(report)
@@ -1102,6 +1250,7 @@ def _failed_rows(report: Report) -> list[str]:
     if report.noisy is not None:
         rows += [(f"{NOISY} alone", report.noisy.quiet), (f"{NOISY} beside A", report.noisy.loud)]
     rows += [(f"workers {name}", row) for name, row in report.workers.items()]
+    rows += [(f"{SCALE_OUT} {name}", row) for name, row in report.scale_out.items()]
     if report.http is not None:
         rows += [
             (f"{name} on {srv}", row)
@@ -1114,9 +1263,10 @@ def _failed_rows(report: Report) -> list[str]:
     for label, row in rows:
         generator = sum(r.failed for r in row.results)
         if generator or row.failures or row.cancelled:
+            which = f" ({row.failed_statuses})" if row.failed_statuses else ""
             out.append(
-                f"{label}: {generator} failed at the generator, {row.failures} non-OK statuses "
-                f"and {row.cancelled} unexpected CANCELLED at the server"
+                f"{label}: {generator} failed at the generator, {row.failures} non-OK statuses"
+                f"{which} and {row.cancelled} unexpected CANCELLED at the server"
             )
     return out
 
@@ -1268,6 +1418,7 @@ def _durable(
 ) -> None:
     stored = asyncio.run(_count_written(url, table, org_id, prefix))
     report.durable[label] = f"{acknowledged:,} acknowledged, {stored:,} stored"
+    report.stored[label] = (acknowledged, stored)
     if stored != acknowledged:
         report.errors.append(f"{label}: {acknowledged} acknowledged but {stored} stored")
 
@@ -1341,6 +1492,166 @@ def _workers(report: Report, loader: Loader, url: str, main: SeededOrg, work: Pa
             code = srv.stop()
             if code != 0:
                 report.errors.append(f"serve --workers ({srv.name}) exited with {code} on SIGTERM")
+
+
+SCALE_OUT = "Scale-out"
+# Its two "hosts": loopback addresses of their own, as tests/test_multihost.py's.
+SCALE_OUT_HOSTS = ("127.0.0.2", "127.0.0.3")
+# Its load: as many calls in flight as the other rows' (connections x streams), over more
+# connections, so that the kernel's SO_REUSEPORT hash gives every worker some: with 8
+# connections a host, a worker is left with none once in 128 runs (with 2, once in 2).
+SCALE_OUT_CONNECTIONS = 16
+SCALE_OUT_CONFIGS = ("1 process", "2 processes", "2 hosts x 2 processes")
+# Its CreateBadge rows' badge names begin so (the CreateBadge scenario's are "createba-").
+SCALE_OUT_CREATE = f"{SCALE_OUT} CreateBadge"
+
+
+def scale_out_load(p: Profile) -> tuple[int, int]:
+    """(connections, streams a connection) of the scale-out rows: the profile's calls in
+    flight over up to SCALE_OUT_CONNECTIONS connections."""
+    in_flight = p.connections * p.streams
+    connections = min(SCALE_OUT_CONNECTIONS, in_flight)
+    return connections, max(1, in_flight // connections)
+
+
+def _scale_out(
+    report: Report, loader: Loader, url: str, main: SeededOrg, writes: SeededOrg, work: Path
+) -> None:
+    """GetBadge and CreateBadge (PostgreSQL only) on one process (``serve``), on two
+    (``serve --workers 2``) and on two hosts of two (``serve --workers 2`` on 127.0.0.2 and on
+    127.0.0.3, over the same database), the load spread over both hosts; the three in an
+    order that turns each round. Every CreateBadge acknowledged must be stored."""
+    get = Scenario(
+        "GetBadge",
+        [Call("GetBadge", pb.GetBadgeRequest(id=main.middle_id), pb.Badge)],
+        main.key,
+        lambda _r: None,
+    )
+    create = Scenario(
+        SCALE_OUT_CREATE,
+        [
+            Call(
+                "CreateBadge",
+                pb.CreateBadgeRequest(badge=sample_badge(f"bench-{PLACEHOLDER}")),
+                pb.Badge,
+                _set_badge_name,
+            )
+        ],
+        writes.key,
+        lambda _r: None,
+        "h2gen",
+    )
+    load = scale_out_load(report.profile)
+    groups: list[Hosts] = []
+    try:
+        one, two = SCALE_OUT_CONFIGS[:2]
+        groups.append(Hosts(one, [WorkersServer(1, url, work / "scale-out-1.log")]))
+        groups.append(Hosts(two, [WorkersServer(2, url, work / "scale-out-2.log")]))
+        hosts = [
+            WorkersServer(2, url, work / f"scale-out-{ip}.log", host=ip) for ip in SCALE_OUT_HOSTS
+        ]
+        groups.append(Hosts(SCALE_OUT_CONFIGS[2], hosts))
+        for group in groups:  # every host answers both calls before any load runs
+            for host, port in group.targets:
+                for sc in (get, create):
+                    (call,) = sc.calls
+                    _, raw = stub_call(port, sc.key, call, SCALE_OUT, host)
+                    reply = pb.Badge.FromString(raw)
+                    expect(
+                        reply.id == main.middle_id
+                        if sc is get
+                        else reply.name.startswith("check-"),
+                        f"{SCALE_OUT} {group.name} on {host}: {sc.name} reply {reply.id}",
+                    )
+        for rnd in range(report.profile.rounds):
+            shift = rnd % len(groups)
+            for sc, label in ((get, "GetBadge"), (create, "CreateBadge")):
+                for group in groups[shift:] + groups[:shift]:
+                    row = report.scale_out.setdefault(f"{label}|{group.name}", Row())
+                    r = measure(loader, sc, group, row, f"x{rnd}", load=load)
+                    print(
+                        f"scale-out round {rnd + 1} {label:12} {group.name:22} {r.rps:9.0f} req/s "
+                        f"CPU {r.server_cpu_us:6.0f} us/call",
+                        flush=True,
+                    )
+    finally:
+        for group in groups:
+            code = group.stop()
+            if code != 0:
+                report.errors.append(f"{SCALE_OUT}: {group.name} exited with {code} on SIGTERM")
+    acknowledged = sum(
+        r.writes_acknowledged
+        for key, row in report.scale_out.items()
+        if key.startswith("CreateBadge|")
+        for r in row.results
+    )
+    _durable(
+        report,
+        SCALE_OUT_CREATE,
+        acknowledged,
+        url,
+        "badges",
+        writes.org_id,
+        write_prefix(SCALE_OUT_CREATE),
+    )
+
+
+def _render_scale_out(report: Report) -> list[str]:
+    """The scale-out section: req/s and CPU per call for 1 process, 2 processes and 2 hosts
+    x 2 processes; on SQLite, why there is none."""
+    head = f"## {SCALE_OUT} (1 process, 2 processes, 2 hosts x 2 processes)"
+    if report.database != "PostgreSQL":
+        return [
+            head,
+            "",
+            "PostgreSQL only: hosts share the database over the network, which SQLite cannot "
+            "(the Workers rows show 1 and 2 processes on SQLite).",
+            "",
+        ]
+    if not report.scale_out:
+        return []
+    connections, streams = scale_out_load(report.profile)
+    one, two, hosts = SCALE_OUT_CONFIGS
+    lines = [
+        head,
+        "",
+        f"`badge-service serve` (one process), `serve --workers 2` (two processes sharing a "
+        f'port) and two such groups on {" and ".join(SCALE_OUT_HOSTS)} (two "hosts" of two '
+        f"processes), all over the one PostgreSQL database; the three in an order that turns "
+        f"each round. Load: {connections} connections x {streams} streams (closed loop; as "
+        "many calls in flight as the rows above, over more connections so that every worker "
+        f"gets some), spread evenly over the hosts (a generator per host), "
+        f"{report.profile.warmup:g} s warm-up + {report.profile.duration:g} s measured. CPU "
+        "per call: user + system CPU of all the group's processes (parents and workers, from "
+        "`/proc`) over the calls their access logs recorded.",
+        "",
+        f"| scenario | {one} req/s | {two} req/s | {hosts} req/s | 2/1 | 2x2/1 "
+        "| CPU us/call, 1 / 2 / 2x2 | per-round req/s, 1 / 2 / 2x2 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for label in ("GetBadge", "CreateBadge"):
+        rows = [report.scale_out.get(f"{label}|{name}", Row()) for name in SCALE_OUT_CONFIGS]
+        if not any(row.results for row in rows):
+            continue
+        rps = [row.median("rps") for row in rows]
+        cpu = " / ".join(_fmt(row.median("server_cpu_us"), 0) for row in rows)
+        rounds = " / ".join(", ".join(_fmt(r.rps, 0) for r in row.results) for row in rows)
+        lines.append(
+            f"| {label} | {_fmt(rps[0], 0)} | {_fmt(rps[1], 0)} | {_fmt(rps[2], 0)} | "
+            f"{_ratio(rps[1], rps[0]):.2f}x | {_ratio(rps[2], rps[0]):.2f}x | {cpu} | {rounds} |"
+        )
+    if SCALE_OUT_CREATE in report.durable:
+        lines += ["", f"CreateBadge writes: {report.durable[SCALE_OUT_CREATE]} (all runs)."]
+    lines += [
+        "",
+        f"All of them share this machine's {os.cpu_count()} cores with PostgreSQL and the load "
+        "generators: two hosts here are four processes on the same cores, so their req/s "
+        "cannot grow past what the cores give. The CPU per call is what tells how the service "
+        "would scale on hosts of their own: calls/s per core = 1,000,000 / (CPU us/call), as "
+        "long as the database keeps up.",
+        "",
+    ]
+    return lines
 
 
 class Watchers:
@@ -2180,6 +2491,83 @@ def _verdict(ok: bool) -> str:
     return "**pass**" if ok else "**MISS**"
 
 
+@dataclass(frozen=True)
+class DatabaseTargets:
+    """The main scenarios' targets on one database: GetBadge and ListBadges(25) as shares of
+    the baseline's req/s, CreateBadge and CreateAward in acknowledged writes a second (None:
+    no target, the row is informational). The scale, memory and other rows' targets are the
+    same on both."""
+
+    get_badge: float
+    list_badges: float
+    create_badge: float
+    create_award: float | None
+
+
+TARGETS = {
+    "SQLite": DatabaseTargets(0.50, 0.25, 1500, None),
+    # Issue 14: the same machine with PostgreSQL on it.
+    "PostgreSQL": DatabaseTargets(0.35, 0.20, 1500, 1000),
+}
+
+
+def scenario_targets(
+    report: Report, name: str, ratio: float, rps: float
+) -> list[tuple[str, str, bool | str]]:
+    """The targets rows of one main scenario on the run's database (none for the others):
+    ``ratio`` is the service's req/s over the baseline's, ``rps`` the service's."""
+    t = TARGETS[report.database]
+    pg = report.database == "PostgreSQL"
+    # SQLite's labels are the ones its reports have always had.
+    on = " (PostgreSQL)" if pg else ""
+    if name == "GetBadge":
+        return [
+            (
+                f"GetBadge >= {t.get_badge:.0%} of baseline req/s{on}",
+                f"{ratio:.0%}",
+                ratio >= t.get_badge,
+            )
+        ]
+    if name == "ListBadges(25)":
+        return [
+            (
+                f"ListBadges(25) >= {t.list_badges:.0%} of baseline req/s{on}",
+                f"{ratio:.0%}",
+                ratio >= t.list_badges,
+            )
+        ]
+    if name == "CreateBadge" and not pg:
+        return [("CreateBadge >= 1,500 writes/s (SQLite)", f"{rps:,.0f}/s", rps >= t.create_badge)]
+    if name in ("CreateBadge", "CreateAward") and pg:
+        target = t.create_badge if name == "CreateBadge" else t.create_award
+        assert target is not None
+        what = "writes" if name == "CreateBadge" else "awards"
+        # Acknowledged and stored: the run's count of stored rows matched the acknowledged.
+        acked, stored = report.stored.get(name, (0, -1))
+        measured = f"{rps:,.0f}/s ({ratio:.0%} of baseline)"
+        if acked != stored:
+            measured += (
+                f"; {acked:,} acknowledged, {stored:,} stored" if stored >= 0 else "; not counted"
+            )
+        return [
+            (
+                f"{name} >= {target:,.0f} acknowledged and stored {what}/s{on}",
+                measured,
+                rps >= target and acked == stored,
+            )
+        ]
+    if name in ("CreateAward", "ListAwards(25)"):
+        # No target for these on this database: shown for comparison only.
+        return [
+            (
+                f"{name}: service/baseline req/s (informational)",
+                f"{ratio:.0%} ({rps:,.0f}/s)",
+                "n/a (no target)",
+            )
+        ]
+    return []
+
+
 def render(report: Report) -> str:
     """The Markdown report."""
     p = report.profile
@@ -2231,32 +2619,9 @@ def render(report: Report) -> str:
         if name in report.durable:
             lines += ["", f"Writes: {report.durable[name]} (service, all runs)."]
         lines.append("")
-        if name == "GetBadge":
-            targets.append(("GetBadge >= 50% of baseline req/s", f"{ratio:.0%}", ratio >= 0.5))
-        if name == "ListBadges(25)":
-            targets.append(
-                ("ListBadges(25) >= 25% of baseline req/s", f"{ratio:.0%}", ratio >= 0.25)
-            )
-        if name == "CreateBadge":
-            writes = svc.median("rps")
-            sqlite = report.database == "SQLite"
-            targets.append(
-                (
-                    "CreateBadge >= 1,500 writes/s (SQLite)",
-                    f"{writes:,.0f}/s",
-                    writes >= 1500 if sqlite else "n/a (SQLite target)",
-                )
-            )
-        if name in ("CreateAward", "ListAwards(25)"):
-            # The issue sets no target for awards: shown for comparison only.
-            targets.append(
-                (
-                    f"{name}: service/baseline req/s (informational)",
-                    f"{ratio:.0%} ({svc.median('rps'):,.0f}/s)",
-                    "n/a (no target)",
-                )
-            )
+        targets += scenario_targets(report, name, ratio, svc.median("rps"))
 
+    lines += _render_cpu(report)
     if report.noisy is not None:
         lines += _render_noisy(report.noisy, targets)
     if report.flood is not None:
@@ -2294,7 +2659,7 @@ def render(report: Report) -> str:
         )
     for target, label, a, b, limit in scale_checks:
         ratio = b / a if a else 0.0
-        ok = bool(a) and ratio <= limit
+        ok = bool(a) and bool(b) and ratio <= limit  # a row not measured does not pass
         lines.append(
             f"| {label} | {_fmt(a)} ms | {_fmt(b)} ms | {ratio:.2f}x | <= {limit}x {_verdict(ok)} |"
         )
@@ -2326,6 +2691,8 @@ def render(report: Report) -> str:
         "work on the machine, so the ratio is noisy; the CPU per call shows the cost per call.",
         "",
     ]
+    if report.scale_out or (report.database != "PostgreSQL" and not report.partial):
+        lines += _render_scale_out(report)
     lines += _render_watch(report, targets)
     lines += [
         "## Memory",
@@ -2350,6 +2717,102 @@ def render(report: Report) -> str:
     for note in report.notes + [f"ERROR: {e}" for e in report.errors]:
         lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+# The scenarios whose server CPU per call the report puts beside the other database's.
+CPU_SCENARIOS = ("GetBadge", "ListBadges(25)", "CreateBadge", "CreateAward")
+# Each database's committed full report: where the other database's figures come from.
+LATEST = {"SQLite": "latest.md", "PostgreSQL": "latest-pg.md"}
+
+
+@dataclass(frozen=True)
+class OtherRun:
+    """The service's CPU per call in the other database's committed report."""
+
+    database: str
+    source: str  # the report's path, relative to the repository
+    when: str  # its "When:" line (date and commit)
+    cpu_us: dict[str, float]  # scenario -> server CPU us/call of the service
+
+
+def read_service_cpu(text: str) -> dict[str, float]:
+    """The service's server CPU us/call per scenario in a report's Scenarios section (its
+    ``| service |`` rows; a scenario without a figure is left out)."""
+    out: dict[str, float] = {}
+    section = scenario = ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section, scenario = line[3:].strip(), ""
+        elif line.startswith("### ") and section == "Scenarios":
+            scenario = line[4:].rsplit(" (", 1)[0].strip()
+        elif scenario and line.startswith("| service |"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            try:
+                out[scenario] = float(cells[4].replace(",", ""))
+            except (IndexError, ValueError):
+                pass
+    return out
+
+
+def other_run(database: str) -> OtherRun | None:
+    """The other database's committed report's CPU figures, if it has one."""
+    (other,) = [db for db in LATEST if db != database]
+    path = RESULTS / LATEST[other]
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    when = re.search(r"^- When: (.+)$", text, re.MULTILINE)
+    return OtherRun(
+        other,
+        str(path.relative_to(REPO)),
+        when.group(1).strip() if when else "unknown",
+        read_service_cpu(text),
+    )
+
+
+def _render_cpu(report: Report) -> list[str]:
+    """The service's CPU per call in the main scenarios, beside the other database's."""
+    here = {
+        name: report.rows[name]
+        for name in CPU_SCENARIOS
+        if name in report.rows and "service" in report.rows[name]
+    }
+    if not here:
+        return []
+    other = report.other
+    this = report.database
+    that = other.database if other else next(db for db in LATEST if db != this)
+    sqlite_first = this == "SQLite"
+    head_this, head_that = f"{this}, this run", f"{that}, its latest report"
+    heads = (head_this, head_that) if sqlite_first else (head_that, head_this)
+    lines = [
+        "## Server CPU per call",
+        "",
+        "User + system CPU seconds of the server process during each load run (from "
+        "`/proc/PID/stat` before and after the run, warm-up included) over the calls it finished "
+        "in that time, in microseconds; medians across rounds. The other database's figures "
+        + (
+            f"are those of `{other.source}` (when: {other.when}), a run of its own: read the "
+            "ratio as a guide, machine noise included."
+            if other
+            else "are missing: it has no committed report."
+        ),
+        "",
+        f"| scenario | baseline | service, {heads[0]} | service, {heads[1]} | "
+        "PostgreSQL / SQLite |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, per in here.items():
+        mine = per["service"].median("server_cpu_us")
+        theirs = other.cpu_us.get(name) if other else None
+        base = per.get("baseline", Row()).median("server_cpu_us")
+        pair = (mine, theirs) if sqlite_first else (theirs, mine)
+        cells = [_fmt(v, 0) if v is not None else "-" for v in pair]
+        sqlite, pg = pair
+        ratio = f"{pg / sqlite:.1f}x" if sqlite and pg else "-"
+        lines.append(f"| {name} | {_fmt(base, 0)} | {cells[0]} | {cells[1]} | {ratio} |")
+    return [*lines, ""]
 
 
 def _render_watch(report: Report, targets: list[tuple[str, str, bool | str]]) -> list[str]:
@@ -2475,6 +2938,15 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def default_out(smoke: bool, partial: bool, pg: bool) -> Path:
+    """Where a run writes its report without ``--out``: ``latest.md`` (a full SQLite run),
+    ``latest-pg.md`` (a full PostgreSQL run), ``smoke.md``/``smoke-pg.md`` and
+    ``partial.md``/``partial-pg.md`` (``--only``), so that a run on one database never
+    overwrites the other's committed report."""
+    name = "partial" if partial else "smoke" if smoke else "latest"
+    return RESULTS / f"{name}{'-pg' if pg else ''}.md"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: ``python -m bench.run [--smoke] [--pg URL] [--rounds N] [--out PATH]``."""
     p = argparse.ArgumentParser(description="benchmark the service against a bare gRPC baseline")
@@ -2509,10 +2981,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("duration", "connections", "streams", "watchers", "noisy_streams"):
         if getattr(args, name):
             profile = Profile(**{**profile.__dict__, name: getattr(args, name)})
-    default_out = "smoke.md" if args.smoke else "latest.md"
-    if args.only:
-        default_out = "partial.md"
-    out = args.out or RESULTS / default_out
+    out = args.out or default_out(args.smoke, bool(args.only), args.pg is not None)
     sys.exit(run(profile, args.pg, out, args.keep, frozenset(args.only)))
 
 

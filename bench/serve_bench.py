@@ -51,10 +51,6 @@ async def serve(settings: Settings) -> None:
         logging.getLogger("badge_service.access").addHandler(http)
     running = await start(settings)
     freeze_startup()  # as serve() does
-    first: dict[str, object] = {"port": running.port, "pid": os.getpid()}
-    if running.http_port is not None:
-        first["http_port"] = running.http_port
-    print(json.dumps(first), flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -65,9 +61,15 @@ async def serve(settings: Settings) -> None:
             line["http"] = {str(code): n for code, n in http.counts.items()}
         print(json.dumps(line), flush=True)
 
+    # Before the first line: the harness may send SIGUSR1 as soon as it reads it, and the
+    # signal's default action would end the process.
     loop.add_signal_handler(signal.SIGUSR1, report)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    first: dict[str, object] = {"port": running.port, "pid": os.getpid()}
+    if running.http_port is not None:
+        first["http_port"] = running.http_port
+    print(json.dumps(first), flush=True)
     await stop.wait()
     await running.stop(settings.grace_period)
     report()
