@@ -11,7 +11,7 @@ command, so logging (the access log included) and pool sizes are the defaults.
 
 With ``--http-address`` the HTTP face serves too (as ``serve --http-address``): the first line
 adds ``"http_port"``, and each counts line adds ``"http"``, the HTTP requests answered by status
-code (from the face's access log records; status 0: the client left before an answer began),
+code (the face's access middleware counts them; status 0: the client left before an answer began),
 so the harness checks HTTP load runs the same way.
 """
 
@@ -20,35 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
-from collections import Counter
 
 from badge_service import logs
 from badge_service.config import Settings
 from badge_service.server import freeze_startup, start
 
 
-class HttpStatuses(logging.Handler):
-    """Counts the HTTP face's access log records by status code (gRPC calls log on the same
-    logger under another message, and are counted by the interceptor instead)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[int] = Counter()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """One HTTP request answered (or left by its client: status 0)."""
-        if record.msg == "http":
-            self.counts[int(getattr(record, "status", 0))] += 1
-
-
 async def serve(settings: Settings) -> None:
     """Runs the service until SIGTERM/SIGINT, answering SIGUSR1 with the failure count."""
-    http = HttpStatuses()
-    if settings.http_address:
-        logging.getLogger("badge_service.access").addHandler(http)
     running = await start(settings)
     freeze_startup()  # as serve() does
     loop = asyncio.get_running_loop()
@@ -57,8 +38,14 @@ async def serve(settings: Settings) -> None:
     def report() -> None:
         counts = dict(running.interceptor.statuses)
         line = {"failures": running.interceptor.failures, "statuses": counts}
-        if settings.http_address:
-            line["http"] = {str(code): n for code, n in http.counts.items()}
+        if running.http is not None:
+            # The face's access middleware counts requests by status code (0: the client
+            # left before an answer began), as the interceptor counts calls.
+            from badge_service.http.access import AccessLog  # only with the face on
+
+            access = running.http.app
+            assert isinstance(access, AccessLog)
+            line["http"] = {str(code): n for code, n in access.statuses.items()}
         print(json.dumps(line), flush=True)
 
     # Before the first line: the harness may send SIGUSR1 as soon as it reads it, and the

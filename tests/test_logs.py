@@ -232,6 +232,30 @@ def test_access_line_written_directly_matches_the_formatted_record(
     }
 
 
+def test_http_access_line_written_directly_matches_the_formatted_record(
+    stream: io.StringIO, configured: BatchingStreamHandler
+) -> None:
+    logs.AccessLog().write_http("GET", '/public/a "b"\\c', 200, 0.25, "127.0.0.1:5", "h-1")
+    fields = {
+        "method": "GET",
+        "path": '/public/a "b"\\c',
+        "status": 200,
+        "duration_ms": 0.25,
+        "peer": "127.0.0.1:5",
+        "request_id": "h-1",
+    }
+    logging.getLogger("badge_service.access").info("http", extra=fields)
+    configured.flush()
+    direct, formatted = stream.getvalue().splitlines()
+    assert _fields(direct) == _fields(formatted)
+    assert _fields(direct) == {
+        "level": "info",
+        "logger": "badge_service.access",
+        "msg": "http",
+        **fields,
+    }
+
+
 def test_access_lines_take_the_record_path_when_logging_is_set_up_otherwise(
     stream: io.StringIO, configured: BatchingStreamHandler
 ) -> None:

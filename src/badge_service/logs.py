@@ -230,16 +230,8 @@ class AccessLog:
                 return
             self.summarise()
             self._unauth_until = now + self._window
-        direct = _direct
-        root_handlers = logging.root.handlers
-        if (
-            direct is None
-            or logger.handlers
-            or logger.filters
-            or not logger.propagate
-            or len(root_handlers) != 1
-            or root_handlers[0] is not direct
-        ):
+        direct = self._direct()
+        if direct is None:
             fields: dict[str, Any] = {"method": method, "org": org, "key": key}
             fields |= {"status": status, "duration_ms": duration_ms, "peer": peer}
             fields["request_id"] = rid
@@ -259,6 +251,52 @@ class AccessLog:
             f'"org": {_number(org)}, "key": {_number(key)}, "status": "{status}", '
             f'"duration_ms": {duration_ms!r}, "peer": {_dumps(peer)}, '
             f'"request_id": {"null" if rid is None else _dumps(rid)}}}'
+        )
+
+    def _direct(self) -> BatchingStreamHandler | None:
+        """configure()'s handler when the access logger's lines may go to it directly (logging
+        is as configure() set it up), else None (then log an ordinary record)."""
+        logger = self._logger
+        direct = _direct
+        root_handlers = logging.root.handlers
+        if (
+            direct is None
+            or logger.handlers
+            or logger.filters
+            or not logger.propagate
+            or len(root_handlers) != 1
+            or root_handlers[0] is not direct
+        ):
+            return None
+        return direct
+
+    def write_http(
+        self, method: str, path: str, status: int, duration_ms: float, peer: str, rid: str
+    ) -> None:
+        """Logs one HTTP request at INFO (msg "http"; nothing when the access logger is above
+        INFO), directly to configure()'s handler as ``write`` does."""
+        logger = self._logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        direct = self._direct()
+        if direct is None:
+            fields = {"method": method, "path": path, "status": status}
+            fields |= {"duration_ms": duration_ms, "peer": peer, "request_id": rid}
+            logger.info("http", extra=fields)
+            return
+        stamp = self._seconds.stamp(time.time())
+        if _text:
+            direct.write_line(
+                f"{stamp} INFO    badge_service.access: http {method} {path} {status} "
+                f"{duration_ms}ms peer={peer} request_id={rid}"
+            )
+            return
+        direct.write_line(
+            f'{{"ts": "{stamp}", "level": "info", '
+            f'"logger": "badge_service.access", "msg": "http", "method": {_dumps(method)}, '
+            f'"path": {_dumps(path)}, "status": {int(status)}, '
+            f'"duration_ms": {duration_ms!r}, "peer": {_dumps(peer)}, '
+            f'"request_id": {_dumps(rid)}}}'
         )
 
 

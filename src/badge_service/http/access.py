@@ -9,11 +9,12 @@ An ASGI middleware around the whole app, so that every answer is logged, routing
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from badge_service import logs
 
 REQUEST_ID = b"x-request-id"
 # Generated request ids: this process's random prefix and a counter, as the gRPC side does.
@@ -32,11 +33,13 @@ def request_id(sent: bytes | None) -> str:
 
 
 class AccessLog:
-    """Logs each HTTP request once its answer has started (its status is known)."""
+    """Logs each HTTP request once its answer has started (its status is known), and counts
+    the requests answered by status code (0: the client left before an answer began)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
-        self._log = logging.getLogger("badge_service.access")
+        self._log = logs.AccessLog()
+        self.statuses: dict[int, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serves one request through the app, then logs it."""
@@ -58,17 +61,13 @@ class AccessLog:
         try:
             await self._app(scope, receive, send_with_id)
         finally:
-            if self._log.isEnabledFor(logging.INFO):
-                client = scope.get("client")
-                peer = f"{client[0]}:{client[1]}" if client else ""
-                self._log.info(
-                    "http",
-                    extra={
-                        "method": scope["method"],
-                        "path": scope["path"][:256],
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-                        "peer": peer,
-                        "request_id": rid,
-                    },
-                )
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            client = scope.get("client")
+            self._log.write_http(
+                scope["method"],
+                scope["path"][:256],
+                status,
+                round((time.perf_counter() - start) * 1000, 3),
+                f"{client[0]}:{client[1]}" if client else "",
+                rid,
+            )

@@ -51,6 +51,7 @@ class HttpServer:
     """uvicorn serving ``app`` on ``sock`` on the running event loop."""
 
     def __init__(self, app: ASGIApp, sock: socket.socket) -> None:
+        self.app = app
         self.sock = sock
         self.port: int = sock.getsockname()[1]
         config = uvicorn.Config(
