@@ -195,7 +195,8 @@ async def echo_request_id(context: grpc.aio.ServicerContext, outcome: _Outcome) 
 
 async def _abort(context: grpc.aio.ServicerContext, status: Any, outcome: _Outcome) -> None:
     """Ends the call with a rich status; its trailers keep the call's request id (a status's
-    own trailers replace those set on the context)."""
+    own trailers replace those set on the context). Returns once the status is sent: see
+    _sent_abort."""
     if outcome.echo:
         # A call already over cannot send it; the trailers still carry the id.
         with contextlib.suppress(Exception):
@@ -204,7 +205,24 @@ async def _abort(context: grpc.aio.ServicerContext, status: Any, outcome: _Outco
         status = status._replace(
             trailing_metadata=(*status.trailing_metadata, (REQUEST_ID, outcome.request_id))
         )
-    await context.abort_with_status(status)
+    try:
+        await context.abort_with_status(status)
+    except grpc.aio.AbortError as sent:
+        _sent_abort(sent)
+
+
+def _sent_abort(sent: grpc.aio.AbortError) -> None:
+    """Drops the AbortError grpc raised once an abort's status went out, and its traceback.
+
+    grpc keeps that same error in the call's state and raises it again when the handler
+    returns (and checks it is the same one), so the handler need not let it through. Let
+    through, its traceback held the frames it passed, theirs the call's context, and the
+    context the call's state: a reference cycle per failed call (about 50 objects, the core
+    call among them) that only the garbage collector could free. A flood of unknown keys
+    made 6,000 of them a second, and a collection of the oldest generation every few seconds
+    that held the loop up to 125 ms."""
+    sent.__traceback__ = None
+    sent.__context__ = None
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -425,6 +443,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             outcome.code = status_code(exc)
             exc.report()
             await _abort(context, to_status(exc), outcome)
+            return
         if isinstance(exc, grpc.aio.AbortError):
             outcome.code = context.code() or grpc.StatusCode.UNKNOWN
             raise exc
@@ -441,7 +460,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             raise exc
         outcome.code = grpc.StatusCode.INTERNAL
         error_log.error("unhandled error", exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        try:
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        except grpc.aio.AbortError as sent:
+            _sent_abort(sent)
 
     def _log(
         self, method: str, context: grpc.aio.ServicerContext, outcome: _Outcome, start: float
