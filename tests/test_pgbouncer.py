@@ -343,3 +343,20 @@ async def test_with_the_cache_on_failures_are_unavailable_and_the_log_says_why(
     hinted = [r for r in caplog.records if getattr(r, "hint", "") == PREPARED_HINT]
     assert hinted, [(r.getMessage(), r.__dict__.get("error")) for r in caplog.records]
     assert {getattr(r, "fault", "") for r in hinted} <= {"SQLSTATE 26000", "SQLSTATE 42P05"}
+
+
+def test_the_url_does_not_take_a_cache_option_of_its_own() -> None:
+    """Set in the URL, SQLAlchemy's cache would differ from asyncpg's (a kept unnamed
+    statement replaced under it); the setting sets both."""
+    from badge_service.store.db import DatabaseURLError, parse_database_url
+
+    for option in ("prepared_statement_cache_size=0", "prepared_statement_name_func=f"):
+        with pytest.raises(DatabaseURLError, match="BADGE_SERVICE_DB_STATEMENT_CACHE"):
+            parse_database_url(f"postgresql+asyncpg://u@127.0.0.1:6432/db?{option}")
+
+
+def test_a_negative_statement_cache_is_refused() -> None:
+    from badge_service.cli import main
+
+    with pytest.raises(SystemExit, match="--db-statement-cache must be 0 or more"):
+        main(["serve", "--db-statement-cache", "-1"])
