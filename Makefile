@@ -9,7 +9,7 @@ BUF    := node_modules/.bin/buf
 VALIDATOR := .venv-validator
 VALIDATOR_STAMP := $(VALIDATOR)/.installed
 
-.PHONY: run install dev validator test protos docs lint fmt buf-lint bench bench-smoke clean
+.PHONY: run install dev validator pg-tools test protos docs lint fmt buf-lint bench bench-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ $(VALIDATOR_STAMP): tests/validator/requirements.txt
 	$(VALIDATOR)/bin/pip install -q --no-deps openbadges==1.1.2
 	$(VALIDATOR)/bin/pip install -q -r tests/validator/requirements.txt
 	touch $@
+
+## The PostgreSQL tests' own tools that do not come with PostgreSQL: PgBouncer
+## (tests/test_pgbouncer.py starts one), from Debian's packages when it is missing (as root).
+pg-tools:
+	@if command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer; then :; else \
+	  apt-get install -y -q pgbouncer || { apt-get update -q && apt-get install -y -q pgbouncer; }; \
+	fi
 
 install: $(RUN_STAMP)
 validator: $(VALIDATOR_STAMP)

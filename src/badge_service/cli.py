@@ -33,6 +33,7 @@ def _database(settings: Settings) -> Database:
         settings.database_url,
         statement_timeout=settings.db_statement_timeout,
         connect_timeout=settings.db_connect_timeout,
+        statement_cache_size=settings.db_statement_cache,
     )
 
 
@@ -321,6 +322,13 @@ def parser() -> argparse.ArgumentParser:
         help="seconds to connect to PostgreSQL or wait for a pooled connection (default 2)",
     )
     serve.add_argument(
+        "--db-statement-cache",
+        type=int,
+        metavar="N",
+        help="PostgreSQL statements kept prepared per connection (default 100; 0 behind "
+        "PgBouncer in transaction mode)",
+    )
+    serve.add_argument(
         "--http-address",
         metavar="HOST:PORT",
         help="serve HTTP there: hosted Open Badges, /healthz, /readyz (default: none)",
@@ -422,6 +430,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         metrics_address=getattr(args, "metrics_address", None),
         db_statement_timeout=getattr(args, "db_statement_timeout", None),
         db_connect_timeout=getattr(args, "db_connect_timeout", None),
+        db_statement_cache=getattr(args, "db_statement_cache", None),
         watch_max_per_org=getattr(args, "watch_max_per_org", None),
         watch_max_streams=getattr(args, "watch_max_streams", None),
         watch_buffer=getattr(args, "watch_buffer", None),
@@ -430,6 +439,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in ("db_statement_timeout", "db_connect_timeout"):
         if not getattr(settings, name) > 0:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be more than 0 seconds")
+    if settings.db_statement_cache < 0:
+        raise SystemExit("error: --db-statement-cache must be 0 or more")
     try:
         parse_database_url(settings.database_url)
     except DatabaseURLError as exc:

@@ -41,6 +41,12 @@ class Settings:
     # Empty: database_url. Set it to the server itself (or a session-mode pooler) when
     # database_url goes through PgBouncer in transaction mode, which cannot LISTEN.
     db_listen_url: str = ""
+    # PostgreSQL: statements each connection keeps prepared under a name (SQLAlchemy's and
+    # asyncpg's caches). 0: none, every statement is prepared unnamed inside its own round
+    # trips, which is what PgBouncer in transaction mode (or any pooler that hands a client's
+    # statements to different server connections) needs; it also turns LISTEN/NOTIFY off
+    # unless db_listen_url names a connection that keeps its session (docs/deploy.md).
+    db_statement_cache: int = 100
     # TLS: the server's PEM certificate chain and key; with a client CA, mTLS (clients must
     # present a certificate that chains to it). Empty: plaintext.
     tls_cert: str = ""

@@ -322,6 +322,7 @@ async def _start(
             "listen_url": settings.db_listen_url,
             "statement_timeout": settings.db_statement_timeout,
             "connect_timeout": settings.db_connect_timeout,
+            "statement_cache_size": settings.db_statement_cache,
         }
         if meter is None and tracing is None:
             db = Database(settings.database_url, **options)  # type: ignore[arg-type]
@@ -757,6 +758,7 @@ async def _migrate_once(settings: Settings) -> None:
         settings.database_url,
         statement_timeout=settings.db_statement_timeout,
         connect_timeout=settings.db_connect_timeout,
+        statement_cache_size=settings.db_statement_cache,
     )
     try:
         await db.probe(write=True)

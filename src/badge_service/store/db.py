@@ -120,6 +120,13 @@ def parse_database_url(url: str) -> URL:
         raise DatabaseURLError(
             f"unsupported database driver {driver!r}: use {' or '.join(_DRIVERS)}"
         )
+    for option in ("prepared_statement_cache_size", "prepared_statement_name_func"):
+        if option in parsed.query:
+            # Set on one path only it would mix the caches (statement_options).
+            raise DatabaseURLError(
+                f"{option} in the URL is not used: set BADGE_SERVICE_DB_STATEMENT_CACHE "
+                "(0 behind PgBouncer in transaction mode) instead"
+            )
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         raise DatabaseURLError(
             "a SQLite database must be a file (e.g. sqlite+aiosqlite:///./badges.db)"
@@ -179,8 +186,13 @@ class Database:
         self._pg_pool: Any = None  # asyncpg.Pool of fetch (PostgreSQL), see _open_pg_pool
         self._pg_pool_lock = asyncio.Lock()
         self.pool_size = pool_size
-        # asyncpg's prepared statements per connection; 0 behind PgBouncer in transaction mode
+        # Statements kept prepared under a name per connection, on every PostgreSQL path; 0
+        # behind PgBouncer in transaction mode (see statement_options).
         self.statement_cache_size = statement_cache_size
+        # Whether this process may LISTEN (store.notify): through a transaction-mode pooler
+        # (what a statement cache of 0 is for) a LISTEN would be lost unheard, so then only a
+        # listen URL of its own (the server itself) turns it on; else the watch hub polls.
+        self.can_listen = bool(listen_url) or statement_cache_size > 0
         # Run by close(), first: what holds a connection of its own (store.notify's listener).
         self._closers: list[Callable[[], Awaitable[None]]] = []
         kwargs: dict[str, Any] = {}
@@ -199,6 +211,7 @@ class Database:
                 connect_args={
                     "timeout": connect_timeout,
                     "server_settings": {"statement_timeout": _millis(statement_timeout)},
+                    **statement_options(statement_cache_size),
                 },
             )
             self._bound = statement_timeout + connect_timeout
@@ -592,6 +605,22 @@ class Database:
         if self._raw is not None:
             self._raw.close()
             self._raw = None
+
+
+def statement_options(cache_size: int) -> dict[str, int]:
+    """The connect arguments of a SQLAlchemy asyncpg engine that keep ``cache_size``
+    statements prepared per connection; both caches always together.
+
+    SQLAlchemy's dialect prepares every statement itself and keeps the prepared objects
+    (``prepared_statement_cache_size``); asyncpg names them ``__asyncpg_stmt_N__`` while its
+    own cache (``statement_cache_size``) is on, and uses the unnamed statement while it is off.
+    With 0 for both, each statement is parsed unnamed and run at once on the same server
+    connection (asyncpg sends its Parse with a Flush, not a Sync, so a pooler in transaction
+    mode cannot hand the connection to another client in between), and no name outlives its
+    statement, so nothing can be missing or clash on a pooler's shared server connections.
+    Mixed, they must never be: SQLAlchemy would keep and reuse an unnamed statement that the
+    next one has replaced on the server."""
+    return {"prepared_statement_cache_size": cache_size, "statement_cache_size": cache_size}
 
 
 def _millis(seconds: float) -> str:

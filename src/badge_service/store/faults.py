@@ -10,8 +10,11 @@ OperationalError):
   shutting down, starting up, terminated), 57014 (statement timeout), 53 (insufficient
   resources: disk full, out of memory, too many connections), 58 (system or I/O error),
   25006 (read-only transaction: a standby), 28 and 3D000 (refused at connect) are
-  UNAVAILABLE; 40001 (serialization failure) and 40P01 (deadlock) are ABORTED: the transaction
-  was rolled back whole and may simply be retried.
+  UNAVAILABLE; so are 26000 and 42P05 (a prepared statement missing, or its name taken: what
+  a pooler in transaction mode does to named statements, with a hint in the log to turn the
+  statement cache off; the statement did not run, so a retry is safe); 40001 (serialization
+  failure) and 40P01 (deadlock) are ABORTED: the transaction was rolled back whole and may
+  simply be retried.
 - SQLite, by result code: BUSY ("database is locked"), READONLY, IOERR, FULL, CANTOPEN, NOMEM
   and PROTOCOL are UNAVAILABLE.
 - No SQLSTATE: a connection SQLAlchemy invalidated (lost mid-call), asyncpg's own interface
@@ -49,6 +52,16 @@ ABORTED = "ABORTED"
 _UNAVAILABLE_CLASSES = frozenset({"08", "53", "58", "28"})
 _UNAVAILABLE_STATES = frozenset({"57014", "25006", "3D000"})
 _ABORTED_STATES = frozenset({"40001", "40P01"})
+# invalid_sql_statement_name ("prepared statement ... does not exist") and
+# duplicate_prepared_statement ("... already exists"): never raised by statements of ours on a
+# connection that keeps its session, only when a pooler in transaction mode gave the session's
+# named statements to other server connections.
+_PREPARED_STATES = frozenset({"26000", "42P05"})
+PREPARED_HINT = (
+    "a prepared statement was lost or its name clashed between server connections: the "
+    "database URL goes through a pooler in transaction mode (PgBouncer?); set "
+    "BADGE_SERVICE_DB_STATEMENT_CACHE=0 (serve --db-statement-cache 0), see docs/deploy.md"
+)
 # SQLite primary result codes (the low byte of an extended code).
 _SQLITE_UNAVAILABLE = {
     5: "SQLITE_BUSY",
@@ -116,6 +129,8 @@ class Fault:
 
     code: str
     label: str
+    # What an operator can do about it, for the log line; "" when nothing specific.
+    hint: str = ""
 
     def error(self) -> StoreUnavailable | TransactionAborted:
         """The domain error a client is answered with."""
@@ -123,6 +138,8 @@ class Fault:
 
 
 def _sqlstate_fault(state: str) -> Fault | None:
+    if state in _PREPARED_STATES:
+        return Fault(UNAVAILABLE, f"SQLSTATE {state}", PREPARED_HINT)
     if state in _ABORTED_STATES:
         return Fault(ABORTED, f"SQLSTATE {state}")
     if state[:2] in _UNAVAILABLE_CLASSES or state[:3] == "57P" or state in _UNAVAILABLE_STATES:
@@ -203,14 +220,17 @@ class _FaultLog:
             self._last[fault.label] = (last[0], last[1] + 1)
             return
         self._last[fault.label] = (now, 0)
+        extra: dict[str, object] = {
+            "fault": fault.label,
+            "error": describe(exc),
+            # Failures of this kind not logged since the last line of it.
+            "suppressed": last[1] if last is not None else 0,
+        }
+        if fault.hint:
+            extra["hint"] = fault.hint
         log.warning(
             "store unavailable" if fault.code == UNAVAILABLE else "transaction aborted",
-            extra={
-                "fault": fault.label,
-                "error": describe(exc),
-                # Failures of this kind not logged since the last line of it.
-                "suppressed": last[1] if last is not None else 0,
-            },
+            extra=extra,
         )
 
 
@@ -269,4 +289,5 @@ def unusable(url: str, exc: BaseException) -> str | None:
     from sqlalchemy.engine import make_url
 
     shown = make_url(url).render_as_string(hide_password=True)
-    return f"error: cannot use the database {shown}: {describe(exc)} ({fault.label})"
+    hint = f"; {fault.hint}" if fault.hint else ""
+    return f"error: cannot use the database {shown}: {describe(exc)} ({fault.label}){hint}"

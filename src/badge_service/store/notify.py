@@ -31,7 +31,9 @@ monitor; anything else is a bug of ours, logged with its traceback; either way i
 It must reach PostgreSQL directly (or through a pooler in session mode): through PgBouncer in
 transaction mode a LISTEN is lost as soon as the server connection is handed to another
 client. So it goes to ``Database.listen_url`` (``BADGE_SERVICE_DB_LISTEN_URL``, by default the
-database URL).
+database URL). A process whose statement cache is off (``BADGE_SERVICE_DB_STATEMENT_CACHE=0``,
+what such a pooler needs) has no notices unless a listen URL is set (``Database.can_listen``):
+its hub polls instead, and the start logs that once.
 """
 
 from __future__ import annotations
@@ -66,10 +68,24 @@ _NOTIFY = "SELECT pg_notify($1, $2)"
 Wake = Callable[[frozenset[int] | None], None]
 
 _notices: weakref.WeakKeyDictionary[Database, EventNotices] = weakref.WeakKeyDictionary()
+# Databases told (logged) that they poll instead of listening.
+_polling: weakref.WeakSet[Database] = weakref.WeakSet()
 
 
-def notices_of(db: Database, bell: EventBell) -> EventNotices:
-    """The notices of ``db`` for this process (one connection per process and database)."""
+def notices_of(db: Database, bell: EventBell) -> EventNotices | None:
+    """The notices of ``db`` for this process (one connection per process and database);
+    None when ``db`` must not LISTEN through its URL (a pooler in transaction mode would lose
+    the LISTEN without a word, so the hub would wait on notifications that never come)."""
+    if not db.can_listen:
+        if db not in _polling:
+            _polling.add(db)
+            log.warning(
+                "LISTEN/NOTIFY is off: the statement cache is 0 (a pooler in transaction "
+                "mode) and BADGE_SERVICE_DB_LISTEN_URL is not set, so WatchAwards polls for "
+                "other processes' events; set it to PostgreSQL itself to be notified at once",
+                extra={"channel": CHANNEL},
+            )
+        return None
     found = _notices.get(db)
     if found is None:
         found = _notices[db] = EventNotices(db, bell)
