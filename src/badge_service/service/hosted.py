@@ -54,25 +54,24 @@ def _entity_id(value: str, resource: str) -> str:
 async def issuer_profile(db: Database, entity_id: str, base_url: str) -> dict[str, Any]:
     """The Open Badges Profile of the issuer with this entity id (any org), or NOT_FOUND."""
     entity_id = _entity_id(entity_id, ISSUER)
-    recent = _reads(db).issuers
-    issuer = recent.get(entity_id)
-    if issuer is None:
+
+    async def load() -> Any:
         async with db.read() as conn:
-            issuer = await badgr_store.get_public_issuer(conn, entity_id)
-        recent.put(entity_id, issuer)
+            return await badgr_store.get_public_issuer(conn, entity_id)
+
+    issuer = await _reads(db).issuers.fetch(entity_id, load)
     return openbadges.open_badges_issuer(issuer, base_url)
 
 
 async def badge_class(db: Database, entity_id: str) -> BadgeClass:
     """The badge class with this entity id (any org), or NOT_FOUND."""
     entity_id = _entity_id(entity_id, BADGE_CLASS)
-    recent = _reads(db).badge_classes
-    found = recent.get(entity_id)
-    if found is None:
+
+    async def load() -> BadgeClass:
         async with db.read() as conn:
-            found = await badgr_store.get_public_badge_class(conn, entity_id)
-        recent.put(entity_id, found)
-    return found
+            return await badgr_store.get_public_badge_class(conn, entity_id)
+
+    return await _reads(db).badge_classes.fetch(entity_id, load)
 
 
 async def badge_class_document(db: Database, entity_id: str, base_url: str) -> dict[str, Any]:
@@ -95,17 +94,15 @@ async def _class_award(db: Database, award_id: str) -> tuple[Award, BadgeClass]:
     names nothing, or an award that is not an Open Badges assertion (not of a class)."""
     if not is_hex_id(award_id):
         raise NotFound(AWARD, echo(award_id))
-    recent = _reads(db).awards
-    found = recent.get(award_id)
-    if found is not None:
-        return found
-    async with db.read() as conn:
-        award = await conn.run_sync(award_store.get_public_award, award_id)
-        if award.kind is not AwardKind.CLASS:
-            raise NotFound(AWARD, award_id)
-        bc = await badge_class_of(conn, award)
-    recent.put(award_id, (award, bc))
-    return award, bc
+
+    async def load() -> tuple[Award, BadgeClass]:
+        async with db.read() as conn:
+            award = await conn.run_sync(award_store.get_public_award, award_id)
+            if award.kind is not AwardKind.CLASS:
+                raise NotFound(AWARD, award_id)
+            return award, await badge_class_of(conn, award)
+
+    return await _reads(db).awards.fetch(award_id, load)
 
 
 async def assertion(db: Database, award_id: str, base_url: str) -> HostedAssertion:

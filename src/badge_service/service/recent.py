@@ -7,9 +7,10 @@ revocation) can drop it without loading the hosted use cases where the HTTP face
 
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -27,10 +28,36 @@ class Recent(Generic[V]):
     """What was read lately, each for RECENT_SECONDS, at most RECENT_MAX entries (the oldest
     make room). Only found things are kept: an unknown id is looked up every time."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_forgotten", "_loading")
 
     def __init__(self) -> None:
         self._entries: dict[Hashable, tuple[float, V]] = {}
+        # Reads under way, by key: callers that miss meanwhile wait for the same one.
+        self._loading: dict[Hashable, asyncio.Future[V]] = {}
+        self._forgotten = 0  # forget() calls so far: a read begun before one is not kept
+
+    async def fetch(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
+        """The value read within RECENT_SECONDS, else ``load()``'s, kept. Callers that miss
+        while a read of ``key`` is under way share it: when a popular document's entry ends,
+        the requests in flight for it make one read, not one each. The read runs as a task of
+        its own, so a caller that leaves does not cancel it for the others."""
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = self._loading[key] = asyncio.ensure_future(load())
+            forgotten = self._forgotten
+            pending.add_done_callback(lambda done: self._loaded(key, done, forgotten))
+        return await asyncio.shield(pending)
+
+    def _loaded(self, key: Hashable, done: asyncio.Future[V], forgotten: int) -> None:
+        self._loading.pop(key, None)
+        if done.cancelled() or done.exception() is not None:
+            return
+        # A change (forget) while the read was under way may not be in what it read.
+        if forgotten == self._forgotten:
+            self.put(key, done.result())
 
     def get(self, key: Hashable) -> V | None:
         """The value read within RECENT_SECONDS, or None."""
@@ -52,6 +79,7 @@ class Recent(Generic[V]):
 
     def forget(self, key: Hashable) -> None:
         """Drops ``key``'s value (it changed)."""
+        self._forgotten += 1
         self._entries.pop(key, None)
 
 
