@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from badge_service.domain.custom_fields import DataType
-from badge_service.domain.errors import NotFound
+from badge_service.domain.errors import AlreadyExists, NotFound
 from badge_service.domain.ids import new_hex_id
 from badge_service.domain.org_meta import OrgMeta, OrgMetaTag, TagRules
 from badge_service.store.db import PreparedLookup, from_micros, to_micros
@@ -31,9 +31,20 @@ class Org:
     name: str
 
 
-async def create_org(conn: AsyncConnection, name: str, now: dt.datetime) -> Org:
-    """Creates an organisation with its (empty) org meta."""
-    org_uuid = str(uuid.uuid4())
+async def create_org(
+    conn: AsyncConnection, name: str, now: dt.datetime, org_uuid: str | None = None
+) -> Org:
+    """Creates an organisation with its (empty) org meta; ``org_uuid`` keeps a UUID it had
+    elsewhere (Credly's organisation id), else it gets a new one. A UUID another organisation
+    has is ALREADY_EXISTS."""
+    if org_uuid is None:
+        org_uuid = str(uuid.uuid4())
+    elif (await conn.execute(select(orgs.c.id).where(orgs.c.uuid == org_uuid))).first():
+        raise AlreadyExists(
+            f"organisation UUID {org_uuid} is already taken",
+            reason="KEPT_ID_TAKEN",
+            metadata={"resource": "organisation", "id": org_uuid},
+        )
     result = await conn.execute(
         insert(orgs)
         .values(uuid=org_uuid, name=name, created_at=to_micros(now))
