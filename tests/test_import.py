@@ -274,13 +274,14 @@ async def test_badgr_seeds_keep_ids_and_old_open_badge_ids(db: Db, tmp_path: Pat
     async with server(db) as client:
         c = client(acme["api_key"])
         issuers = c.stub(issuer_pb2_grpc.IssuerServiceStub)
-        for lookup in (
+        lookups: list[dict[str, Any]] = [
             {"id_or_entity_id": "6016c84d1ff787222b6c4d15"},
             {"id_or_entity_id": "Uu4wd2I1SKmD3vmtMJ19hw"},
             {"issuer_open_badge_id_base64": b64(old_issuer)},
             {"ref": b64(old_issuer)},
             {"ref": old_issuer},
-        ):
+        ]
+        for lookup in lookups:
             got = await issuers.GetIssuer(ipb.GetIssuerRequest(**lookup))
             assert (got.id, got.entity_id, got.name) == (
                 "6016c84d1ff787222b6c4d15",
@@ -294,12 +295,13 @@ async def test_badgr_seeds_keep_ids_and_old_open_badge_ids(db: Db, tmp_path: Pat
         assert got.open_badge_id.endswith("/public/issuers/Uu4wd2I1SKmD3vmtMJ19hw")
         assert got.created_at.ToJsonString() == "2025-04-24T21:19:39.363Z"
         classes = c.stub(badge_class_pb2_grpc.BadgeClassServiceStub)
-        for lookup in (
+        lookups = [
             {"id_or_entity_id": "68e9d238c5afe622816febb3"},
             {"id_or_entity_id": "iOMWsaF1QbmMCofM54JlUg"},
             {"badge_class_open_badge_id_base64": b64(old_class)},
             {"ref": old_class},
-        ):
+        ]
+        for lookup in lookups:
             bc = await classes.GetBadgeClass(cpb.GetBadgeClassRequest(**lookup))
             assert (bc.id, bc.entity_id, bc.name, bc.issuer) == (
                 "68e9d238c5afe622816febb3",
@@ -329,7 +331,7 @@ async def test_badgr_seeds_keep_ids_and_old_open_badge_ids(db: Db, tmp_path: Pat
 # --- Idempotence, dry run, atomic, collisions, messy records --------------------------------
 
 
-def badge(badge_id: int | str, name: str, **extra: Any) -> dict[str, Any]:
+def badge(badge_id: int | str | None, name: str, **extra: Any) -> dict[str, Any]:
     return {
         "id": badge_id,
         "name": name,
