@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import pty
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -461,3 +464,97 @@ async def test_plain_progress_lines_off_a_terminal(db: Db, tmp_path: Path) -> No
     )
     assert result.stderr.splitlines()[-1] == "imported 5/5 records"
     assert result.stdout.splitlines() == ["created 5, updated 0, unchanged 0, refused 0"]
+
+
+async def test_kept_ids_held_elsewhere_are_refused_for_every_vendor(db: Db, tmp_path: Path) -> None:
+    acme, beta = org(db, "Acme"), org(db, "Beta")
+    field = DATA / "capillary_custom_field.json"
+    templates = DATA / "credly_badge_templates.json"
+    issuer = DATA / "badgr_issuer.json"
+    for vendor, path, created in (
+        ("capillary", field, 1),
+        ("credly", templates, 2),
+        ("badgr", issuer, 1),
+    ):
+        assert counts(run_import(db, vendor, acme["org_id"], path)) == (created, 0, 0, 0)
+        taken = run_import(db, vendor, beta["org_id"], path, ok=False)
+        assert counts(taken) == (0, 0, 0, created), (vendor, taken)
+        assert {f["reason"] for f in taken["failures"]} == {"KEPT_ID_TAKEN"}, vendor
+    assert [f["message"] for f in taken["failures"]] == [
+        "issuer id 6016c84d1ff787222b6c4d15/Uu4wd2I1SKmD3vmtMJ19hw is already taken by "
+        "another organisation's issuer; it cannot be kept"
+    ]
+
+    # In one org: the issuer's entityId under another id, and its old openBadgeId for a class.
+    doc = seed("badgr_issuer.json")
+    doc["result"][0]["id"] = "6016c84d1ff787222b6c4d99"
+    clash = run_import(db, "badgr", acme["org_id"], write(tmp_path, "i.json", doc), ok=False)
+    assert [f["message"] for f in clash["failures"]] == [
+        "issuer id 6016c84d1ff787222b6c4d99/Uu4wd2I1SKmD3vmtMJ19hw is already taken by this "
+        "organisation's issuer 6016c84d1ff787222b6c4d15 (entityId Uu4wd2I1SKmD3vmtMJ19hw); "
+        "it cannot be kept"
+    ]
+    cls = cleaned_class()
+    cls["result"][0].update(
+        issuer="Uu4wd2I1SKmD3vmtMJ19hw",
+        openBadgeId="https://api.badgr.ws/public/issuers/Uu4wd2I1SKmD3vmtMJ19hw",
+        alignments=[],
+        preferences={
+            "customPropertyValues": [
+                {"propertyId": "66bf8231d88b51901d49d637", "stringValue": "text"}
+            ]
+        },
+    )
+    kind = run_import(db, "badgr", acme["org_id"], write(tmp_path, "c.json", cls), ok=False)
+    assert [f["message"] for f in kind["failures"]] == [
+        "openBadgeId https://api.badgr.ws/public/issuers/Uu4wd2I1SKmD3vmtMJ19hw is already "
+        "taken by this organisation's issuer; it cannot be kept"
+    ]
+
+
+async def test_capillary_changes_update_and_the_org_meta_keeps_its_id(
+    db: Db, tmp_path: Path
+) -> None:
+    acme = org(db, "Acme")
+    run_import(db, "capillary", acme["org_id"], DATA / "capillary_org_meta.json")
+    doc = seed("capillary_custom_field.json")
+    doc["data"]["defaultValue"] = "5"
+    changed = run_import(db, "capillary", acme["org_id"], write(tmp_path, "f.json", doc))
+    assert counts(changed) == (1, 0, 0, 0)
+    doc["data"]["defaultValue"] = "6"
+    again = run_import(db, "capillary", acme["org_id"], write(tmp_path, "f.json", doc))
+    assert counts(again) == (0, 1, 0, 0)
+    async with server(db) as client:
+        c = client(acme["api_key"])
+        got = await c.fields.GetCustomField(
+            fpb.GetCustomFieldRequest(id="69c0e1c823ba8848e5979a67")
+        )
+        assert got.default_value == "6"
+        meta = await c.meta.GetOrgMeta(mpb.GetOrgMetaRequest())
+        assert meta.id == "652fe2452aa6a339209b359f"
+
+
+def test_a_progress_bar_on_a_terminal(db: Db, tmp_path: Path) -> None:
+    acme = org(db, "Acme")
+    path = write(tmp_path, "p.json", page(*(badge(i, f"b{i}") for i in range(1, 6))))
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "BADGE_SERVICE_DATABASE_URL": db.url, "COLUMNS": "100"}
+    args = [str(test_cli.BIN), "import", "crowdtwist", str(path), "--org", str(acme["org_id"])]
+    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=secondary) as proc:
+        os.close(secondary)
+        stdout, _ = proc.communicate(timeout=60)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(primary)
+    assert proc.returncode == 0
+    assert stdout.decode().splitlines() == ["created 5, updated 0, unchanged 0, refused 0"]
+    text = shown.decode(errors="replace")
+    assert "importing" in text and "5/5" in text, text
+    assert "imported 5/5 records" not in text  # the plain lines are for non-terminals

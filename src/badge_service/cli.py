@@ -375,6 +375,7 @@ class _Progress:
         self._task: Any = None
         self._plain = not quiet and not sys.stderr.isatty()
         if not quiet and sys.stderr.isatty():
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -389,6 +390,8 @@ class _Progress:
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
+                # stderr, as the plain lines: stdout carries the summary.
+                console=Console(stderr=True),
                 transient=False,
             )
             self._task = self._bar.add_task("importing", total=total)

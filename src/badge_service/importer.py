@@ -193,7 +193,10 @@ class Reader:
         request = capillary.org_meta_of(doc)
         tags = org_meta_rpc.tags_from_proto(request.org_meta, "tags")
         _same_org(doc, self.org_id, warnings)
-        return imports.import_org_meta(self.org_id, tags)
+        meta_id = str(doc.get("id") or "")
+        if meta_id and not is_hex_id(meta_id):
+            raise InvalidArgument("id", "must be the org meta's 24-hex Capillary id (it is kept)")
+        return imports.import_org_meta(self.org_id, meta_id, tags)
 
     # Credly.
 

@@ -68,11 +68,12 @@ class Outcome(StrEnum):
     UNCHANGED = "unchanged"
 
 
-def kept_id_taken(resource: str, value: object, holder: str) -> AlreadyExists:
+def kept_id_taken(resource: str, value: object, holder: str, *, label: str = "id") -> AlreadyExists:
     """ALREADY_EXISTS: the vendor's id is held by ``holder`` (another org's object, or an
     object of another kind); the record is refused rather than taking it over."""
+    named = f"{resource} {label} {value}" if label else f"{resource} {value}"
     return AlreadyExists(
-        f"{resource} id {value} is already taken by {holder}; it cannot be kept",
+        f"{named} is already taken by {holder}; it cannot be kept",
         reason="KEPT_ID_TAKEN",
         metadata={"resource": resource, "id": str(value)},
     )
@@ -93,12 +94,12 @@ def import_badge(org_id: int, badge: Badge, render: Callable[[Badge], bytes]) ->
             raise kept_id_taken("badge", b.id, "another organisation's badge")
         if owner is None:
             b.create_time = b.update_time = now
-            b = badges_service._validate(conn, b, now)
+            b = badges_service.check_rules(conn, b, now)
             badges_store.insert_badge(conn, b, render(b))
             return Outcome.CREATED
         existing = badges_store.get_badge(conn, org_id, b.id)
         b.create_time, b.update_time = existing.create_time, existing.update_time
-        b = badges_service._validate(conn, b, now)
+        b = badges_service.check_rules(conn, b, now)
         if b == existing:
             return Outcome.UNCHANGED
         b.update_time = now
@@ -153,14 +154,23 @@ def import_custom_field(org_id: int, field: CustomField) -> AsyncJob:
     return job
 
 
-def import_org_meta(org_id: int, tags: list[OrgMetaTag]) -> AsyncJob:
-    """The job of a Capillary org meta: its tags replace the org's (as UpdateOrgMeta)."""
+def import_org_meta(org_id: int, meta_id: str, tags: list[OrgMetaTag]) -> AsyncJob:
+    """The job of a Capillary org meta: its tags replace the org's (as UpdateOrgMeta), and
+    the org meta takes its 24-hex id (``meta_id``; empty keeps the org's own)."""
 
     async def job(conn: AsyncConnection) -> Outcome:
         validate_tags(tags)
+        if meta_id and not is_hex_id(meta_id):
+            raise InvalidArgument("id", "must be a 24-hex Capillary id")
         existing = await conn.run_sync(orgs_store.get_org_meta, org_id)
-        if existing.tags == tags:
+        new_id = meta_id or existing.id
+        if existing.tags == tags and existing.id == new_id:
             return Outcome.UNCHANGED
+        if new_id != existing.id:
+            owner = await orgs_store.org_meta_owner(conn, new_id)
+            if owner is not None and owner != org_id:
+                raise kept_id_taken("org meta", new_id, "another organisation's org meta")
+            await orgs_store.set_org_meta_id(conn, org_id, new_id)
         await orgs_store.save_org_meta_tags(conn, org_id, tags, 0, dt.datetime.now(dt.UTC))
         return Outcome.UPDATED
 
@@ -193,7 +203,7 @@ def import_badge_template(
             b.image_id = new_uuid() if b.image_url else ""
             b.state = TemplateState.ACTIVE if wanted is TemplateState.ARCHIVED else wanted
             apply_state_change(b, None, now)
-            b = await templates_service._validate(conn, b, owner, measure, creating=True)
+            b = await templates_service.check_rules(conn, b, owner, measure, creating=True)
             if wanted is TemplateState.ARCHIVED:
                 archive(b, now)
             await templates_store.insert_template(conn, b)
@@ -208,15 +218,15 @@ def import_badge_template(
         if wanted is TemplateState.ARCHIVED and old is not TemplateState.ARCHIVED:
             b.state = old
             apply_state_change(b, old, now)
-            b = await templates_service._validate(conn, b, owner, measure, creating=False)
+            b = await templates_service.check_rules(conn, b, owner, measure, creating=False)
             archive(b, now)
         elif old is TemplateState.ARCHIVED and wanted is not TemplateState.ARCHIVED:
             b.state = old
-            b = await templates_service._validate(conn, b, owner, measure, creating=False)
+            b = await templates_service.check_rules(conn, b, owner, measure, creating=False)
             unarchive(b, now)
         else:
             apply_state_change(b, old, now)
-            b = await templates_service._validate(conn, b, owner, measure, creating=False)
+            b = await templates_service.check_rules(conn, b, owner, measure, creating=False)
         if b == existing:
             return Outcome.UNCHANGED
         b.updated_at = now
@@ -265,8 +275,10 @@ async def _keep_alias(
     if found is not None:
         org, held_kind, held_id = found
         if org != org_id or held_kind != kind:
-            holder = "another organisation's object" if org != org_id else f"a {held_kind}"
-            raise kept_id_taken("openBadgeId", url, holder)
+            holder = "another organisation's object"
+            if org == org_id:
+                holder = f"this organisation's {held_kind.replace('_', ' ')}"
+            raise kept_id_taken("openBadgeId", url, holder, label="")
         if held_id == target_id:
             return
     await badgr_store.save_alias(conn, org_id, kind, target_id, url)

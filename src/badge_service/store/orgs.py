@@ -184,3 +184,14 @@ async def save_org_meta_tags(
             last_updated_by=by,
         )
     )
+
+
+async def org_meta_owner(conn: AsyncConnection, meta_id: str) -> int | None:
+    """The org whose org meta has this id, or None (an import keeps Capillary's id)."""
+    row = (await conn.execute(select(org_meta.c.org_id).where(org_meta.c.id == meta_id))).first()
+    return None if row is None else int(row.org_id)
+
+
+async def set_org_meta_id(conn: AsyncConnection, org_id: int, meta_id: str) -> None:
+    """Gives the org's meta the id it had at Capillary (an import)."""
+    await conn.execute(update(org_meta).where(org_meta.c.org_id == org_id).values(id=meta_id))
