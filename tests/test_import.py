@@ -445,7 +445,7 @@ async def test_messy_records_name_the_record_the_key_and_why(db: Db, tmp_path: P
     assert [(f["position"], f["id"], f["key"], f["reason"]) for f in summary["failures"]] == [
         ("#1 badges[1]", "8", "badge_states[0].order", "INVALID_FIELD"),
         ("#2 badges[0]", "9", "badge.badge_states[0].state", "INVALID_FIELD"),
-        ("#2 badges[1]", "None", "id", "INVALID_FIELD"),
+        ("#2 badges[1]", "", "id", "INVALID_FIELD"),
     ]
     assert summary["failures"][0]["message"] == "badge_states[0].order: must be a whole number"
     # A file that is not JSON is refused whole, naming where.

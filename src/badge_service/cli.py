@@ -286,8 +286,9 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
             async with db.read() as conn:
                 org = await orgs.get_org(conn, args.org)
             reader = importer.Reader(args.vendor, org.id, org.uuid, settings.public_base())
-            records = importer.read_files(reader, args.files)
-            with _Progress(len(records), args.json) as progress:
+            found = importer.scan(args.vendor, args.files)
+            records = importer.read_files(reader, args.files, found)
+            with _Progress(found.records, args.json) as progress:
                 return await importer.run(
                     db,
                     reader,

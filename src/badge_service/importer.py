@@ -133,7 +133,8 @@ class Reader:
             error = InvalidArgument("(record)", f"must be a JSON object, not {type(doc).__name__}")
             return Record(file, position, "", "?", imports.Item(None, error))
         doc = _stripped(doc)
-        key = str(doc.get("id", doc.get("entityId", "")))
+        named = doc.get("id", doc.get("entityId"))
+        key = "" if named is None else str(named)
         kind = self.kind_of(doc)
         warnings: list[str] = []
         try:
@@ -312,22 +313,49 @@ def _same_org(doc: dict[str, Any], org_id: int, warnings: list[str]) -> None:
         warnings.append(f"orgId {org} is imported into organisation {org_id}")
 
 
-def read_files(reader: Reader, paths: Sequence[str]) -> list[Record]:
-    """Every record of the files, in an order their references allow: Badgr issuers before
-    badge classes, and Credly templates after the templates they name (within the import)."""
-    records: list[Record] = []
+@dataclass(slots=True)
+class Scan:
+    """What a first reading of the files found: how many records in all, and how many JSON
+    documents each file holds (positions name the document only where there are several)."""
+
+    records: int
+    documents: dict[str, int]
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8-sig") as handle:
+        return handle.read()
+
+
+def scan(vendor: str, paths: Sequence[str]) -> Scan:
+    """Reads every file once, before anything is written: a file that is not JSON is refused
+    whole (Unreadable) then, and the progress shown has its total."""
+    total, counts = 0, {}
     for path in paths:
-        with open(path, encoding="utf-8-sig") as handle:
-            text = handle.read()
-        many = 0
-        found: list[tuple[str, Any]] = []
-        for number, value in enumerate(documents(text, path), start=1):
-            many = number
-            found.extend(objects(value, reader.vendor, f"#{number}"))
-        for position, doc in found:
-            shown = position if many > 1 else position.removeprefix("#1").strip() or "#1"
-            records.append(reader.record(path, shown, doc))
-    return _ordered(records)
+        counts[path] = 0
+        for value in documents(_read(path), path):
+            counts[path] += 1
+            total += sum(1 for _ in objects(value, vendor, ""))
+    return Scan(total, counts)
+
+
+def read_files(reader: Reader, paths: Sequence[str], found: Scan) -> Iterator[Record]:
+    """Every record of the files, decoded as it is reached (a file of 100,000 badges is never
+    held decoded whole), in an order their references allow: Badgr issuers before badge
+    classes and Credly templates after the templates they name (within the import); those two
+    vendors' records are all read first to order them."""
+    stream = _records(reader, paths, found)
+    if reader.vendor in ("badgr", "credly"):
+        return iter(_ordered(list(stream)))
+    return stream
+
+
+def _records(reader: Reader, paths: Sequence[str], found: Scan) -> Iterator[Record]:
+    for path in paths:
+        many = found.documents.get(path, 0) > 1
+        for number, value in enumerate(documents(_read(path), path), start=1):
+            for position, doc in objects(value, reader.vendor, f"#{number}" if many else ""):
+                yield reader.record(path, position or "(document)", doc)
 
 
 def _ordered(records: list[Record]) -> list[Record]:
@@ -409,51 +437,65 @@ def failure_json(record: Record, error: DomainError) -> dict[str, Any]:
 async def run(
     db: Database,
     reader: Reader,
-    records: list[Record],
+    records: Iterator[Record],
     *,
     atomic: bool,
     dry_run: bool,
     progress: Callable[[int], None] | None = None,
     chunk: int = imports.CHUNK,
 ) -> Summary:
-    """Imports the records (see service.imports.run_import) and sums up what happened."""
-    items = [r.item for r in records]
-    before = None
-    if reader.vendor == "crowdtwist":
-        ids = {id(r.item): int(r.key) for r in records if r.item.job is not None}
+    """Imports the records in chunks of ``chunk`` (see service.imports.run_import) and sums up
+    what happened; ``progress`` is told how many records each chunk finished."""
+    summary = Summary()
+    by_item: dict[int, Record] = {}
 
-        def before(part: Sequence[imports.Item]) -> Any:
-            highest = max((ids[id(i)] for i in part if id(i) in ids), default=0)
-            return imports.reserve_badge_ids(highest) if highest else None
+    def parts() -> Iterator[list[imports.Item]]:
+        part: list[imports.Item] = []
+        for record in records:
+            by_item[id(record.item)] = record
+            part.append(record.item)
+            if len(part) == chunk:
+                yield part
+                part = []
+        if part:
+            yield part
 
-    results, committed = await imports.run_import(
+    def before(part: Sequence[imports.Item]) -> Any:
+        # CrowdTwist ids are kept: the database's own ids must stay past them.
+        ids = [int(by_item[id(i)].key) for i in part if i.job is not None]
+        return imports.reserve_badge_ids(max(ids)) if ids else None
+
+    def done(part: Sequence[imports.Item], results: list[imports.Result]) -> None:
+        for item, result in zip(part, results, strict=True):
+            record = by_item.pop(id(item))
+            for text in record.warnings:
+                summary.warnings.append(
+                    {
+                        "file": record.file,
+                        "position": record.position,
+                        "id": record.key,
+                        "warning": text,
+                    }
+                )
+            if result.error is not None:
+                summary.refused += 1
+                summary.failures.append(failure_json(record, result.error))
+            elif result.outcome is imports.Outcome.CREATED:
+                summary.created += 1
+            elif result.outcome is imports.Outcome.UPDATED:
+                summary.updated += 1
+            else:
+                summary.unchanged += 1
+        if progress is not None:
+            progress(len(part))
+
+    summary.committed = await imports.run_import(
         db,
-        items,
+        parts(),
         sync=reader.vendor in _SYNC,
+        done=done,
         atomic=atomic,
         dry_run=dry_run,
-        chunk=chunk,
-        before_chunk=before,
-        progress=progress,
+        before_chunk=before if reader.vendor == "crowdtwist" else None,
     )
-    summary = Summary(committed=committed)
-    for record, result in zip(records, results, strict=True):
-        for text in record.warnings:
-            summary.warnings.append(
-                {
-                    "file": record.file,
-                    "position": record.position,
-                    "id": record.key,
-                    "warning": text,
-                }
-            )
-        if result.error is not None:
-            summary.refused += 1
-            summary.failures.append(failure_json(record, result.error))
-        elif result.outcome is imports.Outcome.CREATED:
-            summary.created += 1
-        elif result.outcome is imports.Outcome.UPDATED:
-            summary.updated += 1
-        else:
-            summary.unchanged += 1
     return summary

@@ -17,8 +17,10 @@ that is committed only when every record went in (atomic) or never (dry run).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -420,37 +422,51 @@ class Result:
 
 async def run_import(
     db: Database,
-    items: Sequence[Item],
+    parts: Iterator[Sequence[Item]],
     *,
     sync: bool,
+    done: Callable[[Sequence[Item], list[Result]], None],
     atomic: bool = False,
     dry_run: bool = False,
-    chunk: int = CHUNK,
     before_chunk: Callable[[Sequence[Item]], Callable[..., Any] | None] | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[list[Result], bool]:
-    """Writes ``items`` in chunks (see the module docstring) and returns each one's result
-    and whether anything was committed. ``sync`` says which kind of job they are (SyncJob or
-    AsyncJob, one kind per import). ``before_chunk`` may add a job run first in a chunk's
-    transaction (badges reserve their kept ids); ``progress`` is told how many records each
-    chunk finished. A record's own failure is its result; a store fault ends the import (the
-    chunk that met it is rolled back) and is raised."""
-    results: list[Result] = []
+) -> bool:
+    """Writes the chunks ``parts`` gives (see the module docstring), telling ``done`` each
+    chunk's results once it is written; returns whether anything was committed. ``sync`` says
+    which kind of job they are (SyncJob or AsyncJob, one kind per import). ``before_chunk``
+    may add a job run first in a chunk's transaction (badges reserve their kept ids). A
+    record's own failure is its result; a store fault ends the import (the chunk that met it
+    is rolled back) and is raised.
+
+    ``parts`` is read while the chunk before is written: SyncJobs run in SQLite's writer
+    thread, which lets go of the interpreter while SQLite works, so decoding the next chunk's
+    records overlaps writing this one's."""
     one_transaction = atomic or dry_run
     chunks = Chunks(db, sync=sync)
-    committed = False
+    committed = refused = False
     try:
-        for start in range(0, len(items), chunk):
-            part = items[start : start + chunk]
+        part = next(parts, None)
+        while part is not None:
             jobs = [item.job for item in part if item.job is not None]
             first = before_chunk(part) if before_chunk is not None else None
             if first is not None:
                 jobs.insert(0, first)
-            outcomes = iter(await chunks.run(jobs) if jobs else [])
+            task = None
+            if jobs:
+                task = asyncio.ensure_future(chunks.run(jobs, commit=not one_transaction))
+                await asyncio.sleep(0)  # hands the chunk to the writer before reading on
+            try:
+                following = next(parts, None)
+            except BaseException:
+                if task is not None:
+                    with contextlib.suppress(Exception):
+                        await task
+                raise
+            outcomes = iter(await task if task is not None else [])
             if first is not None:
                 ok, value = next(outcomes)
                 if not ok:
                     raise value
+            results: list[Result] = []
             for item in part:
                 if item.job is None:
                     results.append(Result(None, item.error))
@@ -462,14 +478,13 @@ async def run_import(
                     results.append(Result(None, value))
                 else:
                     raise value  # a bug of ours, not the record's: stop
-            if not one_transaction:
-                await chunks.commit()
-                committed = True
-            if progress is not None:
-                progress(len(part))
-        if one_transaction and not dry_run and all(r.error is None for r in results):
+            refused = refused or any(r.error is not None for r in results)
+            committed = committed or (bool(jobs) and not one_transaction)
+            done(part, results)
+            part = following
+        if one_transaction and not dry_run and not refused:
             await chunks.commit()
             committed = True
     finally:
         await chunks.close()
-    return results, committed
+    return committed

@@ -1093,16 +1093,16 @@ class Chunks:
         self._tx: Any = None
         self._locked = False
 
-    async def _begin(self) -> None:
-        db = self._db
-        if db._write_lock is not None:
-            await db._write_lock.acquire()
+    async def _lock(self) -> None:
+        if self._db._write_lock is not None and not self._locked:
+            await self._db._write_lock.acquire()
             self._locked = True
+
+    async def _begin(self) -> None:
+        """Opens the transaction on the async engine (PostgreSQL, or SQLite's async jobs)."""
+        db = self._db
+        await self._lock()
         try:
-            if db.is_sqlite and self._sync:
-                loop = asyncio.get_running_loop()
-                self._conn = await loop.run_in_executor(db._writer, self._open_sqlite)
-                return
             conn = await db.engine.connect()
             try:
                 if db.is_sqlite:
@@ -1136,17 +1136,26 @@ class Chunks:
             self._db._write_lock.release()
         self._locked = False
 
-    async def run(self, jobs: Sequence[Callable[..., Any]]) -> list[tuple[bool, Any]]:
-        """Each job in its own savepoint of the open transaction, in order."""
+    async def run(
+        self, jobs: Sequence[Callable[..., Any]], *, commit: bool = False
+    ) -> list[tuple[bool, Any]]:
+        """Each job in its own savepoint of the open transaction, in order; with ``commit``
+        the transaction is committed after them (on SQLite in the same trip to the writer
+        thread: one handover for the chunk's writes and its fsync)."""
         try:
-            if self._conn is None:
-                await self._begin()
             if self._db.is_sqlite and self._sync:
+                # One trip to the writer thread: BEGIN (when none is open), the jobs, COMMIT.
+                await self._lock()
                 loop = asyncio.get_running_loop()
                 outcomes = await loop.run_in_executor(
-                    self._db._writer, _savepoint_each_raw, self._conn, jobs
+                    self._db._writer, self._run_sqlite, jobs, commit
                 )
-            elif self._sync:
+                if commit:
+                    self._unlock()
+                return outcomes
+            if self._conn is None:
+                await self._begin()
+            if self._sync:
                 outcomes = await self._conn.run_sync(_savepoint_each, jobs)
             else:
                 outcomes = []
@@ -1160,22 +1169,28 @@ class Chunks:
                     else:
                         await savepoint.commit()
                         outcomes.append((True, value))
+            outcomes = _translated(outcomes)
         except Exception as exc:
             await self.close()
             raise self._db._failed(exc)  # noqa: B904 - translate sets the cause
-        out: list[tuple[bool, Any]] = []
-        for ok, value in outcomes:
-            if not ok:
-                value = errors.translate(value)
-                if faults_classify(value) is not None:  # the store's fault, not the job's
-                    await self.close()
-                    raise self._db._failed(value)
-            out.append((ok, value))
-        return out
+        if commit:
+            await self.commit()
+        return outcomes
+
+    def _run_sqlite(self, jobs: Sequence[SyncJob], commit: bool) -> list[tuple[bool, Any]]:
+        """run() in SQLite's writer thread; the connection is given back once committed (or
+        when anything fails: the caller closes)."""
+        if self._conn is None:
+            self._conn = self._open_sqlite()
+        outcomes = _translated(_savepoint_each_raw(self._conn, jobs))
+        if commit:
+            self._end_sqlite(True)
+        return outcomes
 
     async def commit(self) -> None:
         """Commits the open transaction (if any)."""
         if self._conn is None:
+            self._unlock()
             return
         try:
             if self._db.is_sqlite and self._sync:
@@ -1205,6 +1220,7 @@ class Chunks:
                 if raw.in_transaction:
                     raw.rollback()  # a failed COMMIT may leave it open
             conn.close()
+            self._conn = None
 
     async def close(self) -> None:
         """Rolls back what is not committed and gives the connection back."""
@@ -1214,11 +1230,8 @@ class Chunks:
                 return
             if self._db.is_sqlite and self._sync:
                 self._conn = conn
-                try:
-                    loop = asyncio.get_running_loop()
-                    await loop.run_in_executor(self._db._writer, self._end_sqlite, False)
-                finally:
-                    self._conn = None
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._db._writer, self._end_sqlite, False)
             else:
                 with contextlib.suppress(Exception):
                     await conn.rollback()
@@ -1258,3 +1271,16 @@ def _savepoint_each(conn: Connection, jobs: Sequence[SyncJob]) -> list[tuple[boo
             savepoint.commit()
             outcomes.append((True, value))
     return outcomes
+
+
+def _translated(outcomes: list[tuple[bool, Any]]) -> list[tuple[bool, Any]]:
+    """Each failed job's error as every unit of work translates it; a store fault (the
+    database unavailable) is raised instead: it is no job's own failure, and it fails them all."""
+    out: list[tuple[bool, Any]] = []
+    for ok, value in outcomes:
+        if not ok:
+            value = errors.translate(value)
+            if faults_classify(value) is not None:
+                raise value
+        out.append((ok, value))
+    return out
