@@ -143,9 +143,10 @@ async def test_capillary_seeds_keep_the_custom_field_id(db: Db) -> None:
     summary = run_import(db, "capillary", acme["org_id"], *files)
     # The org meta replaces the org's (empty) tags: an update; the field is created.
     assert counts(summary) == (1, 1, 0, 0)
+    hint = "(orgs create --id keeps Capillary's orgId)"
     assert [w["warning"] for w in summary["warnings"]] == [
-        f"orgId 100458 is imported into organisation {acme['org_id']}",
-        f"orgId 100737 is imported into organisation {acme['org_id']}",
+        f"orgId 100458 is imported into organisation {acme['org_id']} {hint}",
+        f"orgId 100737 is imported into organisation {acme['org_id']} {hint}",
     ]
     assert counts(run_import(db, "capillary", acme["org_id"], *files)) == (0, 0, 2, 0)
 
@@ -558,3 +559,18 @@ def test_a_progress_bar_on_a_terminal(db: Db, tmp_path: Path) -> None:
     text = shown.decode(errors="replace")
     assert "importing" in text and "5/5" in text, text
     assert "imported 5/5 records" not in text  # the plain lines are for non-terminals
+
+
+async def test_orgs_create_keeps_capillarys_org_id(db: Db) -> None:
+    kept = org(db, "Capillary Org", "--id", "100458")
+    assert kept["org_id"] == 100458
+    summary = run_import(db, "capillary", 100458, DATA / "capillary_org_meta.json")
+    assert summary["warnings"] == []
+    # Organisations made afterwards get ids past it (PostgreSQL's sequence was moved).
+    assert org(db, "Next")["org_id"] > 100458
+    again = cli(db, "orgs", "create", "Twice", "--id", "100458", check=False)
+    assert again.returncode == 1
+    assert again.stderr.strip() == "error: organisation id 100458 is already taken"
+    async with server(db) as client:
+        meta = await client(kept["api_key"]).meta.GetOrgMeta(mpb.GetOrgMetaRequest())
+        assert (meta.org_id, meta.id) == (100458, "652fe2452aa6a339209b359f")

@@ -150,12 +150,22 @@ def _uuid(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
 def cmd_orgs_create(settings: Settings, args: argparse.Namespace) -> None:
     """Creates an organisation and its first admin key."""
 
     async def work(conn: Any) -> tuple[orgs.Org, ApiKey, str]:
         now = dt.datetime.now(dt.UTC)
-        org = await orgs.create_org(conn, args.name, now, args.uuid)
+        org = await orgs.create_org(conn, args.name, now, args.uuid, args.id)
         key, secret = await conn.run_sync(keys.create_key, org.id, Role.ADMIN, now)
         return org, key, secret
 
@@ -516,6 +526,11 @@ def parser() -> argparse.ArgumentParser:
         "--uuid",
         type=_uuid,
         help="the organisation's UUID, kept from elsewhere (Credly's organization id)",
+    )
+    create.add_argument(
+        "--id",
+        type=_positive,
+        help="the organisation's integer id, kept from elsewhere (Capillary's orgId)",
     )
     create.add_argument("--database-url", dest="sub_database_url", help=argparse.SUPPRESS)
     create.set_defaults(func=cmd_orgs_create)

@@ -310,7 +310,10 @@ def _epoch_or_iso(epoch: Any, iso: Any, name: str) -> dt.datetime | None:
 def _same_org(doc: dict[str, Any], org_id: int, warnings: list[str]) -> None:
     org = doc.get("orgId")
     if org is not None and str(org) != str(org_id):
-        warnings.append(f"orgId {org} is imported into organisation {org_id}")
+        warnings.append(
+            f"orgId {org} is imported into organisation {org_id} "
+            "(orgs create --id keeps Capillary's orgId)"
+        )
 
 
 @dataclass(slots=True)

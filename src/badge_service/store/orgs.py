@@ -10,7 +10,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from sqlalchemy import Text, bindparam, cast, insert, select, update
+from sqlalchemy import Text, bindparam, cast, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,24 +32,35 @@ class Org:
 
 
 async def create_org(
-    conn: AsyncConnection, name: str, now: dt.datetime, org_uuid: str | None = None
+    conn: AsyncConnection,
+    name: str,
+    now: dt.datetime,
+    org_uuid: str | None = None,
+    org_id: int | None = None,
 ) -> Org:
-    """Creates an organisation with its (empty) org meta; ``org_uuid`` keeps a UUID it had
-    elsewhere (Credly's organisation id), else it gets a new one. A UUID another organisation
-    has is ALREADY_EXISTS."""
+    """Creates an organisation with its (empty) org meta. ``org_uuid`` and ``org_id`` keep
+    ids it had elsewhere (Credly's organisation UUID, Capillary's ``orgId``), else it gets new
+    ones; an id another organisation has is ALREADY_EXISTS."""
     if org_uuid is None:
         org_uuid = str(uuid.uuid4())
     elif (await conn.execute(select(orgs.c.id).where(orgs.c.uuid == org_uuid))).first():
-        raise AlreadyExists(
-            f"organisation UUID {org_uuid} is already taken",
-            reason="KEPT_ID_TAKEN",
-            metadata={"resource": "organisation", "id": org_uuid},
-        )
-    result = await conn.execute(
-        insert(orgs)
-        .values(uuid=org_uuid, name=name, created_at=to_micros(now))
-        .returning(orgs.c.id)
-    )
+        raise _taken("UUID", org_uuid)
+    values: dict[str, object] = {"uuid": org_uuid, "name": name, "created_at": to_micros(now)}
+    if org_id is not None:
+        if (await conn.execute(select(orgs.c.id).where(orgs.c.id == org_id))).first():
+            raise _taken("id", str(org_id))
+        values["id"] = org_id
+        if conn.dialect.name == "postgresql":
+            # The sequence does not see an explicit id: moved past it first (forward only), so
+            # an organisation created later cannot take it.
+            await conn.execute(
+                text(
+                    "SELECT setval(pg_get_serial_sequence('orgs', 'id'), GREATEST(CAST(:id AS "
+                    "BIGINT), nextval(pg_get_serial_sequence('orgs', 'id'))))"
+                ),
+                {"id": org_id},
+            )
+    result = await conn.execute(insert(orgs).values(**values).returning(orgs.c.id))
     org_id = int(result.scalar_one())
     await conn.execute(
         insert(org_meta).values(
@@ -63,6 +74,14 @@ async def create_org(
         )
     )
     return Org(org_id, org_uuid, name)
+
+
+def _taken(what: str, value: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"organisation {what} {value} is already taken",
+        reason="KEPT_ID_TAKEN",
+        metadata={"resource": "organisation", "id": value},
+    )
 
 
 async def get_org(conn: AsyncConnection, org_id: int) -> Org:
