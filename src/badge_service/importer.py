@@ -40,7 +40,6 @@ from badge_service.rpc.convert import stored_size
 from badge_service.service import imports
 from badge_service.service.db import Database
 
-VENDORS = ("capillary", "crowdtwist", "credly", "badgr")
 # Vendors whose jobs are synchronous transaction functions (see service.imports.run_import).
 _SYNC = {"crowdtwist"}
 # The key of each vendor's envelope that holds its objects.
@@ -208,7 +207,7 @@ class Reader:
         except ValueError:
             raise InvalidArgument("id", "must be the template's UUID (it is kept)") from None
         message = badge_template_pb2.BadgeTemplate()
-        parse_into(credly._template_in(doc), message)
+        parse_into(credly.template_in(doc), message)
         value = template_rpc.from_proto(message)
         value.id = template_id
         owner = doc.get("owner")
