@@ -574,3 +574,20 @@ async def test_orgs_create_keeps_capillarys_org_id(db: Db) -> None:
     async with server(db) as client:
         meta = await client(kept["api_key"]).meta.GetOrgMeta(mpb.GetOrgMetaRequest())
         assert (meta.org_id, meta.id) == (100458, "652fe2452aa6a339209b359f")
+
+
+async def test_a_dry_run_sees_its_own_records(db: Db, tmp_path: Path) -> None:
+    """A dry run checks every record against the ones before it (a class finds the issuer the
+    same import brings), then writes nothing: one transaction, rolled back."""
+    acme = org(db, "Acme")
+    files = (
+        write(tmp_path, "classes.json", cleaned_class()),
+        write(tmp_path, "issuers-2.json", class_issuer()),
+    )
+    summary = run_import(db, "badgr", acme["org_id"], *files, dry_run=True)
+    assert counts(summary) == (2, 0, 0, 0) and summary["committed"] is False
+    async with server(db) as client:
+        issuers = client(acme["api_key"]).stub(issuer_pb2_grpc.IssuerServiceStub)
+        listed = await issuers.ListIssuers(ipb.ListIssuersRequest())
+        assert list(listed.issuers) == []
+    assert counts(run_import(db, "badgr", acme["org_id"], *files)) == (2, 0, 0, 0)
