@@ -66,7 +66,7 @@ from badge_service.api.badges.v1 import org_meta_pb2_grpc as meta_pb_grpc
 from badge_service.domain import limits
 from badge_service.store.models import awards as awards_table
 from badge_service.store.models import badges as badges_table
-from bench import frames, seed
+from bench import frames, import_bench, seed
 from bench.h2gen import percentile
 from bench.seed import (
     SeededAwards,
@@ -1000,6 +1000,7 @@ class Report:
     noisy: Noisy | None = None
     flood: Flood | None = None
     http: HttpRows | None = None
+    imports: import_bench.ImportRun | None = None  # badge-service import (--only Import)
     notes: list[str] = field(default_factory=list)
     load_before: float = field(default_factory=lambda: os.getloadavg()[0])
     errors: list[str] = field(default_factory=list)
@@ -1134,6 +1135,14 @@ def run(
         report = Report(profile, "PostgreSQL" if pg else "SQLite", awards=profile.awards)
         report.partial = bool(only)
         report.other = other_run(report.database)
+        if only and only <= {import_bench.IMPORT}:  # alone: no seeded data, no servers
+            text = import_bench.render_alone(
+                import_bench.measure(url, work, smoke=profile.name == "smoke")
+            )
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text)
+            print(text)
+            return 0
         sizes = {"main": profile.main, "small": profile.small, "large": profile.large}
         sizes["writes"] = 1
         seeded = seed_database(url, sizes, profile.awards, work)
@@ -1163,7 +1172,7 @@ def run(
             (get_badge,) = [sc for sc in plan if sc.name == "GetBadge"]
             http_rows = [name for name in HTTP_ROWS if not only or HTTP in only or name in only]
             if only:
-                named = {NOISY, FLOOD, HTTP, *HTTP_ROWS, SCALE_OUT}
+                named = {NOISY, FLOOD, HTTP, *HTTP_ROWS, SCALE_OUT, import_bench.IMPORT}
                 unknown = only - {sc.name for sc in plan} - named
                 if unknown:
                     raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
@@ -1230,6 +1239,8 @@ def run(
             service.stop()
             if baseline is not None:
                 baseline.stop()
+        if not only or import_bench.IMPORT in only:
+            report.imports = import_bench.measure(url, work, smoke=profile.name == "smoke")
         if not only:
             _workers(report, loader, url, orgs["main"], work)
         if pg and (not only or SCALE_OUT in only):
@@ -2722,6 +2733,8 @@ def render(report: Report) -> str:
     )
 
     lines += ["", *_render_observed(report, targets)]
+    if report.imports is not None:
+        lines += import_bench.render(report.imports, targets)
     lines += ["## Targets", "", "| target | measured | result |", "| --- | ---: | --- |"]
     for label, measured, passed in targets:
         verdict = passed if isinstance(passed, str) else _verdict(passed)

@@ -502,3 +502,32 @@ def check_credly_badgr_paths(block: str, outputs: list[str]) -> None:
     status, body = _status_and_body(outputs[-1])
     assert status == 404
     assert json.loads(body)["status"]["success"] is False
+
+
+async def test_readme_moving_from_a_vendor(tmp_path: Path) -> None:
+    """The "Moving from a vendor" lines, with the seeds' sample answers as the files, against
+    a live server on the same database: the badge answers by its CrowdTwist id and the issuer
+    by the base64 of its Badgr openBadgeId."""
+    block = block_containing("badge-service import crowdtwist")
+    data = ROOT / "tests" / "data" / "import"
+    workdir = tmp_path / "readme"
+    workdir.mkdir()
+    for name, seed_file in (
+        ("crowdtwist-badges.json", "crowdtwist_badges.json"),
+        ("credly-templates.json", "credly_badge_templates.json"),
+        ("badgr-issuers.json", "badgr_issuer.json"),
+    ):
+        (workdir / name).write_text((data / seed_file).read_text())
+    async with serving(tmp_path, sqlite_url(tmp_path)) as server:
+        outputs = run_block(block, tmp_path, server.env, server.port)
+    dry, first, again, credly, badgr, badge, issuer = outputs[2:]
+    assert dry.splitlines()[-1] == (
+        "dry run, nothing written: would have created 1, updated 0, unchanged 0, refused 0"
+    )
+    assert first.splitlines() == ["created 1, updated 0, unchanged 0, refused 0"]
+    summary = json.loads(again)
+    assert (summary["created"], summary["unchanged"], summary["refused"]) == (0, 1, 0)
+    assert credly.splitlines() == ["created 2, updated 0, unchanged 0, refused 0"]
+    assert badgr.splitlines() == ["created 1, updated 0, unchanged 0, refused 0"]
+    assert (json.loads(badge)["id"], json.loads(badge)["name"]) == ("123456", "badge_001")
+    assert json.loads(issuer)["entity_id"] == "Uu4wd2I1SKmD3vmtMJ19hw"

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import logging
 import os
+import uuid
 from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn
 
@@ -143,12 +144,29 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
     print(f"migrated {_redact(settings.database_url)}")
 
 
+def _uuid(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
 def cmd_orgs_create(settings: Settings, args: argparse.Namespace) -> None:
     """Creates an organisation and its first admin key."""
 
     async def work(conn: Any) -> tuple[orgs.Org, ApiKey, str]:
         now = dt.datetime.now(dt.UTC)
-        org = await orgs.create_org(conn, args.name, now)
+        org = await orgs.create_org(conn, args.name, now, args.uuid, args.id)
         key, secret = await conn.run_sync(keys.create_key, org.id, Role.ADMIN, now)
         return org, key, secret
 
@@ -267,6 +285,152 @@ def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
     print(f"key {old.id} keeps working until {_iso(old.expires_at)}, then expires")
 
 
+def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
+    """Imports a vendor's API answers into an organisation, every id kept."""
+    from badge_service import importer
+
+    async def go() -> importer.Summary:
+        db = _database(settings)
+        try:
+            await db.probe(write=True)
+            await upgrade(db)
+            async with db.read() as conn:
+                org = await orgs.get_org(conn, args.org)
+            reader = importer.Reader(args.vendor, org.id, org.uuid, settings.public_base())
+            found = importer.scan(args.vendor, args.files)
+            records = importer.read_files(reader, args.files, found)
+            with _Progress(found.records, args.json) as progress:
+                return await importer.run(
+                    db,
+                    reader,
+                    records,
+                    atomic=args.atomic,
+                    dry_run=args.dry_run,
+                    progress=progress.advance,
+                    chunk=args.chunk,
+                )
+        finally:
+            await db.close()
+
+    if args.chunk < 1:
+        raise SystemExit("error: --chunk must be at least 1")
+    try:
+        summary = _run(go())
+    except importer.Unreadable as exc:
+        raise SystemExit(f"error: {exc}") from None
+    except OSError as exc:
+        if faults.classify(exc) is not None:
+            raise
+        raise SystemExit(f"error: {exc.filename or ''}: {exc.strerror or exc}") from None
+    except DomainError as exc:
+        if faults.classify(exc) is not None:
+            raise
+        raise SystemExit(f"error: {exc.message}") from None
+    _print_summary(args, summary)
+    if summary.refused:
+        raise SystemExit(1)
+
+
+def _print_summary(args: argparse.Namespace, summary: Any) -> None:
+    doc = {
+        "vendor": args.vendor,
+        "org_id": args.org,
+        "dry_run": args.dry_run,
+        "atomic": args.atomic,
+        "committed": summary.committed,
+        "created": summary.created,
+        "updated": summary.updated,
+        "unchanged": summary.unchanged,
+        "refused": summary.refused,
+        "failures": summary.failures,
+        "warnings": summary.warnings,
+    }
+    if args.json:
+        print(json.dumps(doc))
+        return
+    for f in summary.failures:
+        where = f"{f['file']} {f['position']}".strip()
+        ident = f" id {f['id']}" if f["id"] else ""
+        message = f["message"]
+        key = ""
+        if f["key"]:
+            key = f" key {f['key']}:"
+            message = message.removeprefix(f"{f['key']}: ")
+        print(f"refused: {where}{ident}:{key} {message} ({f['reason']})")
+    for w in summary.warnings:
+        print(f"warning: {w['file']} {w['position']} id {w['id']}: {w['warning']}")
+    counts = (
+        f"created {summary.created}, updated {summary.updated}, "
+        f"unchanged {summary.unchanged}, refused {summary.refused}"
+    )
+    if args.dry_run:
+        print(f"dry run, nothing written: would have {counts}")
+    elif args.atomic and not summary.committed:
+        print(f"nothing written (--atomic and {summary.refused} refused): {counts}")
+    else:
+        print(counts)
+
+
+class _Progress:
+    """Progress of an import on stderr: a rich progress bar on a terminal, else a plain line
+    every few seconds and at the end (nothing with --json, whose caller reads stdout)."""
+
+    _EVERY = 2.0
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        import sys
+        import time
+
+        self._total, self._done, self._clock = total, 0, time.monotonic
+        self._last = self._clock()
+        self._bar: Any = None
+        self._task: Any = None
+        self._plain = not quiet and not sys.stderr.isatty()
+        if not quiet and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                # stderr, as the plain lines: stdout carries the summary.
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._task = self._bar.add_task("importing", total=total)
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def advance(self, count: int) -> None:
+        """``count`` more records done."""
+        import sys
+
+        self._done += count
+        if self._bar is not None:
+            self._bar.update(self._task, advance=count)
+        elif self._plain:
+            now = self._clock()
+            if now - self._last >= self._EVERY or self._done >= self._total:
+                self._last = now
+                print(f"imported {self._done}/{self._total} records", file=sys.stderr, flush=True)
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -366,12 +530,41 @@ def parser() -> argparse.ArgumentParser:
     create = org.add_parser("create", help="create an organisation and an admin key")
     create.add_argument("name")
     create.add_argument("--json", action="store_true")
+    create.add_argument(
+        "--uuid",
+        type=_uuid,
+        help="the organisation's UUID, kept from elsewhere (Credly's organization id)",
+    )
+    create.add_argument(
+        "--id",
+        type=_positive,
+        help="the organisation's integer id, kept from elsewhere (Capillary's orgId)",
+    )
     create.add_argument("--database-url", dest="sub_database_url", help=argparse.SUPPRESS)
     create.set_defaults(func=cmd_orgs_create)
     listing = org.add_parser("list", help="list organisations")
     listing.add_argument("--json", action="store_true")
     listing.add_argument("--database-url", dest="sub_database_url", help=argparse.SUPPRESS)
     listing.set_defaults(func=cmd_orgs_list)
+
+    imp = sub.add_parser(
+        "import",
+        help="import a vendor's API answers, every id kept",
+        description="Imports what a vendor's API returned (list pages, single objects, or "
+        "files of several pages) into an organisation through the same rules as the RPCs, "
+        "keeping every id. Idempotent by id; refused records are reported, the others go in.",
+    )
+    imp.add_argument("vendor", choices=["capillary", "crowdtwist", "credly", "badgr"])
+    imp.add_argument("files", nargs="+", metavar="FILE")
+    imp.add_argument("--org", type=int, required=True, help="the organisation to import into")
+    imp.add_argument("--dry-run", action="store_true", help="check every record, write nothing")
+    imp.add_argument(
+        "--atomic", action="store_true", help="all or nothing: any refused record writes nothing"
+    )
+    imp.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
+    imp.add_argument("--chunk", type=int, default=500, help="records per transaction (default 500)")
+    imp.add_argument("--database-url", dest="sub_database_url", help=argparse.SUPPRESS)
+    imp.set_defaults(func=cmd_import)
 
     key_cmds = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     kc = key_cmds.add_parser("create", help="create an API key")

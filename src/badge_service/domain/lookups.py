@@ -18,10 +18,13 @@ _BASE64 = re.compile(r"^[A-Za-z0-9+/_-]+={0,2}\Z")
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    """How to find a Badgr resource: by its 24-hex id or by its entity id."""
+    """How to find a Badgr resource: by its 24-hex id, by its entity id, or (``alias``) by
+    an openBadgeId URL not under this service's base URL, which an imported object keeps
+    from its former host (``value`` is then that URL)."""
 
     by_entity_id: bool
     value: str
+    alias: bool = False
 
 
 def key_of_id_or_entity_id(value: str, where: str, resource: str) -> Key:
@@ -56,7 +59,10 @@ def _decode_base64_url(value: str, where: str) -> str:
 
 def _key_of_open_badge_id(url: str, base_url: str, kind: str, resource: str) -> Key:
     prefix = f"{base_url}/public/{kind}/"
-    rest = url[len(prefix) :] if url.startswith(prefix) else ""
+    if not url.startswith(prefix):
+        # Another host's openBadgeId: an imported object's former one names it (an alias).
+        return Key(False, url, alias=True)
+    rest = url[len(prefix) :]
     if not is_entity_id(rest):
         raise NotFound(resource, echo(url))
     return Key(True, rest)

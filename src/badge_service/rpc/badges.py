@@ -204,10 +204,13 @@ def _with_id(badge_id: int, message: bytes | Badge) -> bytes:
     return wire.varint_field(_ID, badge_id) + message
 
 
-def _render(badge: Badge) -> bytes:
+def render(badge: Badge) -> bytes:
     """The bytes stored with a badge: its message without the id (the id is assigned by the
     insert, and reads put it back)."""
     return to_proto(replace(badge, id=0)).SerializeToString()
+
+
+_render = render
 
 
 def _list_reply(

@@ -119,7 +119,7 @@ async def _view(
     return TemplateView(b, owner, refs, issued.get(b.id, 0), recommending, criterion_for)
 
 
-async def _validate(
+async def check_rules(
     conn: AsyncConnection,
     b: BadgeTemplate,
     owner: Owner,
@@ -127,6 +127,9 @@ async def _validate(
     *,
     creating: bool,
 ) -> BadgeTemplate:
+    """``b`` checked against every rule (the templates it names, its requirement reach, its
+    variants, its size as ``measure`` counts it), normalised as stored; create, update and
+    imports."""
     refs = await store.refs(conn, b.org_id, b.referenced_ids())
     edges: list[tuple[str, str]] | None = []
     if b.requirement_ids():
@@ -253,7 +256,7 @@ async def create_badge_template(
         b.created_at = b.updated_at = now
         b.image_id = new_uuid() if b.image_url else ""
         apply_state_change(b, None, now)
-        b = await _validate(conn, b, owner, measure, creating=True)
+        b = await check_rules(conn, b, owner, measure, creating=True)
         await store.insert_template(conn, b)
         reply = encode(await _view(conn, b, owner))
         await request_ids.complete(conn, key, reply)
@@ -287,7 +290,7 @@ async def update_badge_template(
         else:
             b.image_id = new_uuid() if b.image_url else ""
         apply_state_change(b, existing.state, now)
-        b = await _validate(conn, b, owner, measure, creating=False)
+        b = await check_rules(conn, b, owner, measure, creating=False)
         await store.update_template(conn, b)
         return await _view(conn, b, owner)
 

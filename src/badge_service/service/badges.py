@@ -176,7 +176,9 @@ def _list(
     return total, rows, numbered
 
 
-def _validate(conn: Connection, badge: Badge, now: dt.datetime) -> Badge:
+def check_rules(conn: Connection, badge: Badge, now: dt.datetime) -> Badge:
+    """``badge`` checked against every create rule and the org's custom fields and meta tags
+    (in the write's transaction), normalised as stored; CreateBadge, UpdateBadge and imports."""
     # Writes that share a group commit read the org's definitions once (see batch_cache).
     cache = batch_cache(conn)
     key = ("badge-rules", badge.org_id)
@@ -195,7 +197,7 @@ def _validate(conn: Connection, badge: Badge, now: dt.datetime) -> Badge:
 def _create(
     conn: Connection, badge: Badge, now: dt.datetime, render: Render, reply: Reply[bytes]
 ) -> bytes:
-    badge = _validate(conn, badge, now)
+    badge = check_rules(conn, badge, now)
     message = render(badge)
     store.insert_badge(conn, badge, message)
     return reply(badge.id, message)
@@ -232,7 +234,7 @@ def _update(
     badge = merge(existing)
     badge.id, badge.org_id, badge.create_time = existing.id, org_id, existing.create_time
     badge.update_time = now
-    badge = _validate(conn, badge, now)
+    badge = check_rules(conn, badge, now)
     message = render(badge)
     store.update_badge(conn, badge, message)
     return reply(badge.id, message)

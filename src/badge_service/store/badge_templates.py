@@ -626,3 +626,10 @@ async def list_templates(
     if offset:
         stmt = stmt.offset(offset)
     return [from_row(r) for r in await conn.execute(stmt)]
+
+
+async def kept_id_owner(conn: AsyncConnection, template_id: str) -> int | None:
+    """The org of the template with this id, whichever org it is; None when there is none
+    (an import keeps a vendor's UUID only where no other org's template has it)."""
+    row = (await conn.execute(select(t.c.org_id).where(t.c.id == template_id))).first()
+    return None if row is None else int(row.org_id)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -152,13 +153,16 @@ def _write_tags(conn: Connection, b: Badge) -> None:
 
 def insert_badge(conn: Connection, b: Badge, message: bytes) -> int:
     """Inserts a validated badge and returns its id; ALREADY_EXISTS on a taken name.
-    ``message`` is the badge's serialized reply without its id."""
+    ``message`` is the badge's serialized reply without its id. A badge with an id (an
+    imported one, see kept_id_owner) is stored under that id; else the database gives one."""
     assert b.create_time is not None
     values = _values(b) | {
         "org_id": b.org_id,
         "create_time": to_micros(b.create_time),
         "message": message,
     }
+    if b.id:
+        values["id"] = b.id
     # A taken name is uq_badges_org_id_name: ALREADY_EXISTS (models.VIOLATIONS).
     ((new_id,),) = execute_prepared(conn, _INSERT, values)
     b.id = int(new_id)
@@ -168,6 +172,33 @@ def insert_badge(conn: Connection, b: Badge, message: bytes) -> int:
     # the row lock is held as briefly as the transaction allows.
     execute_prepared(conn, _BUMP[conn.dialect.name], {"org_id": b.org_id})
     return b.id
+
+
+_OWNER = select(t.c.org_id).where(t.c.id == bindparam("id"))
+
+
+def kept_id_owner(conn: Connection, badge_id: int) -> int | None:
+    """The org of the badge with this id, whichever org it is; None when there is none (an
+    import keeps a vendor's id only where no other org's badge has it)."""
+    rows = execute_prepared(conn, _OWNER, {"id": badge_id})
+    return int(rows[0][0]) if rows else None
+
+
+def reserve_ids(conn: Connection, highest: int) -> None:
+    """Makes ids the database gives from now on larger than ``highest`` (kept ids inserted as
+    they are). PostgreSQL's sequence does not see explicit ids: it is moved past them before
+    they are inserted, so a badge created meanwhile cannot take one; a sequence only moves
+    forward, and the value nextval takes is a gap at most. SQLite's AUTOINCREMENT keeps its
+    counter at the largest id inserted by itself."""
+    if conn.dialect.name != "postgresql":
+        return
+    conn.execute(
+        text(
+            "SELECT setval(pg_get_serial_sequence('badges', 'id'), "
+            "GREATEST(CAST(:highest AS BIGINT), nextval(pg_get_serial_sequence('badges', 'id'))))"
+        ),
+        {"highest": highest},
+    )
 
 
 # Built once (every award of a badge reads it); the stored reply bytes are not needed.

@@ -7,10 +7,11 @@ class to its issuer has no ON DELETE, so the database itself refuses to orphan a
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -49,6 +50,7 @@ from badge_service.store.db import from_micros, opt_datetime, opt_micros, to_mic
 from badge_service.store.models import badgr_badge_classes as bct
 from badge_service.store.models import badgr_claim_codes as cct
 from badge_service.store.models import badgr_issuers as it
+from badge_service.store.models import badgr_open_badge_aliases
 
 # Attempts at a batch of claim codes before giving up; a collision of ~59-bit random codes
 # is already vanishingly rare, two in a row would mean a broken random source.
@@ -194,8 +196,67 @@ def _issuer_of(r: Any) -> Issuer:
 
 
 def _match(table: Any, org_id: int, key: Key) -> list[ColumnElement[bool]]:
+    if key.alias:
+        a = badgr_open_badge_aliases
+        target = (
+            select(a.c.target_id)
+            .where(
+                a.c.url_sha256 == alias_digest(key.value),
+                a.c.org_id == org_id,
+                a.c.kind == _ALIAS_KINDS[table.name],
+            )
+            .scalar_subquery()
+        )
+        return [table.c.org_id == org_id, table.c.id == target]
     column = table.c.entity_id if key.by_entity_id else table.c.id
     return [table.c.org_id == org_id, column == key.value]
+
+
+_ALIAS_KINDS = {"badgr_issuers": "issuer", "badgr_badge_classes": "badge_class"}
+
+
+def alias_digest(url: str) -> str:
+    """The key of an openBadgeId alias: the SHA-256 of its URL, in hex."""
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()
+
+
+async def alias_owner(conn: AsyncConnection, url: str) -> tuple[int, str, str] | None:
+    """(org, kind, target id) of an openBadgeId alias, or None."""
+    a = badgr_open_badge_aliases
+    row = (
+        await conn.execute(
+            select(a.c.org_id, a.c.kind, a.c.target_id).where(a.c.url_sha256 == alias_digest(url))
+        )
+    ).first()
+    return None if row is None else (int(row.org_id), str(row.kind), str(row.target_id))
+
+
+async def save_alias(
+    conn: AsyncConnection, org_id: int, kind: str, target_id: str, url: str
+) -> None:
+    """Makes ``url`` name the org's issuer or badge class ``target_id`` (kind ``issuer`` or
+    ``badge_class``), replacing what it named before in the org."""
+    a = badgr_open_badge_aliases
+    digest = alias_digest(url)
+    await conn.execute(delete(a).where(a.c.url_sha256 == digest, a.c.org_id == org_id))
+    await conn.execute(
+        insert(a).values(url_sha256=digest, url=url, org_id=org_id, kind=kind, target_id=target_id)
+    )
+
+
+async def kept_id_owners(
+    conn: AsyncConnection, kind: str, id_value: str, entity_id: str
+) -> list[tuple[int, str, str]]:
+    """(org, id, entity id) of every issuer (kind ``issuer``) or badge class
+    (``badge_class``) of any org whose id is ``id_value`` or whose entity id is
+    ``entity_id``: an import keeps both only where no other object holds either."""
+    table = it if kind == "issuer" else bct
+    rows = await conn.execute(
+        select(table.c.org_id, table.c.id, table.c.entity_id).where(
+            or_(table.c.id == id_value, table.c.entity_id == entity_id)
+        )
+    )
+    return [(int(r.org_id), str(r.id), str(r.entity_id)) for r in rows]
 
 
 async def insert_issuer(conn: AsyncConnection, issuer: Issuer) -> None:

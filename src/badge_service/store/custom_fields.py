@@ -152,3 +152,10 @@ async def delete_field(conn: AsyncConnection, org_id: int, field_id: str) -> Non
     result = await conn.execute(delete(t).where(t.c.org_id == org_id, t.c.id == field_id))
     if result.rowcount == 0:
         raise NotFound(RESOURCE, field_id)
+
+
+async def kept_id_owner(conn: AsyncConnection, field_id: str) -> int | None:
+    """The org of the field with this id, whichever org it is; None when there is none (an
+    import keeps a vendor's id only where no other org's field has it)."""
+    row = (await conn.execute(select(t.c.org_id).where(t.c.id == field_id))).first()
+    return None if row is None else int(row.org_id)

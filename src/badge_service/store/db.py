@@ -60,6 +60,7 @@ from sqlalchemy.sql.expression import Executable
 
 from badge_service.store import errors
 from badge_service.store.faults import StoreFaults
+from badge_service.store.faults import classify as faults_classify
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -1085,3 +1086,230 @@ def _in_transaction(dbapi_conn: Any) -> bool:
         return bool(dbapi_conn.driver_connection.in_transaction)
     except ValueError:  # aiosqlite: no active connection
         return False
+
+
+# --- Chunked writes (badge-service import) ----------------------------------------------------
+
+SyncJob = Callable[[Connection], Any]
+AsyncJob = Callable[[AsyncConnection], Awaitable[Any]]
+
+
+class Chunks:
+    """Many writes in few transactions, each write in its own SAVEPOINT: a write that raises
+    is rolled back alone and reported, the others stay (the way the SQLite group commit runs
+    a batch, for one caller's long list of writes: an import).
+
+    ``run(jobs)`` runs a chunk of jobs in the open transaction (beginning one if none is open)
+    and returns each one's ``(True, result)`` or ``(False, error)``, the error translated as
+    every unit of work translates it; a store fault (the database unavailable) is raised
+    instead, since it fails every job. ``commit()`` ends the transaction; ``close()`` rolls
+    back whatever is not committed. So an import commits after each chunk, and an
+    all-or-nothing or dry run runs every chunk in one transaction and commits at the end, or
+    never.
+
+    Jobs are synchronous functions of a ``Connection`` (``sync=True``: on SQLite in the
+    writer thread on the stdlib driver, one trip per chunk; on PostgreSQL through
+    ``run_sync``), or coroutine functions of an ``AsyncConnection`` (``sync=False``), for
+    use cases written with ``await``. On SQLite the transaction holds the write lock (the
+    process's, and SQLite's own from ``BEGIN IMMEDIATE``) until it ends: other processes'
+    writes wait for it (up to their busy timeout), so a chunk is kept short.
+    """
+
+    def __init__(self, db: Database, *, sync: bool) -> None:
+        self._db = db
+        self._sync = sync
+        self._conn: Any = None  # Connection (SQLite, sync) or AsyncConnection
+        self._tx: Any = None
+        self._locked = False
+
+    async def _lock(self) -> None:
+        if self._db._write_lock is not None and not self._locked:
+            await self._db._write_lock.acquire()
+            self._locked = True
+
+    async def _begin(self) -> None:
+        """Opens the transaction on the async engine (PostgreSQL, or SQLite's async jobs)."""
+        db = self._db
+        await self._lock()
+        try:
+            conn = await db.engine.connect()
+            try:
+                if db.is_sqlite:
+                    await conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+                await conn.begin()
+            except BaseException:
+                await conn.close()
+                raise
+            self._conn = conn
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _open_sqlite(self) -> Connection:
+        assert self._db.sync_engine is not None
+        conn = self._db.sync_engine.connect()
+        try:
+            conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            self._tx = conn.begin()
+            raw = conn.connection.dbapi_connection
+            assert isinstance(raw, sqlite3.Connection)
+            # The chunk's badge writes read the org's rules once, as a group commit's do.
+            conn.info[_BATCH_CACHE] = _BATCHES[raw] = BatchCache()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _unlock(self) -> None:
+        if self._locked and self._db._write_lock is not None:
+            self._db._write_lock.release()
+        self._locked = False
+
+    async def run(
+        self, jobs: Sequence[Callable[..., Any]], *, commit: bool = False
+    ) -> list[tuple[bool, Any]]:
+        """Each job in its own savepoint of the open transaction, in order; with ``commit``
+        the transaction is committed after them (on SQLite in the same trip to the writer
+        thread: one handover for the chunk's writes and its fsync)."""
+        try:
+            if self._db.is_sqlite and self._sync:
+                # One trip to the writer thread: BEGIN (when none is open), the jobs, COMMIT.
+                await self._lock()
+                loop = asyncio.get_running_loop()
+                outcomes = await loop.run_in_executor(
+                    self._db._writer, self._run_sqlite, jobs, commit
+                )
+                if commit:
+                    self._unlock()
+                return outcomes
+            if self._conn is None:
+                await self._begin()
+            if self._sync:
+                outcomes = await self._conn.run_sync(_savepoint_each, jobs)
+            else:
+                outcomes = []
+                for job in jobs:
+                    savepoint = await self._conn.begin_nested()
+                    try:
+                        value = await job(self._conn)
+                    except Exception as exc:
+                        await savepoint.rollback()
+                        outcomes.append((False, exc))
+                    else:
+                        await savepoint.commit()
+                        outcomes.append((True, value))
+            outcomes = _translated(outcomes)
+        except Exception as exc:
+            await self.close()
+            raise self._db._failed(exc)  # noqa: B904 - translate sets the cause
+        if commit:
+            await self.commit()
+        return outcomes
+
+    def _run_sqlite(self, jobs: Sequence[SyncJob], commit: bool) -> list[tuple[bool, Any]]:
+        """run() in SQLite's writer thread; the connection is given back once committed (or
+        when anything fails: the caller closes)."""
+        if self._conn is None:
+            self._conn = self._open_sqlite()
+        outcomes = _translated(_savepoint_each_raw(self._conn, jobs))
+        if commit:
+            self._end_sqlite(True)
+        return outcomes
+
+    async def commit(self) -> None:
+        """Commits the open transaction (if any)."""
+        if self._conn is None:
+            self._unlock()
+            return
+        try:
+            if self._db.is_sqlite and self._sync:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._db._writer, self._end_sqlite, True)
+            else:
+                await self._conn.commit()
+                await self._conn.close()
+        except Exception as exc:
+            await self.close()
+            raise self._db._failed(exc)  # noqa: B904 - translate sets the cause
+        self._conn = None
+        self._unlock()
+
+    def _end_sqlite(self, commit: bool) -> None:
+        conn: Connection = self._conn
+        raw = conn.connection.dbapi_connection
+        try:
+            if commit:
+                self._tx.commit()
+            else:
+                self._tx.rollback()
+        finally:
+            conn.info.pop(_BATCH_CACHE, None)
+            if isinstance(raw, sqlite3.Connection):
+                _BATCHES.pop(raw, None)
+                if raw.in_transaction:
+                    raw.rollback()  # a failed COMMIT may leave it open
+            conn.close()
+            self._conn = None
+
+    async def close(self) -> None:
+        """Rolls back what is not committed and gives the connection back."""
+        conn, self._conn = self._conn, None
+        try:
+            if conn is None:
+                return
+            if self._db.is_sqlite and self._sync:
+                self._conn = conn
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._db._writer, self._end_sqlite, False)
+            else:
+                with contextlib.suppress(Exception):
+                    await conn.rollback()
+                await conn.close()
+        finally:
+            self._unlock()
+
+
+def _savepoint_each_raw(conn: Connection, jobs: Sequence[SyncJob]) -> list[tuple[bool, Any]]:
+    """Chunks.run on SQLite's writer thread: savepoints straight on the driver, as the group
+    commit sets them (SQLAlchemy's nested transactions cost more than a badge's insert)."""
+    raw = conn.connection.dbapi_connection
+    assert isinstance(raw, sqlite3.Connection)
+    outcomes: list[tuple[bool, Any]] = []
+    for job in jobs:
+        raw.execute("SAVEPOINT job")
+        try:
+            outcomes.append((True, job(conn)))
+        except Exception as exc:
+            raw.execute("ROLLBACK TO job")
+            outcomes.append((False, exc))
+        raw.execute("RELEASE job")
+    return outcomes
+
+
+def _savepoint_each(conn: Connection, jobs: Sequence[SyncJob]) -> list[tuple[bool, Any]]:
+    """Chunks.run through run_sync (PostgreSQL): a nested transaction per job."""
+    outcomes: list[tuple[bool, Any]] = []
+    for job in jobs:
+        savepoint = conn.begin_nested()
+        try:
+            value = job(conn)
+        except Exception as exc:
+            savepoint.rollback()
+            outcomes.append((False, exc))
+        else:
+            savepoint.commit()
+            outcomes.append((True, value))
+    return outcomes
+
+
+def _translated(outcomes: list[tuple[bool, Any]]) -> list[tuple[bool, Any]]:
+    """Each failed job's error as every unit of work translates it; a store fault (the
+    database unavailable) is raised instead: it is no job's own failure, and it fails them all."""
+    out: list[tuple[bool, Any]] = []
+    for ok, value in outcomes:
+        if not ok:
+            value = errors.translate(value)
+            if faults_classify(value) is not None:
+                raise value
+        out.append((ok, value))
+    return out

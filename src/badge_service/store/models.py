@@ -222,6 +222,22 @@ badgr_badge_classes = Table(
     Index(None, "org_id", "issuer_id", "id"),
 )
 
+# An imported issuer's or badge class's openBadgeId at its former host (Badgr's
+# https://api.badgr.io/public/issuers/...), kept as a lookup alias beside the one under this
+# service's base URL (migration 0011). Keyed by the SHA-256 of the URL (an index on the URL
+# itself would bound its length); the target is the row's 24-hex id, found with the org and
+# kind, so an alias whose object was deleted names nothing.
+badgr_open_badge_aliases = Table(
+    "badgr_open_badge_aliases",
+    metadata,
+    Column("url_sha256", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("target_id", String(24), nullable=False),
+    Index(None, "org_id", "kind", "target_id"),
+)
+
 # Claim codes of a badge class. uses_remaining counts down on redemption with one atomic
 # UPDATE ... SET uses_remaining = uses_remaining - 1 WHERE uses_remaining > 0; the check
 # constraint keeps it within 0..use_limit whatever a writer does.

@@ -10,12 +10,12 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from sqlalchemy import Text, bindparam, cast, insert, select, update
+from sqlalchemy import Text, bindparam, cast, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from badge_service.domain.custom_fields import DataType
-from badge_service.domain.errors import NotFound
+from badge_service.domain.errors import AlreadyExists, NotFound
 from badge_service.domain.ids import new_hex_id
 from badge_service.domain.org_meta import OrgMeta, OrgMetaTag, TagRules
 from badge_service.store.db import PreparedLookup, from_micros, to_micros
@@ -31,14 +31,36 @@ class Org:
     name: str
 
 
-async def create_org(conn: AsyncConnection, name: str, now: dt.datetime) -> Org:
-    """Creates an organisation with its (empty) org meta."""
-    org_uuid = str(uuid.uuid4())
-    result = await conn.execute(
-        insert(orgs)
-        .values(uuid=org_uuid, name=name, created_at=to_micros(now))
-        .returning(orgs.c.id)
-    )
+async def create_org(
+    conn: AsyncConnection,
+    name: str,
+    now: dt.datetime,
+    org_uuid: str | None = None,
+    org_id: int | None = None,
+) -> Org:
+    """Creates an organisation with its (empty) org meta. ``org_uuid`` and ``org_id`` keep
+    ids it had elsewhere (Credly's organisation UUID, Capillary's ``orgId``), else it gets new
+    ones; an id another organisation has is ALREADY_EXISTS."""
+    if org_uuid is None:
+        org_uuid = str(uuid.uuid4())
+    elif (await conn.execute(select(orgs.c.id).where(orgs.c.uuid == org_uuid))).first():
+        raise _taken("UUID", org_uuid)
+    values: dict[str, object] = {"uuid": org_uuid, "name": name, "created_at": to_micros(now)}
+    if org_id is not None:
+        if (await conn.execute(select(orgs.c.id).where(orgs.c.id == org_id))).first():
+            raise _taken("id", str(org_id))
+        values["id"] = org_id
+        if conn.dialect.name == "postgresql":
+            # The sequence does not see an explicit id: moved past it first (forward only), so
+            # an organisation created later cannot take it.
+            await conn.execute(
+                text(
+                    "SELECT setval(pg_get_serial_sequence('orgs', 'id'), GREATEST(CAST(:id AS "
+                    "BIGINT), nextval(pg_get_serial_sequence('orgs', 'id'))))"
+                ),
+                {"id": org_id},
+            )
+    result = await conn.execute(insert(orgs).values(**values).returning(orgs.c.id))
     org_id = int(result.scalar_one())
     await conn.execute(
         insert(org_meta).values(
@@ -52,6 +74,14 @@ async def create_org(conn: AsyncConnection, name: str, now: dt.datetime) -> Org:
         )
     )
     return Org(org_id, org_uuid, name)
+
+
+def _taken(what: str, value: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"organisation {what} {value} is already taken",
+        reason="KEPT_ID_TAKEN",
+        metadata={"resource": "organisation", "id": value},
+    )
 
 
 async def get_org(conn: AsyncConnection, org_id: int) -> Org:
@@ -173,3 +203,14 @@ async def save_org_meta_tags(
             last_updated_by=by,
         )
     )
+
+
+async def org_meta_owner(conn: AsyncConnection, meta_id: str) -> int | None:
+    """The org whose org meta has this id, or None (an import keeps Capillary's id)."""
+    row = (await conn.execute(select(org_meta.c.org_id).where(org_meta.c.id == meta_id))).first()
+    return None if row is None else int(row.org_id)
+
+
+async def set_org_meta_id(conn: AsyncConnection, org_id: int, meta_id: str) -> None:
+    """Gives the org's meta the id it had at Capillary (an import)."""
+    await conn.execute(update(org_meta).where(org_meta.c.org_id == org_id).values(id=meta_id))

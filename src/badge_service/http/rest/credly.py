@@ -165,7 +165,7 @@ def template_json(template: pb.BadgeTemplate, *, single: bool) -> dict[str, Any]
     return ordered
 
 
-def _template_in(doc: dict[str, Any]) -> dict[str, Any]:
+def template_in(doc: dict[str, Any]) -> dict[str, Any]:
     """A Credly template body (bare, or wrapped in ``badge_template``) as proto3 JSON of
     BadgeTemplate. Credly's create takes the image as ``image`` (a URL); the seed's
     ``recommended_badg_template_url`` is output only, like the rest the service computes."""
@@ -288,7 +288,7 @@ class Credly:
     async def create(self, request: Request) -> Response:
         """Creates a template from Credly's body: 201 with it."""
         template = pb.BadgeTemplate()
-        parse_into(_template_in(await json_object(request)), template)
+        parse_into(template_in(await json_object(request)), template)
         message = pb.CreateBadgeTemplateRequest(
             organization_id=request.path_params["organization_id"],
             badge_template=template,
@@ -300,7 +300,7 @@ class Credly:
     async def update(self, request: Request) -> Response:
         """Updates the attributes the body names (Credly's PUT, and PATCH)."""
         p = request.path_params
-        body = _template_in(await json_object(request))
+        body = template_in(await json_object(request))
         template = pb.BadgeTemplate()
         parse_into(body, template)
         template.id = p["id"]
