@@ -393,11 +393,12 @@ def _create(
             seen.add((a.badge_id, a.recipient_key))
             earned.append((defs.badge(a.badge_id), a.recipient_key, a.recipient))
     progress = progress_store.mark_earned_many(conn, org_id, earned, now)
-    # Last: the org's sequence row stays locked (PostgreSQL) until the commit.
+    # Last: the org's sequence row stays locked (PostgreSQL) until the commit; in a group
+    # commit it is taken at the batch's end (append_events_at_commit).
     appended = [("progress", payload) for payload in progress]
     appended += [("awarded", {"award_id": award_id}) for award_id in created]
     if appended:
-        events.append_events(conn, org_id, appended, now)
+        events.append_events_at_commit(conn, org_id, appended, now)
     done = [r for r in results if r is not None]
     assert len(done) == len(items)
     if tally is not None:

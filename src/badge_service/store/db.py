@@ -57,6 +57,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolResetState
 from sqlalchemy.sql.expression import Executable
+from sqlalchemy.util import await_only
 
 from badge_service.store import errors
 from badge_service.store.faults import StoreFaults
@@ -93,6 +94,18 @@ P = ParamSpec("P")
 _SQLITE_READERS = 4
 # At most this many writes share one group commit, bounding the time a batch holds the lock.
 _GROUP_COMMIT_MAX = 256
+# On PostgreSQL fewer: each write of a batch is a subtransaction, and past 64 of them (the
+# server's PGPROC_MAX_CACHED_SUBXIDS) every other session's snapshot must look subtransactions
+# up in pg_subtrans, a known cliff.
+_PG_GROUP_COMMIT_MAX = 60
+# Group commits in flight at once on PostgreSQL, each on a connection of its own: a batch's
+# statements are round trips one after another, so one connection alone would leave the
+# server and this process waiting on each other. The rows every write of an org updates are
+# taken at each batch's end (at_commit), so batches of one org overlap up to there.
+_PG_WRITERS = 4
+# How often a write that lost a deadlock or a serialization conflict inside a batch is run
+# again (in a later batch) before its caller gets the error.
+_PG_RETRIES = 3
 
 
 class DatabaseURLError(ValueError):
@@ -147,6 +160,7 @@ class _Job(Generic[T]):
     fn: Callable[..., T]
     args: tuple[Any, ...]
     future: asyncio.Future[T]
+    tries: int = 0  # PostgreSQL: runs lost to a deadlock or serialization conflict so far
 
 
 class Database:
@@ -204,12 +218,39 @@ class Database:
             self._bound = statement_timeout + connect_timeout
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         errors.listen(self.engine.sync_engine)
+        # PostgreSQL's group commit (run_write) on connections of its own, in autocommit mode
+        # at the driver: the batch sends BEGIN, its savepoints and COMMIT itself (see
+        # _pg_batch), so SQLAlchemy's lazily started transaction must stay out of the way.
+        self._pg_writers: AsyncEngine | None = None
+        if not self.is_sqlite:
+            self._pg_writers = create_async_engine(
+                self.url,
+                isolation_level="AUTOCOMMIT",
+                pool_size=_PG_WRITERS,
+                max_overflow=0,
+                pool_pre_ping=False,
+                pool_timeout=connect_timeout,
+                connect_args={
+                    "timeout": connect_timeout,
+                    # asyncpg's own timer on every statement of a batch (raw or through
+                    # SQLAlchemy): a frozen server answers nothing, so the server's
+                    # statement_timeout alone would not end the wait.
+                    "command_timeout": statement_timeout + connect_timeout,
+                    "statement_cache_size": statement_cache_size,
+                    "server_settings": {
+                        "statement_timeout": _millis(statement_timeout),
+                        "application_name": "badge-service",
+                    },
+                },
+            )
+            errors.listen(self._pg_writers.sync_engine)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self.sync_engine: Engine | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._queue: list[_Job[Any]] = []
-        self._committer: asyncio.Task[None] | None = None
+        self._committer: asyncio.Task[None] | None = None  # SQLite's one committer
+        self._pg_committers: set[asyncio.Task[None]] = set()  # PostgreSQL's (_PG_WRITERS)
         self._raw: sqlite3.Connection | None = None
         if self.is_sqlite:
             busy_ms = _millis(statement_timeout)
@@ -245,6 +286,15 @@ class Database:
             self._readers = ThreadPoolExecutor(_SQLITE_READERS, thread_name_prefix="sqlite-read")
             # One writer thread: SQLite has one writer anyway.
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
+
+    @property
+    def batch_engine(self) -> Engine | None:
+        """The engine whose connections commit run_write's group commits (SQLite's sync
+        engine, PostgreSQL's writers), whose commits of events must ring the same bell as
+        ``engine``'s (store.events.share_bell)."""
+        if self.sync_engine is not None:
+            return self.sync_engine
+        return None if self._pg_writers is None else self._pg_writers.sync_engine
 
     async def run_read(
         self,
@@ -309,7 +359,8 @@ class Database:
                     await pool.release(conn)
                     return rows
             except Exception as exc:
-                raise self._failed(_sqlalchemy_error(self.engine, exc, queries))  # noqa: B904
+                error = _sqlalchemy_error(self.engine.dialect, exc, str(queries[0][0]), None)
+                raise self._failed(error)  # noqa: B904
         try:
             raw = self._raw or self._open_raw()
             if len(queries) == 1:
@@ -365,19 +416,18 @@ class Database:
         the transaction has committed; an error from ``fn`` rolls its work back and is raised.
         On SQLite it may share a group commit with other writes (see the module docstring)."""
         try:
-            if self._writer is None:
-                async with (
-                    asyncio.timeout(self._bound),
-                    self.engine.connect() as conn,
-                    conn.begin(),
-                ):
-                    return await conn.run_sync(fn, *args, **kwargs)
             loop = asyncio.get_running_loop()
             call = fn if not kwargs else _bind_kwargs(fn, kwargs)
             job: _Job[T] = _Job(call, args, loop.create_future())
             self._queue.append(job)
-            if self._committer is None:
-                self._committer = loop.create_task(self._commit_queued())
+            if self.is_sqlite:
+                if self._committer is None:
+                    self._committer = loop.create_task(self._commit_queued())
+            elif len(self._pg_committers) < _PG_WRITERS:
+                committer = loop.create_task(self._commit_queued_pg())
+                self._pg_committers.add(committer)
+                # Also when it is cancelled before it ever ran (then its finally does not run).
+                committer.add_done_callback(self._pg_committers.discard)
             return await job.future
         except Exception as exc:
             raise self._failed(exc)  # noqa: B904 - translate sets the cause
@@ -425,6 +475,76 @@ class Database:
                 if not job.future.done():
                     job.future.cancel()
             self._queue.clear()
+
+    async def _commit_queued_pg(self) -> None:
+        """Commits queued writes in batches until the queue is empty (PostgreSQL: up to
+        _PG_WRITERS of these run at once, each a batch at a time on a connection of its own)."""
+        try:
+            while self._queue:
+                # A share of what is queued, so that writes arriving together (the callers
+                # of the last batch writing again) spread over the writers.
+                take = min(_PG_GROUP_COMMIT_MAX, -(-len(self._queue) // _PG_WRITERS))
+                batch = [j for j in self._queue[:take] if not j.future.done()]
+                del self._queue[:take]
+                if not batch:
+                    continue
+                if self._group_commits is not None:
+                    self._group_commits(len(batch))
+                try:
+                    outcomes = await asyncio.shield(self._run_pg_batch(batch))
+                except asyncio.CancelledError:  # the loop is going away
+                    for job in batch:
+                        job.future.cancel()
+                    raise
+                except Exception as exc:  # BEGIN, its tail or COMMIT failed: nothing landed
+                    retry = _sqlstate(exc) in _PG_CONFLICTS
+                    again = []
+                    for job in batch:
+                        if job.future.done():
+                            continue
+                        if retry and job.tries < _PG_RETRIES:
+                            # Lost a conflict with another transaction: runs again whole.
+                            job.tries += 1
+                            again.append(job)
+                        else:
+                            job.future.set_exception(exc)
+                    self._queue[:0] = again
+                    continue
+                again = []
+                for job, (ok, value) in zip(batch, outcomes, strict=True):
+                    if job.future.done():
+                        continue
+                    if ok:
+                        job.future.set_result(value)
+                    elif value is _RETRY:
+                        again.append(job)
+                    else:
+                        job.future.set_exception(value)
+                self._queue[:0] = again  # first in the next batch
+        except asyncio.CancelledError:  # shutdown
+            for job in self._queue:
+                if not job.future.done():
+                    job.future.cancel()
+            self._queue.clear()
+            raise
+        finally:
+            # At once, with no await since the queue was found empty: a write queued after
+            # this must see a free place and start a committer.
+            self._pg_committers.discard(asyncio.current_task())
+
+    async def _run_pg_batch(self, batch: list[_Job[Any]]) -> list[tuple[bool, Any]]:
+        """Runs a batch of writes in one PostgreSQL transaction (_pg_batch) on a writer
+        connection; a connection left in an unknown state is dropped, not pooled again."""
+        assert self._pg_writers is not None
+        async with self._pg_writers.connect() as conn:
+            try:
+                return await conn.run_sync(_pg_batch, batch)
+            except BaseException:
+                # The batch's transaction may still be open on the server (a cancel, a lost
+                # connection, a failed ROLLBACK): SQLAlchemy, in autocommit mode, would not
+                # roll it back, so the connection goes.
+                await conn.invalidate()
+                raise
 
     @asynccontextmanager
     async def read(self, *, snapshot: bool = True) -> AsyncIterator[AsyncConnection]:
@@ -575,6 +695,8 @@ class Database:
             await closer()
         if self._committer is not None:
             await asyncio.wait([self._committer])
+        while self._pg_committers:
+            await asyncio.wait(list(self._pg_committers))
         self._drop_probe()
         if self._pg_pool is not None:
             pool, self._pg_pool = self._pg_pool, None
@@ -584,6 +706,8 @@ class Database:
             except (TimeoutError, OSError):
                 pool.terminate()  # the server does not answer: drop the connections
         await self.engine.dispose()
+        if self._pg_writers is not None:
+            await self._pg_writers.dispose()
         for pool in (self._readers, self._writer):
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -647,27 +771,24 @@ _CANCEL_WAIT = 1.0
 
 
 def _sqlalchemy_error(
-    engine: AsyncEngine, exc: Exception, queries: Sequence[tuple[Executable, Any]]
+    dialect: Any, exc: Exception, sql: str, params: Mapping[str, Any] | None
 ) -> Exception:
-    """An asyncpg error of fetch as SQLAlchemy raises the same error (ProgrammingError,
-    IntegrityError, ...: SQLAlchemy's own asyncpg mapping), so that every path fails alike;
-    anything else as it is."""
+    """An asyncpg error of a statement run straight on the driver (fetch, a batch's
+    execute_prepared) as SQLAlchemy raises the same error (ProgrammingError, IntegrityError,
+    ...: SQLAlchemy's own asyncpg mapping), with what errors.translate reads, so that every
+    path fails alike; anything else as it is."""
     import asyncpg
 
     unmapped: Exception = exc
     if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return unmapped
-    dbapi = engine.dialect.loaded_dbapi
+    dbapi = dialect.loaded_dbapi
     for kind in type(exc).__mro__:
         adapted = dbapi._asyncpg_error_translate.get(kind)
         if adapted is not None:
             translated = adapted(exc.args[0] if exc.args else str(exc), exc)
             translated.__cause__ = exc
-            error: Exception = DBAPIError.instance(
-                str(queries[0][0]), None, translated, dbapi.Error
-            )
-            error.__cause__, error.__suppress_context__ = translated, True
-            return error
+            return errors.raw_error(translated, sql, params, dbapi.Error)
     return unmapped
 
 
@@ -792,6 +913,9 @@ def execute_prepared(
     """
     raw = _raw_sqlite(conn)
     if raw is None:
+        pg = _pg_batch_of(conn)
+        if pg is not None:
+            return _pg_execute(conn, pg.raw, stmt, params)
         result = conn.execute(stmt, params)
         return list(result.all()) if result.returns_rows else []
     if isinstance(params, Mapping):
@@ -835,20 +959,21 @@ class PreparedLookup:
         _PROCESSES_ITS_ROWS.add(stmt)  # first() applies the result processors
         self._columns = list(stmt.selected_columns)
         self._row = namedtuple("_Row", [c.key for c in self._columns])  # type: ignore[misc]
-        self._processors: list[Callable[[Any], Any] | None] | None = None
+        # By dialect name: the result processors of each.
+        self._processors: dict[str, list[Callable[[Any], Any] | None]] = {}
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """The row, or None."""
-        raw = _raw_sqlite(conn) is not None
+        raw = _raw_sqlite(conn) is not None or _pg_batch_of(conn) is not None
         rows = execute_prepared(conn, self.stmt, params)
         if not rows:
             return None
         if not raw:  # SQLAlchemy ran it: already processed
             return rows[0]
-        processors = self._processors
+        dialect = conn.dialect
+        processors = self._processors.get(dialect.name)
         if processors is None:
-            dialect = conn.dialect
-            processors = self._processors = [
+            processors = self._processors[dialect.name] = [
                 c.type.dialect_impl(dialect).result_processor(dialect, None) for c in self._columns
             ]
         return self._row(
@@ -993,6 +1118,187 @@ def _run_batch(
             raw.rollback()
         raise
     return outcomes
+
+
+# Marks a job that lost a deadlock or serialization conflict (rolled back to its savepoint)
+# and is to run again in a later batch.
+_RETRY = object()
+# SQLSTATEs of a conflict with another transaction that running again resolves.
+_PG_CONFLICTS = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+Flush = Callable[[Connection, Any, list[Any]], None]
+
+
+class _PgBatch:
+    """A PostgreSQL group commit in progress: the asyncpg connection its statements go to,
+    and its tail (at_commit): by key, the flush and the values of the writes that succeeded;
+    ``pending`` holds the running write's until it succeeds."""
+
+    __slots__ = ("pending", "raw", "tail")
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.tail: dict[Any, tuple[Flush, list[Any]]] = {}
+        self.pending: list[tuple[Any, Any, Flush]] = []
+
+    def keep_pending(self) -> None:
+        for key, value, flush in self.pending:
+            found = self.tail.get(key)
+            if found is None:
+                self.tail[key] = (flush, [value])
+            else:
+                found[1].append(value)
+        self.pending.clear()
+
+
+# Each writer connection's batch while it runs one, by the SQLAlchemy adapter of the driver's
+# connection: execute_prepared's raw path (_pg_execute) and at_commit look it up.
+_PG_BATCHES: dict[Any, _PgBatch] = {}
+
+
+def at_commit(conn: Connection, key: Any, value: Any, flush: Flush) -> None:
+    """Has ``flush(conn, key, values)`` write ``value``: at once (``values`` is
+    ``[value]``), or, in a PostgreSQL group commit, once for the whole batch after its last
+    write and just before its COMMIT, with the values of every write of the batch that
+    succeeded (in their order); the batch's keys are flushed in sorted order.
+
+    For the rows every write of an org updates (its counts, its event sequence): a row lock
+    taken in a write is held until the batch commits, so batches on several connections would
+    queue behind one another's whole batch; taken in the tail, only behind the tail and the
+    COMMIT, and always in the same order (no deadlock between batches). Only for what no
+    later statement of the same transaction reads, and whose flush cannot fail on a write's
+    account (a failed tail fails the whole batch). Keys of one kind must compare with each
+    other (tuples with the kind's name first)."""
+    batch = _pg_batch_of(conn)
+    if batch is None:
+        flush(conn, key, [value])
+    else:
+        batch.pending.append((key, value, flush))
+
+
+def in_group_commit(conn: Connection) -> bool:
+    """Whether ``conn`` runs a PostgreSQL group commit, whose writes at_commit defers."""
+    return _pg_batch_of(conn) is not None
+
+
+def _pg_batch(conn: Connection, batch: list[_Job[Any]]) -> list[tuple[bool, Any]]:
+    """Runs a batch of writes in one PostgreSQL transaction (in a greenlet of run_sync, on a
+    writer connection in driver autocommit mode) and returns each job's (ok, result or
+    exception, or _RETRY). Raises when BEGIN, a savepoint, a ROLLBACK, the tail (at_commit)
+    or COMMIT fails: then nothing of the batch is committed.
+
+    Transaction control goes straight to asyncpg, one round trip each: BEGIN, a savepoint
+    per job (the RELEASE of the previous job's and the next SAVEPOINT in one simple query),
+    COMMIT. A job's statements run by execute_prepared go straight to asyncpg as well."""
+    adapter = conn.connection.dbapi_connection
+    raw = conn.connection.driver_connection
+    outcomes: list[tuple[bool, Any]] = []
+    _pg_control(conn, raw, "BEGIN")
+    state = _PG_BATCHES[adapter] = _PgBatch(raw)
+    try:
+        savepoints = len(batch) > 1  # alone, the transaction is the savepoint
+        # "fresh": a savepoint "job" is set with no work since; "used": one is set and the last
+        # job's work (kept) is after it.
+        fresh = used = False
+        for job in batch:
+            if job.future.done():  # its caller was cancelled before it started
+                outcomes.append((False, None))
+                continue
+            if savepoints and not fresh:
+                sql = "RELEASE SAVEPOINT job; SAVEPOINT job" if used else "SAVEPOINT job"
+                _pg_control(conn, raw, sql)
+            fresh, used = False, True
+            try:
+                outcomes.append((True, job.fn(conn, *job.args)))
+            except Exception as exc:
+                state.pending.clear()
+                if not savepoints:
+                    _pg_control(conn, raw, "ROLLBACK")
+                    return [_failed_job(job, exc)]
+                # Undoes this job alone (its locks too); fails when the connection is gone.
+                _pg_control(conn, raw, "ROLLBACK TO SAVEPOINT job")
+                fresh, used = True, False
+                outcomes.append(_failed_job(job, exc))
+            else:
+                state.keep_pending()
+        for key in sorted(state.tail):
+            flush, values = state.tail[key]
+            flush(conn, key, values)
+        _pg_control(conn, raw, "COMMIT")
+    finally:
+        del _PG_BATCHES[adapter]
+    return outcomes
+
+
+def _pg_control(conn: Connection, raw: Any, sql: str) -> None:
+    """A transaction control statement of a batch, its error as SQLAlchemy raises it."""
+    try:
+        await_only(raw.execute(sql))
+    except Exception as exc:
+        error = _sqlalchemy_error(conn.dialect, exc, sql, None)
+        if error is exc:
+            raise
+        raise error  # noqa: B904 - raw_error sets the cause
+
+
+def _failed_job(job: _Job[Any], exc: Exception) -> tuple[bool, Any]:
+    """A failed job's outcome: its error, or _RETRY when it lost a conflict with another
+    transaction (a deadlock, which batches make likelier) and has tries left."""
+    if job.tries < _PG_RETRIES and _sqlstate(exc) in _PG_CONFLICTS:
+        job.tries += 1
+        return (False, _RETRY)
+    return (False, exc)
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a PostgreSQL error however wrapped (SQLAlchemy's, the adapter's,
+    asyncpg's), else None."""
+    link: BaseException | None = exc
+    for _ in range(4):
+        if link is None:
+            return None
+        code = getattr(link, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+        link = getattr(link, "orig", None) or link.__cause__
+    return None
+
+
+def _pg_batch_of(conn: Connection) -> _PgBatch | None:
+    """The PostgreSQL batch ``conn`` runs, else None."""
+    if not _PG_BATCHES:
+        return None
+    return _PG_BATCHES.get(conn.connection.dbapi_connection)
+
+
+def _pg_execute(
+    conn: Connection,
+    raw: Any,
+    stmt: Executable,
+    params: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+) -> list[Any]:
+    """execute_prepared on a batch's asyncpg connection: asyncpg prepares each statement once
+    per connection (its statement cache); its errors are raised as SQLAlchemy raises them."""
+    if isinstance(params, Mapping):
+        sql, values = _prepared(stmt, conn.dialect, params).bind(params)
+        try:
+            return list(await_only(raw.fetch(sql, *values)))
+        except Exception as exc:
+            error = _sqlalchemy_error(conn.dialect, exc, sql, params)
+            if error is exc:
+                raise
+            raise error  # noqa: B904 - raw_error sets the cause
+    if not params:
+        return []
+    prepared = _prepared(stmt, conn.dialect, params[0])
+    try:
+        await_only(raw.executemany(prepared.sql, [prepared.bind(p)[1] for p in params]))
+    except Exception as exc:
+        error = _sqlalchemy_error(conn.dialect, exc, prepared.sql, None)
+        if error is exc:
+            raise
+        raise error  # noqa: B904 - raw_error sets the cause
+    return []
 
 
 def _configure_sqlite_connections(engine: Engine, *, raw_begin: bool, busy_ms: str) -> None:
