@@ -244,6 +244,7 @@ class Database:
                 },
             )
             errors.listen(self._pg_writers.sync_engine)
+            _note_batch_writes(self._pg_writers.sync_engine)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self.sync_engine: Engine | None = None
         self._readers: ThreadPoolExecutor | None = None
@@ -265,16 +266,7 @@ class Database:
             )
             _configure_sqlite_connections(self.sync_engine, raw_begin=True, busy_ms=busy_ms)
             errors.listen(self.sync_engine)
-
-            @event.listens_for(self.sync_engine, "before_execute")
-            def _on_execute(conn: Connection, stmt: Any, *_args: Any) -> None:
-                # A batch's writes through SQLAlchemy, for its cache (execute_prepared notes
-                # its own); conn.info is only looked at for an INSERT, UPDATE or DELETE.
-                if getattr(stmt, "is_dml", False):
-                    batch = conn.info.get(_BATCH_CACHE)
-                    table = _written_table(stmt)
-                    if batch is not None and table is not None:
-                        batch.written.add(table)
+            _note_batch_writes(self.sync_engine)
 
             @event.listens_for(self.sync_engine, "reset")
             def _on_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
@@ -915,7 +907,7 @@ def execute_prepared(
     if raw is None:
         pg = _pg_batch_of(conn)
         if pg is not None:
-            return _pg_execute(conn, pg.raw, stmt, params)
+            return _pg_execute(conn, pg, stmt, params)
         result = conn.execute(stmt, params)
         return list(result.all()) if result.returns_rows else []
     if isinstance(params, Mapping):
@@ -1063,6 +1055,13 @@ def batch_cache(conn: Connection) -> BatchCache | None:
     once a write of the batch touched one of them (BatchCacheError). The writes that
     group-commit (``run_write``) change badges and awards, not the definitions they are
     checked against, which change only through ``Database.write()``, never in a batch.
+
+    On PostgreSQL another transaction may change those rows while a batch runs (nothing like
+    SQLite's BEGIN IMMEDIATE keeps it out), so an entry may be older than the write that
+    uses it. Still each write is checked against rows as they were at some moment between
+    its call and its reply, as without the cache: a batch is formed before it starts, so the
+    entry is read after every write of the batch was asked for; and under READ COMMITTED a
+    write reading the rows itself could as well meet a change committed just after its read.
     """
     found: BatchCache | None = conn.info.get(_BATCH_CACHE)
     return found
@@ -1134,10 +1133,11 @@ class _PgBatch:
     and its tail (at_commit): by key, the flush and the values of the writes that succeeded;
     ``pending`` holds the running write's until it succeeds."""
 
-    __slots__ = ("pending", "raw", "tail")
+    __slots__ = ("cache", "pending", "raw", "tail")
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, cache: BatchCache) -> None:
         self.raw = raw
+        self.cache = cache
         self.tail: dict[Any, tuple[Flush, list[Any]]] = {}
         self.pending: list[tuple[Any, Any, Flush]] = []
 
@@ -1194,7 +1194,8 @@ def _pg_batch(conn: Connection, batch: list[_Job[Any]]) -> list[tuple[bool, Any]
     raw = conn.connection.driver_connection
     outcomes: list[tuple[bool, Any]] = []
     _pg_control(conn, raw, "BEGIN")
-    state = _PG_BATCHES[adapter] = _PgBatch(raw)
+    cache = conn.info[_BATCH_CACHE] = BatchCache()
+    state = _PG_BATCHES[adapter] = _PgBatch(raw, cache)
     try:
         savepoints = len(batch) > 1  # alone, the transaction is the savepoint
         # "fresh": a savepoint "job" is set with no work since; "used": one is set and the last
@@ -1227,6 +1228,7 @@ def _pg_batch(conn: Connection, batch: list[_Job[Any]]) -> list[tuple[bool, Any]
         _pg_control(conn, raw, "COMMIT")
     finally:
         del _PG_BATCHES[adapter]
+        del conn.info[_BATCH_CACHE]
     return outcomes
 
 
@@ -1273,16 +1275,24 @@ def _pg_batch_of(conn: Connection) -> _PgBatch | None:
 
 def _pg_execute(
     conn: Connection,
-    raw: Any,
+    batch: _PgBatch,
     stmt: Executable,
     params: Mapping[str, Any] | Sequence[Mapping[str, Any]],
 ) -> list[Any]:
     """execute_prepared on a batch's asyncpg connection: asyncpg prepares each statement once
     per connection (its statement cache); its errors are raised as SQLAlchemy raises them."""
+    raw = batch.raw
+    many = not isinstance(params, Mapping)
+    if many and len(params) == 1:
+        params = params[0]  # asyncpg's executemany costs more than one statement
     if isinstance(params, Mapping):
-        sql, values = _prepared(stmt, conn.dialect, params).bind(params)
+        prepared = _prepared(stmt, conn.dialect, params)
+        if prepared.writes is not None:
+            batch.cache.written.add(prepared.writes)
+        sql, values = prepared.bind(params)
         try:
-            return list(await_only(raw.fetch(sql, *values)))
+            rows = await_only(raw.fetch(sql, *values))
+            return [] if many else list(rows)
         except Exception as exc:
             error = _sqlalchemy_error(conn.dialect, exc, sql, params)
             if error is exc:
@@ -1291,6 +1301,8 @@ def _pg_execute(
     if not params:
         return []
     prepared = _prepared(stmt, conn.dialect, params[0])
+    if prepared.writes is not None:
+        batch.cache.written.add(prepared.writes)
     try:
         await_only(raw.executemany(prepared.sql, [prepared.bind(p)[1] for p in params]))
     except Exception as exc:
@@ -1299,6 +1311,20 @@ def _pg_execute(
             raise
         raise error  # noqa: B904 - raw_error sets the cause
     return []
+
+
+def _note_batch_writes(engine: Engine) -> None:
+    """Has a group commit's writes through SQLAlchemy on ``engine`` noted in its cache
+    (execute_prepared notes its own)."""
+
+    @event.listens_for(engine, "before_execute")
+    def _on_execute(conn: Connection, stmt: Any, *_args: Any) -> None:
+        # conn.info is only looked at for an INSERT, UPDATE or DELETE.
+        if getattr(stmt, "is_dml", False):
+            batch = conn.info.get(_BATCH_CACHE)
+            table = _written_table(stmt)
+            if batch is not None and table is not None:
+                batch.written.add(table)
 
 
 def _configure_sqlite_connections(engine: Engine, *, raw_begin: bool, busy_ms: str) -> None:
