@@ -1283,7 +1283,7 @@ def _pg_execute(
     per connection (its statement cache); its errors are raised as SQLAlchemy raises them."""
     raw = batch.raw
     many = not isinstance(params, Mapping)
-    if many and len(params) == 1:
+    if not isinstance(params, Mapping) and len(params) == 1:
         params = params[0]  # asyncpg's executemany costs more than one statement
     if isinstance(params, Mapping):
         prepared = _prepared(stmt, conn.dialect, params)
