@@ -46,7 +46,6 @@ from sqlalchemy.exc import (
 from sqlalchemy.util import await_only
 
 from badge_service.domain.errors import InvalidArgument
-from badge_service.store import db as db_module
 from badge_service.store.db import Database
 from badge_service.store.faults import StoreUnavailable
 from tests.support import create_pg_database, drop_pg_database, pg_url
@@ -284,7 +283,7 @@ async def test_a_write_cancelled_before_its_batch_never_runs(scratch: Scratch) -
     if not s.sqlite:
         # PostgreSQL runs several batches at once: the other writers are held too, so that
         # a, b and c queue.
-        others = [Gate(f"other{i}") for i in range(db_module._PG_WRITERS - 1)]
+        others = [Gate(f"other{i}") for i in range(s.db.writers - 1)]
         holding = [asyncio.create_task(s.db.run_write(g.hold, s)) for g in others]
         for g in others:
             await g.wait_started()
@@ -362,7 +361,7 @@ async def test_a_failed_commit_fails_every_write_of_its_batch(scratch: Scratch) 
         return "orphan"
 
     # Queue the five behind held batches (every writer's), so that they are one batch.
-    gates = [Gate(f"held{i}") for i in range(1 if s.sqlite else db_module._PG_WRITERS)]
+    gates = [Gate(f"held{i}") for i in range(1 if s.sqlite else s.db.writers)]
     holding = [asyncio.create_task(s.db.run_write(g.hold, s)) for g in gates]
     for g in gates:
         await g.wait_started()
@@ -397,6 +396,62 @@ async def test_a_failed_commit_fails_every_write_of_its_batch(scratch: Scratch) 
         )
         == 0
     )
+
+
+async def test_a_write_that_loses_a_deadlock_runs_again(scratch: Scratch) -> None:
+    """PostgreSQL: a write of a batch that deadlocks with another transaction is rolled back
+    to its savepoint (its locks with it, so the other transaction goes on), runs again in a
+    later batch and its caller gets its result; the writes sharing its batch commit."""
+    s = scratch
+    if s.sqlite:
+        pytest.skip("SQLite has one writer: no deadlock")
+    import asyncpg
+
+    await s.db.run_write(s.put, "r1")
+    await s.db.run_write(s.put, "r2")
+    table = s.rows.name
+    other = await asyncpg.connect(s.db.url.set(drivername="postgresql").render_as_string(False))
+    try:
+        # The batch's session (deadlock_timeout 1 s) finds the deadlock, so its write is the
+        # victim, not this transaction.
+        await other.execute("SET deadlock_timeout = '20s'")
+        await other.execute("BEGIN")
+        await other.execute(f"UPDATE {table} SET note = 'other' WHERE k = 'r2'")
+        tries: list[str] = []
+
+        def crossing(conn: Connection) -> str:
+            tries.append("try")
+            for k in ("r1", "r2"):  # r2 waits for the other transaction
+                conn.execute(s.rows.update().where(s.rows.c.k == k).values(note="write"))
+            return "crossed"
+
+        def good(conn: Connection, k: str) -> str:
+            s.put(conn, k)
+            return k
+
+        # Eight queued at once: the first writer's share is the first two.
+        names = ["g0", "crossing", *(f"g{i}" for i in range(1, 7))]
+        calls = [
+            s.db.run_write(crossing) if n == "crossing" else s.db.run_write(good, n) for n in names
+        ]
+        writes = asyncio.gather(*calls)
+        async with asyncio.timeout(30):
+            while not await other.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+                await asyncio.sleep(0.05)
+        # Now this one waits for r1, which the batch's write holds: a deadlock.
+        await other.execute(f"UPDATE {table} SET note = 'other' WHERE k = 'r1'")
+        await other.execute("COMMIT")
+        assert await asyncio.wait_for(writes, 30) == names[:1] + ["crossed"] + names[2:]
+    finally:
+        await other.close()
+    assert tries == ["try", "try"]
+    assert await s.keys() == {"r1", "r2", *names} - {"crossing"}
+
+    def notes(conn: Connection) -> dict[str, str | None]:
+        rows = conn.execute(select(s.rows.c.k, s.rows.c.note).where(s.rows.c.k.in_(["r1", "r2"])))
+        return {str(k): note for k, note in rows}
+
+    assert await s.db.run_read(notes) == {"r1": "write", "r2": "write"}
 
 
 async def test_close_finishes_queued_writes(tmp_path: Path) -> None:

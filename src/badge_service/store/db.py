@@ -5,9 +5,9 @@ Every RPC runs in one transaction, in one of two forms:
 - ``await db.run_read(fn, *args)`` / ``await db.run_write(fn, *args)`` run a synchronous
   function ``fn(conn: Connection, *args)`` as the whole transaction. On SQLite the function runs
   in one trip to a thread (a plain ``sqlite3`` connection through SQLAlchemy's sync engine),
-  instead of a trip per driver call as aiosqlite makes; writes are group-committed (below). On
-  PostgreSQL the function runs through ``AsyncConnection.run_sync`` on asyncpg. Hot paths use
-  this form.
+  instead of a trip per driver call as aiosqlite makes. On PostgreSQL the function runs
+  through ``AsyncConnection.run_sync`` on asyncpg (in a greenlet, on the event loop). Writes
+  are group-committed on both (below). Hot paths use this form.
 - ``async with db.read() as conn`` / ``db.write()`` yield an AsyncConnection for code written
   with ``await``; a read of exactly one statement may use ``db.read(snapshot=False)``, which on
   SQLite runs it without an explicit BEGIN. Such code can call the synchronous store functions
@@ -26,12 +26,47 @@ others commit. Every caller is answered only after the COMMIT (one fsync for the
 returns, so an acknowledged write is durable, and a failed COMMIT fails every caller of the
 batch. A write whose caller was cancelled before its batch started is skipped.
 
+Group commit on PostgreSQL (``run_write``, ``_pg_batch``). The same contract, with what differs:
+
+- Up to ``writers`` batches run at once (``_PG_WRITERS``, at most the pool size), each on a
+  connection of its own (a small engine
+  of its own, in driver autocommit mode: the batch sends BEGIN, its savepoints and COMMIT
+  straight to asyncpg). A batch's statements are round trips one after another, so a single
+  connection would leave the server and this process waiting on each other; a committer takes
+  a share of the queue (1/writers), so callers answered together spread over the writers.
+  At most ``_PG_GROUP_COMMIT_MAX`` writes a batch: each is a subtransaction, and past 64 in one
+  transaction every other session's snapshots slow down (the subxid cache overflows).
+- A write's statements run by ``execute_prepared`` go straight to the batch's asyncpg
+  connection (prepared once per connection by asyncpg's statement cache, SQLAlchemy's bind
+  processors applied, errors raised as SQLAlchemy raises them); anything else runs through
+  SQLAlchemy on the same connection and transaction. One SAVEPOINT per write (the previous
+  write's RELEASE sent with it in one simple query); a lone write needs none.
+- The rows every write of an org updates (its badge count, its award counts, its event
+  sequence) are written through ``at_commit``: once for the batch, after its last write, in
+  sorted key order, just before COMMIT. Taken inside each write, their row locks would be held
+  from the batch's first write of the org to its COMMIT, and batches of one org would queue
+  whole behind each other; taken at the end, batches overlap up to there, and the fixed order
+  means two batches never deadlock on them. An org's events still commit in sequence order
+  (the sequence row is locked from the bump to the COMMIT).
+- A write that fails is rolled back to its savepoint (its locks too) and its caller gets its
+  error; one that lost a deadlock or serialization conflict (40P01, 40001) is run again in a
+  later batch, up to ``_PG_RETRIES`` times, as is a whole batch whose tail or COMMIT lost one.
+  Any other failure of BEGIN, a savepoint, a ROLLBACK, the tail or COMMIT fails every caller
+  of the batch, and the connection is dropped rather than pooled (its transaction may still
+  be open).
+- Bounds: the statement timeout is set on the writers' connections as on the pool's, and
+  asyncpg's own timer (``command_timeout``, statement plus connect timeout) ends every
+  statement of a batch against a frozen server; waiting for a writer connection takes at most
+  the connect timeout. A caller's cancellation (its deadline) does not reach a batch that is
+  running, as it does not on SQLite.
+
 Failures and time limits: every failure of a database call is shown to ``self.faults``
 (store/faults.py), which wakes the health monitor when the store looks unavailable. On
 PostgreSQL each connection has ``statement_timeout`` set (a slow statement fails on the server,
 SQLSTATE 57014), connecting and waiting for a pooled connection take at most the connect
-timeout, and every call's database work is bounded by both together (a frozen server answers
-nothing, so only a timer on our side can end the wait). On SQLite the statement timeout is the
+timeout, and every call's database work (every statement, in a group commit) is bounded by
+both together (a frozen server answers nothing, so only a timer on our side can end the
+wait). On SQLite the statement timeout is the
 busy timeout (the wait for another writer's lock). A call's own gRPC deadline needs nothing
 here: grpc.aio cancels the call's task when it passes, and the cancellation reaches the
 driver (asyncpg then asks the server to cancel the statement).
@@ -222,11 +257,13 @@ class Database:
         # at the driver: the batch sends BEGIN, its savepoints and COMMIT itself (see
         # _pg_batch), so SQLAlchemy's lazily started transaction must stay out of the way.
         self._pg_writers: AsyncEngine | None = None
+        # PostgreSQL's group commits at once (each holds a connection of its own).
+        self.writers = max(1, min(_PG_WRITERS, pool_size))
         if not self.is_sqlite:
             self._pg_writers = create_async_engine(
                 self.url,
                 isolation_level="AUTOCOMMIT",
-                pool_size=_PG_WRITERS,
+                pool_size=self.writers,
                 max_overflow=0,
                 pool_pre_ping=False,
                 pool_timeout=connect_timeout,
@@ -251,7 +288,7 @@ class Database:
         self._writer: ThreadPoolExecutor | None = None
         self._queue: list[_Job[Any]] = []
         self._committer: asyncio.Task[None] | None = None  # SQLite's one committer
-        self._pg_committers: set[asyncio.Task[None]] = set()  # PostgreSQL's (_PG_WRITERS)
+        self._pg_committers: set[asyncio.Task[None]] = set()  # PostgreSQL's (writers)
         self._raw: sqlite3.Connection | None = None
         if self.is_sqlite:
             busy_ms = _millis(statement_timeout)
@@ -415,7 +452,7 @@ class Database:
             if self.is_sqlite:
                 if self._committer is None:
                     self._committer = loop.create_task(self._commit_queued())
-            elif len(self._pg_committers) < _PG_WRITERS:
+            elif len(self._pg_committers) < self.writers:
                 committer = loop.create_task(self._commit_queued_pg())
                 self._pg_committers.add(committer)
                 # Also when it is cancelled before it ever ran (then its finally does not run).
@@ -470,12 +507,12 @@ class Database:
 
     async def _commit_queued_pg(self) -> None:
         """Commits queued writes in batches until the queue is empty (PostgreSQL: up to
-        _PG_WRITERS of these run at once, each a batch at a time on a connection of its own)."""
+        ``writers`` of these run at once, each a batch at a time on a connection of its own)."""
         try:
             while self._queue:
                 # A share of what is queued, so that writes arriving together (the callers
                 # of the last batch writing again) spread over the writers.
-                take = min(_PG_GROUP_COMMIT_MAX, -(-len(self._queue) // _PG_WRITERS))
+                take = min(_PG_GROUP_COMMIT_MAX, -(-len(self._queue) // self.writers))
                 batch = [j for j in self._queue[:take] if not j.future.done()]
                 del self._queue[:take]
                 if not batch:
