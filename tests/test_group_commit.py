@@ -435,13 +435,16 @@ async def test_a_write_that_loses_a_deadlock_runs_again(scratch: Scratch) -> Non
             s.db.run_write(crossing) if n == "crossing" else s.db.run_write(good, n) for n in names
         ]
         writes = asyncio.gather(*calls)
-        async with asyncio.timeout(30):
-            while not await other.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
-                await asyncio.sleep(0.05)
+        for _ in range(600):  # until the batch's write waits for r2 (a lock not granted)
+            if await other.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the batch's write never waited for the row lock")
         # Now this one waits for r1, which the batch's write holds: a deadlock.
         await other.execute(f"UPDATE {table} SET note = 'other' WHERE k = 'r1'")
         await other.execute("COMMIT")
-        assert await asyncio.wait_for(writes, 30) == names[:1] + ["crossed"] + names[2:]
+        assert await asyncio.wait_for(writes, 30) == [names[0], "crossed", *names[2:]]
     finally:
         await other.close()
     assert tries == ["try", "try"]
