@@ -1224,20 +1224,21 @@ def _pg_batch(conn: Connection, batch: list[_Job[Any]]) -> list[tuple[bool, Any]
     exception, or _RETRY). Raises when BEGIN, a savepoint, a ROLLBACK, the tail (at_commit)
     or COMMIT fails: then nothing of the batch is committed.
 
-    Transaction control goes straight to asyncpg, one round trip each: BEGIN, a savepoint
-    per job (the RELEASE of the previous job's and the next SAVEPOINT in one simple query),
-    COMMIT. A job's statements run by execute_prepared go straight to asyncpg as well."""
+    Transaction control goes straight to asyncpg: BEGIN with the first SAVEPOINT, then one
+    round trip per further job (the RELEASE of the previous job's savepoint and the next
+    SAVEPOINT in one simple query), the tail (at_commit), COMMIT. A job's statements run by execute_prepared go straight to asyncpg as well."""
     adapter = conn.connection.dbapi_connection
     raw = conn.connection.driver_connection
     outcomes: list[tuple[bool, Any]] = []
-    _pg_control(conn, raw, "BEGIN")
+    savepoints = len(batch) > 1  # alone, the transaction is the savepoint
+    # The first savepoint in BEGIN's round trip (a simple query may hold several statements).
+    _pg_control(conn, raw, "BEGIN; SAVEPOINT job" if savepoints else "BEGIN")
     cache = conn.info[_BATCH_CACHE] = BatchCache()
     state = _PG_BATCHES[adapter] = _PgBatch(raw, cache)
     try:
-        savepoints = len(batch) > 1  # alone, the transaction is the savepoint
         # "fresh": a savepoint "job" is set with no work since; "used": one is set and the last
         # job's work (kept) is after it.
-        fresh = used = False
+        fresh, used = savepoints, False
         for job in batch:
             if job.future.done():  # its caller was cancelled before it started
                 outcomes.append((False, None))
