@@ -1226,7 +1226,8 @@ def _pg_batch(conn: Connection, batch: list[_Job[Any]]) -> list[tuple[bool, Any]
 
     Transaction control goes straight to asyncpg: BEGIN with the first SAVEPOINT, then one
     round trip per further job (the RELEASE of the previous job's savepoint and the next
-    SAVEPOINT in one simple query), the tail (at_commit), COMMIT. A job's statements run by execute_prepared go straight to asyncpg as well."""
+    SAVEPOINT in one simple query), the tail (at_commit), COMMIT. A job's statements run by
+    execute_prepared go straight to asyncpg as well."""
     adapter = conn.connection.dbapi_connection
     raw = conn.connection.driver_connection
     outcomes: list[tuple[bool, Any]] = []
