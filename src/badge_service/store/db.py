@@ -1022,6 +1022,8 @@ BATCH_READS: dict[str, frozenset[str]] = {
     "award-custom-fields": frozenset({"custom_fields"}),
     # service/badges.py: list_fields and store.orgs.get_tag_rules.
     "badge-rules": frozenset({"custom_fields", "org_meta"}),
+    # service/awards.py _Definitions.badge: store.award_definitions.badge (a badge awarded).
+    "award-badge": frozenset({"badges"}),
 }
 
 
@@ -1063,6 +1065,20 @@ class BatchCache:
         """The entry, or None."""
         self._check(key)
         return self._entries.get(key)
+
+    def usable(self, key: Any) -> bool:
+        """Whether an entry of ``key``'s kind may be read or kept now (no write of the batch
+        touched a table it is read from): for kinds whose tables the batch's writes may
+        change, which read the rows themselves once it did. A kind BATCH_READS does not
+        declare is still an error."""
+        try:
+            self._check(key)
+        except BatchCacheError:
+            kind = key[0] if isinstance(key, tuple) and key else key
+            if isinstance(kind, str) and kind in BATCH_READS:
+                return False
+            raise
+        return True
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._check(key)
