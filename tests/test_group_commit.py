@@ -378,10 +378,11 @@ async def test_a_failed_commit_fails_every_write_of_its_batch(scratch: Scratch) 
         g.release()
     outcomes = dict(zip(["orphan", "a", "b", "c", "d"], await batch, strict=True))
     assert await asyncio.gather(*holding) == [g.key for g in gates]
-    # On SQLite the five are one batch; PostgreSQL spreads queued writes over its writers,
-    # so there the orphan's batch is the writes that shared its transaction.
+    # On SQLite the five are one batch; PostgreSQL may spread queued writes over its writers
+    # (the first free one takes at least its share, 2 of 5), so there the orphan's batch is
+    # the writes that shared its transaction.
     failed = {k for k, tx in batch_of.items() if tx is batch_of["orphan"]}
-    assert len(failed) == (5 if s.sqlite else 2), batch_of
+    assert len(failed) == 5 if s.sqlite else len(failed) >= 2, batch_of
     for k, got in outcomes.items():
         if k in failed:
             assert isinstance(got, IntegrityError), (k, got)

@@ -32,8 +32,9 @@ Group commit on PostgreSQL (``run_write``, ``_pg_batch``). The same contract, wi
   connection of its own (a small engine
   of its own, in driver autocommit mode: the batch sends BEGIN, its savepoints and COMMIT
   straight to asyncpg). A batch's statements are round trips one after another, so a single
-  connection would leave the server and this process waiting on each other; a committer takes
-  a share of the queue (1/writers), so callers answered together spread over the writers.
+  connection would leave the server and this process waiting on each other. A committer takes
+  an equal share of the queue with the writers not running a batch (itself included): all of
+  it while the others are busy, a part when callers answered together write again at once.
   At most ``_PG_GROUP_COMMIT_MAX`` writes a batch: each is a subtransaction, and past 64 in one
   transaction every other session's snapshots slow down (the subxid cache overflows).
 - A write's statements run by ``execute_prepared`` go straight to the batch's asyncpg
@@ -289,6 +290,7 @@ class Database:
         self._queue: list[_Job[Any]] = []
         self._committer: asyncio.Task[None] | None = None  # SQLite's one committer
         self._pg_committers: set[asyncio.Task[None]] = set()  # PostgreSQL's (writers)
+        self._pg_running = 0  # of them, those running a batch now
         self._raw: sqlite3.Connection | None = None
         if self.is_sqlite:
             busy_ms = _millis(statement_timeout)
@@ -510,15 +512,18 @@ class Database:
         ``writers`` of these run at once, each a batch at a time on a connection of its own)."""
         try:
             while self._queue:
-                # A share of what is queued, so that writes arriving together (the callers
-                # of the last batch writing again) spread over the writers.
-                take = min(_PG_GROUP_COMMIT_MAX, -(-len(self._queue) // self.writers))
+                # A share of what is queued for each writer free to take some (this one
+                # included), so that writes arriving together (the callers of the last batch
+                # writing again) spread over the writers; all of it while the others are busy.
+                free = self.writers - self._pg_running
+                take = min(_PG_GROUP_COMMIT_MAX, -(-len(self._queue) // max(1, free)))
                 batch = [j for j in self._queue[:take] if not j.future.done()]
                 del self._queue[:take]
                 if not batch:
                     continue
                 if self._group_commits is not None:
                     self._group_commits(len(batch))
+                self._pg_running += 1
                 try:
                     outcomes = await asyncio.shield(self._run_pg_batch(batch))
                 except asyncio.CancelledError:  # the loop is going away
@@ -539,6 +544,8 @@ class Database:
                             job.future.set_exception(exc)
                     self._queue[:0] = again
                     continue
+                finally:
+                    self._pg_running -= 1
                 again = []
                 for job, (ok, value) in zip(batch, outcomes, strict=True):
                     if job.future.done():
