@@ -43,6 +43,7 @@ from sqlalchemy.exc import (
     ProgrammingError,
     StatementError,
 )
+from sqlalchemy.util import await_only
 
 from badge_service.domain.errors import InvalidArgument
 from badge_service.store.db import Database
@@ -172,22 +173,21 @@ async def test_concurrent_writes_each_get_their_own_outcome(scratch: Scratch) ->
     for i, row_id in ok_ids.items():
         assert by_key[f"k{i}"] == (row_id, f"n{i}")  # the id each caller was told
 
+    # Group commit: writes shared transactions, and a shared transaction held failed and
+    # successful writes alike (only the failed ones were rolled back).
     transactions = {id(tx) for _, tx in ran}
+    assert len(transactions) < n
+    outcome_of = {i: i % 3 == 0 for i in range(n)}
+    mixed = {
+        id(tx)
+        for tx in {id(tx): tx for _, tx in ran}.values()
+        if {outcome_of[i] for i, t in ran if t is tx} == {True, False}
+    }
+    assert mixed
     if s.sqlite:
-        # Group commit: writes shared transactions, and a shared transaction held failed and
-        # successful writes alike (only the failed ones were rolled back).
-        assert len(transactions) < n
-        outcome_of = {i: i % 3 == 0 for i in range(n)}
-        mixed = {
-            id(tx)
-            for tx in {id(tx): tx for _, tx in ran}.values()
-            if {outcome_of[i] for i, t in ran if t is tx} == {True, False}
-        }
-        assert mixed
-        # Queued writes run in call order: the successful ones got increasing ids.
+        # Queued writes run in call order: the successful ones got increasing ids. (On
+        # PostgreSQL batches run side by side on several connections.)
         assert [ok_ids[i] for i in sorted(ok_ids)] == sorted(ok_ids.values())
-    else:
-        assert len(transactions) == n  # one transaction per call
 
 
 async def test_a_lone_write_that_fails_leaves_nothing(scratch: Scratch) -> None:
@@ -241,17 +241,28 @@ READ_BESIDE_A_WRITE = 30.0
 
 
 class Gate:
-    """A write that holds the (SQLite) writer until released: it signals when it runs."""
+    """A write that holds its batch until released: it signals when it runs. On SQLite it
+    blocks the writer thread; on PostgreSQL (where the write runs on the event loop, in
+    run_sync's greenlet) it awaits an asyncio event, as a slow statement would."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str = "held") -> None:
+        self.key = key
         self.started = threading.Event()
-        self.release = threading.Event()
+        self._release = threading.Event()
+        self._released = asyncio.Event()
 
     def hold(self, conn: Connection, s: Scratch) -> str:
-        s.put(conn, "held")
+        s.put(conn, self.key)
         self.started.set()
-        assert self.release.wait(GATE_HOLDS_AT_MOST)
-        return "held"
+        if s.sqlite:
+            assert self._release.wait(GATE_HOLDS_AT_MOST)
+        else:
+            await_only(asyncio.wait_for(self._released.wait(), GATE_HOLDS_AT_MOST))
+        return self.key
+
+    def release(self) -> None:
+        self._release.set()
+        self._released.set()
 
     async def wait_started(self) -> None:
         assert await asyncio.to_thread(self.started.wait, GATE_HOLDS_AT_MOST)
@@ -259,11 +270,9 @@ class Gate:
 
 async def test_a_write_cancelled_before_its_batch_never_runs(scratch: Scratch) -> None:
     s = scratch
-    if not s.sqlite:
-        pytest.skip("PostgreSQL runs each write at once; there is no queue to wait in")
     gate = Gate()
     held = asyncio.create_task(s.db.run_write(gate.hold, s))
-    await gate.wait_started()  # the first batch is running in the writer thread
+    await gate.wait_started()  # the first batch is running (SQLite: in the writer thread)
     ran: list[str] = []
 
     def put(conn: Connection, k: str) -> str:
@@ -271,25 +280,35 @@ async def test_a_write_cancelled_before_its_batch_never_runs(scratch: Scratch) -
         s.put(conn, k)
         return k
 
+    if not s.sqlite:
+        # PostgreSQL runs several batches at once: the other writers are held too, so that
+        # a, b and c queue.
+        others = [Gate(f"other{i}") for i in range(s.db.writers - 1)]
+        holding = [asyncio.create_task(s.db.run_write(g.hold, s)) for g in others]
+        for g in others:
+            await g.wait_started()
     waiting = {k: asyncio.create_task(s.db.run_write(put, k)) for k in ("a", "b", "c")}
     for _ in range(3):
         await asyncio.sleep(0)  # every one is queued behind the held batch
     assert not any(t.done() for t in waiting.values())
     waiting["b"].cancel()
-    gate.release.set()
+    gate.release()
+    if not s.sqlite:
+        for g in others:
+            g.release()
+        assert await asyncio.gather(*holding) == [g.key for g in others]
     assert await held == "held"
     assert await waiting["a"] == "a"
     assert await waiting["c"] == "c"
     with pytest.raises(asyncio.CancelledError):
         await waiting["b"]
     assert ran == ["a", "c"]
-    assert await s.keys() == {"held", "a", "c"}
+    if s.sqlite:
+        assert await s.keys() == {"held", "a", "c"}
 
 
 async def test_reads_neither_wait_for_nor_see_an_open_write(scratch: Scratch) -> None:
     s = scratch
-    if not s.sqlite:
-        pytest.skip("on PostgreSQL a write's function runs on the event loop (run_sync)")
     await s.db.run_write(s.put, "before")
     gate = Gate()
     held = asyncio.create_task(s.db.run_write(gate.hold, s))
@@ -301,7 +320,7 @@ async def test_reads_neither_wait_for_nor_see_an_open_write(scratch: Scratch) ->
         assert await asyncio.wait_for(read, READ_BESIDE_A_WRITE) == 1
         assert await asyncio.wait_for(s.db.fetch((count, {})), READ_BESIDE_A_WRITE) == [[(1,)]]
     finally:
-        gate.release.set()
+        gate.release()
     await held
     assert await s.db.run_read(lambda c: c.execute(count).scalar()) == 2
     assert await s.db.fetch((count, {})) == [[(2,)]]
@@ -329,39 +348,47 @@ async def test_a_failed_commit_fails_every_write_of_its_batch(scratch: Scratch) 
     async with s.db.write() as conn:
         await conn.run_sync(s.meta.create_all)
 
+    batch_of: dict[str, Any] = {}  # each write's transaction (held: ids are not reused)
+
     def good(conn: Connection, k: str) -> str:
         s.put(conn, k)
+        batch_of[k] = conn.get_transaction()
         return k
 
     def orphan(conn: Connection) -> str:
         conn.execute(insert(children).values(id=1, parent=999))  # accepted until COMMIT
+        batch_of["orphan"] = conn.get_transaction()
         return "orphan"
 
-    gate = Gate()
-    held = None
-    if s.sqlite:  # queue the batch behind a held one, so it is one batch of five
-        held = asyncio.create_task(s.db.run_write(gate.hold, s))
-        await gate.wait_started()
+    # Queue the five behind held batches (every writer's), so that they are one batch.
+    gates = [Gate(f"held{i}") for i in range(1 if s.sqlite else s.db.writers)]
+    holding = [asyncio.create_task(s.db.run_write(g.hold, s)) for g in gates]
+    for g in gates:
+        await g.wait_started()
     calls = [
+        s.db.run_write(orphan),
         s.db.run_write(good, "a"),
         s.db.run_write(good, "b"),
-        s.db.run_write(orphan),
         s.db.run_write(good, "c"),
         s.db.run_write(good, "d"),
     ]
     batch = asyncio.gather(*calls, return_exceptions=True)
     await asyncio.sleep(0)
-    gate.release.set()
-    if held is not None:
-        assert await held == "held"
-    outcomes = await batch
-    if s.sqlite:
-        assert all(isinstance(o, IntegrityError) for o in outcomes), outcomes
-        assert await s.keys() == {"held"}
-    else:
-        assert outcomes[:2] == ["a", "b"] and outcomes[3:] == ["c", "d"]
-        assert isinstance(outcomes[2], IntegrityError)
-        assert await s.keys() == {"a", "b", "c", "d"}
+    for g in gates:
+        g.release()
+    outcomes = dict(zip(["orphan", "a", "b", "c", "d"], await batch, strict=True))
+    assert await asyncio.gather(*holding) == [g.key for g in gates]
+    # On SQLite the five are one batch; PostgreSQL may spread queued writes over its writers
+    # (the first free one takes at least its share, 2 of 5), so there the orphan's batch is
+    # the writes that shared its transaction.
+    failed = {k for k, tx in batch_of.items() if tx is batch_of["orphan"]}
+    assert len(failed) == 5 if s.sqlite else len(failed) >= 2, batch_of
+    for k, got in outcomes.items():
+        if k in failed:
+            assert isinstance(got, IntegrityError), (k, got)
+        else:
+            assert got == k
+    assert await s.keys() == {g.key for g in gates} | (set(outcomes) - failed)
     assert await s.db.run_write(good, "after") == "after"
     assert "after" in await s.keys()
     assert (
@@ -370,6 +397,65 @@ async def test_a_failed_commit_fails_every_write_of_its_batch(scratch: Scratch) 
         )
         == 0
     )
+
+
+async def test_a_write_that_loses_a_deadlock_runs_again(scratch: Scratch) -> None:
+    """PostgreSQL: a write of a batch that deadlocks with another transaction is rolled back
+    to its savepoint (its locks with it, so the other transaction goes on), runs again in a
+    later batch and its caller gets its result; the writes sharing its batch commit."""
+    s = scratch
+    if s.sqlite:
+        pytest.skip("SQLite has one writer: no deadlock")
+    import asyncpg
+
+    await s.db.run_write(s.put, "r1")
+    await s.db.run_write(s.put, "r2")
+    table = s.rows.name
+    other = await asyncpg.connect(s.db.url.set(drivername="postgresql").render_as_string(False))
+    try:
+        # The batch's session (deadlock_timeout 1 s) finds the deadlock, so its write is the
+        # victim, not this transaction.
+        await other.execute("SET deadlock_timeout = '20s'")
+        await other.execute("BEGIN")
+        await other.execute(f"UPDATE {table} SET note = 'other' WHERE k = 'r2'")
+        tries: list[str] = []
+
+        def crossing(conn: Connection) -> str:
+            tries.append("try")
+            for k in ("r1", "r2"):  # r2 waits for the other transaction
+                conn.execute(s.rows.update().where(s.rows.c.k == k).values(note="write"))
+            return "crossed"
+
+        def good(conn: Connection, k: str) -> str:
+            s.put(conn, k)
+            return k
+
+        # Eight queued at once: the first writer's share is the first two.
+        names = ["g0", "crossing", *(f"g{i}" for i in range(1, 7))]
+        calls = [
+            s.db.run_write(crossing) if n == "crossing" else s.db.run_write(good, n) for n in names
+        ]
+        writes = asyncio.gather(*calls)
+        for _ in range(600):  # until the batch's write waits for r2 (a lock not granted)
+            if await other.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the batch's write never waited for the row lock")
+        # Now this one waits for r1, which the batch's write holds: a deadlock.
+        await other.execute(f"UPDATE {table} SET note = 'other' WHERE k = 'r1'")
+        await other.execute("COMMIT")
+        assert await asyncio.wait_for(writes, 30) == [names[0], "crossed", *names[2:]]
+    finally:
+        await other.close()
+    assert tries == ["try", "try"]
+    assert await s.keys() == {"r1", "r2", *names} - {"crossing"}
+
+    def notes(conn: Connection) -> dict[str, str | None]:
+        rows = conn.execute(select(s.rows.c.k, s.rows.c.note).where(s.rows.c.k.in_(["r1", "r2"])))
+        return {str(k): note for k, note in rows}
+
+    assert await s.db.run_read(notes) == {"r1": "write", "r2": "write"}
 
 
 async def test_close_finishes_queued_writes(tmp_path: Path) -> None:

@@ -213,16 +213,21 @@ async def test_the_batch_cache_refuses_a_table_the_batch_wrote(backend: Backend,
     table that a write of the batch changed (through execute_prepared or SQLAlchemy) is
     refused, as is a kind of entry that does not declare its tables."""
     db = backend.db
-    if not db.is_sqlite:
-        assert await db.run_write(batch_cache) is None  # no group commit on PostgreSQL
-        return
     name = f"cached_{secrets.token_hex(4)}"
 
     def after_a_badge(conn: Connection) -> Any:
         # Badges are what batches write; the rules are read from elsewhere.
-        badge_store.insert_badge(conn, _badge(org, name), b"")
         cache = batch_cache(conn)
         assert cache is not None
+        assert cache.usable(("award-badge", org.id, 1))
+        badge_store.insert_badge(conn, _badge(org, name), b"")
+        # A kind read from badges is no longer usable (its users read the rows themselves).
+        assert not cache.usable(("award-badge", org.id, 1))
+        with pytest.raises(BatchCacheError, match="badges"):
+            cache.get(("award-badge", org.id, 1))
+        with pytest.raises(BatchCacheError, match="BATCH_READS"):
+            cache.usable(("undeclared", org.id))
+        assert cache.usable(("badge-rules", org.id))
         cache[("badge-rules", org.id)] = "rules"
         return cache.get(("badge-rules", org.id))
 

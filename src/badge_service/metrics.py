@@ -247,7 +247,7 @@ class Metrics:
         }
         self.group_commit: Observe = Histogram(
             "badge_service_group_commit_writes",
-            "Writes committed together in one SQLite group commit (one transaction, one fsync).",
+            "Writes committed together in one group commit (one transaction, one COMMIT).",
             buckets=BATCH_BUCKETS,
             registry=r,
         ).observe

@@ -171,10 +171,11 @@ def _events_after(
 def watch_hub(db: Database, limits: WatchLimits, encode: EventEncoding) -> WatchHub:
     """The watch hub of ``db`` for this process: rung by the commits of its events, it reads
     the watched orgs' events and hands each stream the events as ``encode`` made them."""
-    if db.sync_engine is not None:
-        # On SQLite, run_write commits through the sync engine in a worker thread; its commits
-        # of events must wake this process's watchers too.
-        events.share_bell(db.engine, db.sync_engine)
+    if db.batch_engine is not None:
+        # run_write commits through an engine of its own (SQLite: the sync engine, in a worker
+        # thread; PostgreSQL: the group commit's writers); its commits of events must wake this
+        # process's watchers too.
+        events.share_bell(db.engine, db.batch_engine)
 
     async def read(org_id: int, after: int, limit: int) -> list[Event]:
         # What the hub and a stream catching up send.

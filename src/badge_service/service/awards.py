@@ -177,10 +177,22 @@ class _Definitions:
     def badge(self, badge_id: int) -> Badge:
         """A badge of the org, or its NOT_FOUND."""
         if badge_id not in self._badges:
-            try:
-                self._badges[badge_id] = definitions.badge(self._conn, self._org_id, badge_id)
-            except DomainError as err:
-                self._badges[badge_id] = err
+            # The awards of one group commit share one read of their badge, until a write of
+            # the batch changes a badge (then each reads it again). Refusals are not shared:
+            # an error raised to one caller is not raised to another.
+            cache = batch_cache(self._conn)
+            key = ("award-badge", self._org_id, badge_id)
+            usable = cache is not None and cache.usable(key)
+            found = cache.get(key) if cache is not None and usable else None
+            if found is None:
+                try:
+                    found = definitions.badge(self._conn, self._org_id, badge_id)
+                except DomainError as err:
+                    found = err
+                else:
+                    if cache is not None and usable:
+                        cache[key] = found
+            self._badges[badge_id] = found
         return _or_raise(self._badges[badge_id])
 
     def template(self, template_id: str) -> BadgeTemplate:
@@ -393,11 +405,12 @@ def _create(
             seen.add((a.badge_id, a.recipient_key))
             earned.append((defs.badge(a.badge_id), a.recipient_key, a.recipient))
     progress = progress_store.mark_earned_many(conn, org_id, earned, now)
-    # Last: the org's sequence row stays locked (PostgreSQL) until the commit.
+    # Last: the org's sequence row stays locked (PostgreSQL) until the commit; in a group
+    # commit it is taken at the batch's end (append_events_at_commit).
     appended = [("progress", payload) for payload in progress]
     appended += [("awarded", {"award_id": award_id}) for award_id in created]
     if appended:
-        events.append_events(conn, org_id, appended, now)
+        events.append_events_at_commit(conn, org_id, appended, now)
     done = [r for r in results if r is not None]
     assert len(done) == len(items)
     if tally is not None:

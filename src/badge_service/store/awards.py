@@ -51,9 +51,11 @@ from badge_service.domain.claim_codes import CLAIM_CODE
 from badge_service.domain.errors import NotFound
 from badge_service.domain.ids import is_hex_id
 from badge_service.store.db import (
+    at_commit,
     equal_in_order,
     execute_prepared,
     from_micros,
+    in_group_commit,
     opt_datetime,
     opt_micros,
     to_micros,
@@ -358,6 +360,12 @@ def add_award_counts(conn: Connection, org_id: int, added: Mapping[tuple[str, st
     (PostgreSQL locks the row until the commit, SQLite has one writer), and a failed write rolls
     its addition back. Definitions go in key order (a fixed lock order, so concurrent batches
     wait, not deadlock)."""
+    if in_group_commit(conn):
+        # Added once for the whole batch, at its end (see db.at_commit).
+        for (kind, ref), n in added.items():
+            if n:
+                at_commit(conn, ("award-count", org_id, kind, ref), n, _add_counts)
+        return
     rows = [
         {"org_id": org_id, "kind": kind, "ref": ref, "awards": n}
         for (kind, ref), n in sorted(added.items())
@@ -365,6 +373,13 @@ def add_award_counts(conn: Connection, org_id: int, added: Mapping[tuple[str, st
     ]
     if rows:
         execute_prepared(conn, _COUNT_UP[conn.dialect.name], rows[0] if len(rows) == 1 else rows)
+
+
+def _add_counts(conn: Connection, key: tuple[str, int, str, str], added: list[int]) -> None:
+    """A definition's award count bump (at_commit): every award of a group commit in one."""
+    _, org_id, kind, ref = key
+    params = {"org_id": org_id, "kind": kind, "ref": ref, "awards": sum(added)}
+    execute_prepared(conn, _COUNT_UP[conn.dialect.name], params)
 
 
 # --- Badgr claim codes --------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from badge_service.domain.errors import NotFound
 from badge_service.store import awards as awards_store
 from badge_service.store.db import (
     PreparedLookup,
+    at_commit,
     equal_in_order,
     execute_prepared,
     from_micros,
@@ -132,11 +133,17 @@ _INSERT_TAG = insert(badge_tags)
 
 def _bump_statement(dialect: Any) -> Any:
     c = org_badge_counts
-    return (
-        dialect.insert(c)
-        .values(org_id=bindparam("org_id"), badges=1)
-        .on_conflict_do_update(index_elements=[c.c.org_id], set_={"badges": c.c.badges + 1})
+    ins = dialect.insert(c).values(org_id=bindparam("org_id"), badges=bindparam("n"))
+    return ins.on_conflict_do_update(
+        index_elements=[c.c.org_id], set_={"badges": c.c.badges + ins.excluded.badges}
     )
+
+
+def _add_badges(conn: Connection, key: tuple[str, int], added: list[int]) -> None:
+    """The org's badge count bump (at_commit): every create of a group commit in one."""
+    _, org_id = key
+    params = {"org_id": org_id, "n": sum(added)}
+    execute_prepared(conn, _BUMP[conn.dialect.name], params)
 
 
 _BUMP = {"sqlite": _bump_statement(sqlite), "postgresql": _bump_statement(postgresql)}
@@ -167,10 +174,11 @@ def insert_badge(conn: Connection, b: Badge, message: bytes) -> int:
     ((new_id,),) = execute_prepared(conn, _INSERT, values)
     b.id = int(new_id)
     _write_tags(conn, b)
-    # One atomic upsert: concurrent creates each add exactly one (PostgreSQL locks the row
-    # until the commit, SQLite has one writer), and a failed create rolls it back. Done last so
-    # the row lock is held as briefly as the transaction allows.
-    execute_prepared(conn, _BUMP[conn.dialect.name], {"org_id": b.org_id})
+    # One atomic upsert: concurrent creates each add exactly theirs (PostgreSQL locks the row
+    # until the commit, SQLite has one writer), and a failed create rolls it back. Done last,
+    # and in a PostgreSQL group commit once for the batch at its end, so that the row lock is
+    # held as briefly as the transaction allows.
+    at_commit(conn, ("badge-count", b.org_id), 1, _add_badges)
     return b.id
 
 

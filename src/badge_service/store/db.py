@@ -5,9 +5,9 @@ Every RPC runs in one transaction, in one of two forms:
 - ``await db.run_read(fn, *args)`` / ``await db.run_write(fn, *args)`` run a synchronous
   function ``fn(conn: Connection, *args)`` as the whole transaction. On SQLite the function runs
   in one trip to a thread (a plain ``sqlite3`` connection through SQLAlchemy's sync engine),
-  instead of a trip per driver call as aiosqlite makes; writes are group-committed (below). On
-  PostgreSQL the function runs through ``AsyncConnection.run_sync`` on asyncpg. Hot paths use
-  this form.
+  instead of a trip per driver call as aiosqlite makes. On PostgreSQL the function runs
+  through ``AsyncConnection.run_sync`` on asyncpg (in a greenlet, on the event loop). Writes
+  are group-committed on both (below). Hot paths use this form.
 - ``async with db.read() as conn`` / ``db.write()`` yield an AsyncConnection for code written
   with ``await``; a read of exactly one statement may use ``db.read(snapshot=False)``, which on
   SQLite runs it without an explicit BEGIN. Such code can call the synchronous store functions
@@ -26,12 +26,48 @@ others commit. Every caller is answered only after the COMMIT (one fsync for the
 returns, so an acknowledged write is durable, and a failed COMMIT fails every caller of the
 batch. A write whose caller was cancelled before its batch started is skipped.
 
+Group commit on PostgreSQL (``run_write``, ``_pg_batch``). The same contract, with what differs:
+
+- Up to ``writers`` batches run at once (``_PG_WRITERS``, at most the pool size), each on a
+  connection of its own (a small engine
+  of its own, in driver autocommit mode: the batch sends BEGIN, its savepoints and COMMIT
+  straight to asyncpg). A batch's statements are round trips one after another, so a single
+  connection would leave the server and this process waiting on each other. A committer takes
+  an equal share of the queue with the writers not running a batch (itself included): all of
+  it while the others are busy, a part when callers answered together write again at once.
+  At most ``_PG_GROUP_COMMIT_MAX`` writes a batch: each is a subtransaction, and past 64 in one
+  transaction every other session's snapshots slow down (the subxid cache overflows).
+- A write's statements run by ``execute_prepared`` go straight to the batch's asyncpg
+  connection (prepared once per connection by asyncpg's statement cache, SQLAlchemy's bind
+  processors applied, errors raised as SQLAlchemy raises them); anything else runs through
+  SQLAlchemy on the same connection and transaction. One SAVEPOINT per write (the previous
+  write's RELEASE sent with it in one simple query); a lone write needs none.
+- The rows every write of an org updates (its badge count, its award counts, its event
+  sequence) are written through ``at_commit``: once for the batch, after its last write, in
+  sorted key order, just before COMMIT. Taken inside each write, their row locks would be held
+  from the batch's first write of the org to its COMMIT, and batches of one org would queue
+  whole behind each other; taken at the end, batches overlap up to there, and the fixed order
+  means two batches never deadlock on them. An org's events still commit in sequence order
+  (the sequence row is locked from the bump to the COMMIT).
+- A write that fails is rolled back to its savepoint (its locks too) and its caller gets its
+  error; one that lost a deadlock or serialization conflict (40P01, 40001) is run again in a
+  later batch, up to ``_PG_RETRIES`` times, as is a whole batch whose tail or COMMIT lost one.
+  Any other failure of BEGIN, a savepoint, a ROLLBACK, the tail or COMMIT fails every caller
+  of the batch, and the connection is dropped rather than pooled (its transaction may still
+  be open).
+- Bounds: the statement timeout is set on the writers' connections as on the pool's, and
+  asyncpg's own timer (``command_timeout``, statement plus connect timeout) ends every
+  statement of a batch against a frozen server; waiting for a writer connection takes at most
+  the connect timeout. A caller's cancellation (its deadline) does not reach a batch that is
+  running, as it does not on SQLite.
+
 Failures and time limits: every failure of a database call is shown to ``self.faults``
 (store/faults.py), which wakes the health monitor when the store looks unavailable. On
 PostgreSQL each connection has ``statement_timeout`` set (a slow statement fails on the server,
 SQLSTATE 57014), connecting and waiting for a pooled connection take at most the connect
-timeout, and every call's database work is bounded by both together (a frozen server answers
-nothing, so only a timer on our side can end the wait). On SQLite the statement timeout is the
+timeout, and every call's database work (every statement, in a group commit) is bounded by
+both together (a frozen server answers nothing, so only a timer on our side can end the
+wait). On SQLite the statement timeout is the
 busy timeout (the wait for another writer's lock). A call's own gRPC deadline needs nothing
 here: grpc.aio cancels the call's task when it passes, and the cancellation reaches the
 driver (asyncpg then asks the server to cancel the statement).
@@ -57,6 +93,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolResetState
 from sqlalchemy.sql.expression import Executable
+from sqlalchemy.util import await_only
 
 from badge_service.store import errors
 from badge_service.store.faults import StoreFaults
@@ -94,6 +131,18 @@ P = ParamSpec("P")
 _SQLITE_READERS = 4
 # At most this many writes share one group commit, bounding the time a batch holds the lock.
 _GROUP_COMMIT_MAX = 256
+# On PostgreSQL fewer: each write of a batch is a subtransaction, and past 64 of them (the
+# server's PGPROC_MAX_CACHED_SUBXIDS) every other session's snapshot must look subtransactions
+# up in pg_subtrans, a known cliff.
+_PG_GROUP_COMMIT_MAX = 60
+# Group commits in flight at once on PostgreSQL, each on a connection of its own: a batch's
+# statements are round trips one after another, so one connection alone would leave the
+# server and this process waiting on each other. The rows every write of an org updates are
+# taken at each batch's end (at_commit), so batches of one org overlap up to there.
+_PG_WRITERS = 4
+# How often a write that lost a deadlock or a serialization conflict inside a batch is run
+# again (in a later batch) before its caller gets the error.
+_PG_RETRIES = 3
 
 
 class DatabaseURLError(ValueError):
@@ -155,6 +204,7 @@ class _Job(Generic[T]):
     fn: Callable[..., T]
     args: tuple[Any, ...]
     future: asyncio.Future[T]
+    tries: int = 0  # PostgreSQL: runs lost to a deadlock or serialization conflict so far
 
 
 class Database:
@@ -218,12 +268,43 @@ class Database:
             self._bound = statement_timeout + connect_timeout
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         errors.listen(self.engine.sync_engine)
+        # PostgreSQL's group commit (run_write) on connections of its own, in autocommit mode
+        # at the driver: the batch sends BEGIN, its savepoints and COMMIT itself (see
+        # _pg_batch), so SQLAlchemy's lazily started transaction must stay out of the way.
+        self._pg_writers: AsyncEngine | None = None
+        # PostgreSQL's group commits at once (each holds a connection of its own).
+        self.writers = max(1, min(_PG_WRITERS, pool_size))
+        if not self.is_sqlite:
+            self._pg_writers = create_async_engine(
+                self.url,
+                isolation_level="AUTOCOMMIT",
+                pool_size=self.writers,
+                max_overflow=0,
+                pool_pre_ping=False,
+                pool_timeout=connect_timeout,
+                connect_args={
+                    "timeout": connect_timeout,
+                    # asyncpg's own timer on every statement of a batch (raw or through
+                    # SQLAlchemy): a frozen server answers nothing, so the server's
+                    # statement_timeout alone would not end the wait.
+                    "command_timeout": statement_timeout + connect_timeout,
+                    "statement_cache_size": statement_cache_size,
+                    "server_settings": {
+                        "statement_timeout": _millis(statement_timeout),
+                        "application_name": "badge-service",
+                    },
+                },
+            )
+            errors.listen(self._pg_writers.sync_engine)
+            _note_batch_writes(self._pg_writers.sync_engine)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self.sync_engine: Engine | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._queue: list[_Job[Any]] = []
-        self._committer: asyncio.Task[None] | None = None
+        self._committer: asyncio.Task[None] | None = None  # SQLite's one committer
+        self._pg_committers: set[asyncio.Task[None]] = set()  # PostgreSQL's (writers)
+        self._pg_running = 0  # of them, those running a batch now
         self._raw: sqlite3.Connection | None = None
         if self.is_sqlite:
             busy_ms = _millis(statement_timeout)
@@ -238,16 +319,7 @@ class Database:
             )
             _configure_sqlite_connections(self.sync_engine, raw_begin=True, busy_ms=busy_ms)
             errors.listen(self.sync_engine)
-
-            @event.listens_for(self.sync_engine, "before_execute")
-            def _on_execute(conn: Connection, stmt: Any, *_args: Any) -> None:
-                # A batch's writes through SQLAlchemy, for its cache (execute_prepared notes
-                # its own); conn.info is only looked at for an INSERT, UPDATE or DELETE.
-                if getattr(stmt, "is_dml", False):
-                    batch = conn.info.get(_BATCH_CACHE)
-                    table = _written_table(stmt)
-                    if batch is not None and table is not None:
-                        batch.written.add(table)
+            _note_batch_writes(self.sync_engine)
 
             @event.listens_for(self.sync_engine, "reset")
             def _on_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
@@ -259,6 +331,15 @@ class Database:
             self._readers = ThreadPoolExecutor(_SQLITE_READERS, thread_name_prefix="sqlite-read")
             # One writer thread: SQLite has one writer anyway.
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
+
+    @property
+    def batch_engine(self) -> Engine | None:
+        """The engine whose connections commit run_write's group commits (SQLite's sync
+        engine, PostgreSQL's writers), whose commits of events must ring the same bell as
+        ``engine``'s (store.events.share_bell)."""
+        if self.sync_engine is not None:
+            return self.sync_engine
+        return None if self._pg_writers is None else self._pg_writers.sync_engine
 
     async def run_read(
         self,
@@ -323,7 +404,8 @@ class Database:
                     await pool.release(conn)
                     return rows
             except Exception as exc:
-                raise self._failed(_sqlalchemy_error(self.engine, exc, queries))  # noqa: B904
+                error = _sqlalchemy_error(self.engine.dialect, exc, str(queries[0][0]), None)
+                raise self._failed(error)  # noqa: B904
         try:
             raw = self._raw or self._open_raw()
             if len(queries) == 1:
@@ -379,19 +461,18 @@ class Database:
         the transaction has committed; an error from ``fn`` rolls its work back and is raised.
         On SQLite it may share a group commit with other writes (see the module docstring)."""
         try:
-            if self._writer is None:
-                async with (
-                    asyncio.timeout(self._bound),
-                    self.engine.connect() as conn,
-                    conn.begin(),
-                ):
-                    return await conn.run_sync(fn, *args, **kwargs)
             loop = asyncio.get_running_loop()
             call = fn if not kwargs else _bind_kwargs(fn, kwargs)
             job: _Job[T] = _Job(call, args, loop.create_future())
             self._queue.append(job)
-            if self._committer is None:
-                self._committer = loop.create_task(self._commit_queued())
+            if self.is_sqlite:
+                if self._committer is None:
+                    self._committer = loop.create_task(self._commit_queued())
+            elif len(self._pg_committers) < self.writers:
+                committer = loop.create_task(self._commit_queued_pg())
+                self._pg_committers.add(committer)
+                # Also when it is cancelled before it ever ran (then its finally does not run).
+                committer.add_done_callback(self._pg_committers.discard)
             return await job.future
         except Exception as exc:
             raise self._failed(exc)  # noqa: B904 - translate sets the cause
@@ -439,6 +520,81 @@ class Database:
                 if not job.future.done():
                     job.future.cancel()
             self._queue.clear()
+
+    async def _commit_queued_pg(self) -> None:
+        """Commits queued writes in batches until the queue is empty (PostgreSQL: up to
+        ``writers`` of these run at once, each a batch at a time on a connection of its own)."""
+        try:
+            while self._queue:
+                # A share of what is queued for each writer free to take some (this one
+                # included), so that writes arriving together (the callers of the last batch
+                # writing again) spread over the writers; all of it while the others are busy.
+                free = self.writers - self._pg_running
+                take = min(_PG_GROUP_COMMIT_MAX, -(-len(self._queue) // max(1, free)))
+                batch = [j for j in self._queue[:take] if not j.future.done()]
+                del self._queue[:take]
+                if not batch:
+                    continue
+                if self._group_commits is not None:
+                    self._group_commits(len(batch))
+                self._pg_running += 1
+                try:
+                    outcomes = await asyncio.shield(self._run_pg_batch(batch))
+                except asyncio.CancelledError:  # the loop is going away
+                    for job in batch:
+                        job.future.cancel()
+                    raise
+                except Exception as exc:  # BEGIN, its tail or COMMIT failed: nothing landed
+                    retry = _sqlstate(exc) in _PG_CONFLICTS
+                    again = []
+                    for job in batch:
+                        if job.future.done():
+                            continue
+                        if retry and job.tries < _PG_RETRIES:
+                            # Lost a conflict with another transaction: runs again whole.
+                            job.tries += 1
+                            again.append(job)
+                        else:
+                            job.future.set_exception(exc)
+                    self._queue[:0] = again
+                    continue
+                finally:
+                    self._pg_running -= 1
+                again = []
+                for job, (ok, value) in zip(batch, outcomes, strict=True):
+                    if job.future.done():
+                        continue
+                    if ok:
+                        job.future.set_result(value)
+                    elif value is _RETRY:
+                        again.append(job)
+                    else:
+                        job.future.set_exception(value)
+                self._queue[:0] = again  # first in the next batch
+        except asyncio.CancelledError:  # shutdown
+            for job in self._queue:
+                if not job.future.done():
+                    job.future.cancel()
+            self._queue.clear()
+            raise
+        finally:
+            # At once, with no await since the queue was found empty: a write queued after
+            # this must see a free place and start a committer.
+            self._pg_committers.discard(asyncio.current_task())
+
+    async def _run_pg_batch(self, batch: list[_Job[Any]]) -> list[tuple[bool, Any]]:
+        """Runs a batch of writes in one PostgreSQL transaction (_pg_batch) on a writer
+        connection; a connection left in an unknown state is dropped, not pooled again."""
+        assert self._pg_writers is not None
+        async with self._pg_writers.connect() as conn:
+            try:
+                return await conn.run_sync(_pg_batch, batch)
+            except BaseException:
+                # The batch's transaction may still be open on the server (a cancel, a lost
+                # connection, a failed ROLLBACK): SQLAlchemy, in autocommit mode, would not
+                # roll it back, so the connection goes.
+                await conn.invalidate()
+                raise
 
     @asynccontextmanager
     async def read(self, *, snapshot: bool = True) -> AsyncIterator[AsyncConnection]:
@@ -589,6 +745,8 @@ class Database:
             await closer()
         if self._committer is not None:
             await asyncio.wait([self._committer])
+        while self._pg_committers:
+            await asyncio.wait(list(self._pg_committers))
         self._drop_probe()
         if self._pg_pool is not None:
             pool, self._pg_pool = self._pg_pool, None
@@ -598,6 +756,8 @@ class Database:
             except (TimeoutError, OSError):
                 pool.terminate()  # the server does not answer: drop the connections
         await self.engine.dispose()
+        if self._pg_writers is not None:
+            await self._pg_writers.dispose()
         for pool in (self._readers, self._writer):
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -677,27 +837,24 @@ _CANCEL_WAIT = 1.0
 
 
 def _sqlalchemy_error(
-    engine: AsyncEngine, exc: Exception, queries: Sequence[tuple[Executable, Any]]
+    dialect: Any, exc: Exception, sql: str, params: Mapping[str, Any] | None
 ) -> Exception:
-    """An asyncpg error of fetch as SQLAlchemy raises the same error (ProgrammingError,
-    IntegrityError, ...: SQLAlchemy's own asyncpg mapping), so that every path fails alike;
-    anything else as it is."""
+    """An asyncpg error of a statement run straight on the driver (fetch, a batch's
+    execute_prepared) as SQLAlchemy raises the same error (ProgrammingError, IntegrityError,
+    ...: SQLAlchemy's own asyncpg mapping), with what errors.translate reads, so that every
+    path fails alike; anything else as it is."""
     import asyncpg
 
     unmapped: Exception = exc
     if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return unmapped
-    dbapi = engine.dialect.loaded_dbapi
+    dbapi = dialect.loaded_dbapi
     for kind in type(exc).__mro__:
         adapted = dbapi._asyncpg_error_translate.get(kind)
         if adapted is not None:
             translated = adapted(exc.args[0] if exc.args else str(exc), exc)
             translated.__cause__ = exc
-            error: Exception = DBAPIError.instance(
-                str(queries[0][0]), None, translated, dbapi.Error
-            )
-            error.__cause__, error.__suppress_context__ = translated, True
-            return error
+            return errors.raw_error(translated, sql, params, dbapi.Error)
     return unmapped
 
 
@@ -822,6 +979,9 @@ def execute_prepared(
     """
     raw = _raw_sqlite(conn)
     if raw is None:
+        pg = _pg_batch_of(conn)
+        if pg is not None:
+            return _pg_execute(conn, pg, stmt, params)
         result = conn.execute(stmt, params)
         return list(result.all()) if result.returns_rows else []
     if isinstance(params, Mapping):
@@ -865,20 +1025,21 @@ class PreparedLookup:
         _PROCESSES_ITS_ROWS.add(stmt)  # first() applies the result processors
         self._columns = list(stmt.selected_columns)
         self._row = namedtuple("_Row", [c.key for c in self._columns])  # type: ignore[misc]
-        self._processors: list[Callable[[Any], Any] | None] | None = None
+        # By dialect name: the result processors of each.
+        self._processors: dict[str, list[Callable[[Any], Any] | None]] = {}
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """The row, or None."""
-        raw = _raw_sqlite(conn) is not None
+        raw = _raw_sqlite(conn) is not None or _pg_batch_of(conn) is not None
         rows = execute_prepared(conn, self.stmt, params)
         if not rows:
             return None
         if not raw:  # SQLAlchemy ran it: already processed
             return rows[0]
-        processors = self._processors
+        dialect = conn.dialect
+        processors = self._processors.get(dialect.name)
         if processors is None:
-            dialect = conn.dialect
-            processors = self._processors = [
+            processors = self._processors[dialect.name] = [
                 c.type.dialect_impl(dialect).result_processor(dialect, None) for c in self._columns
             ]
         return self._row(
@@ -898,6 +1059,8 @@ BATCH_READS: dict[str, frozenset[str]] = {
     "award-custom-fields": frozenset({"custom_fields"}),
     # service/badges.py: list_fields and store.orgs.get_tag_rules.
     "badge-rules": frozenset({"custom_fields", "org_meta"}),
+    # service/awards.py _Definitions.badge: store.award_definitions.badge (a badge awarded).
+    "award-badge": frozenset({"badges"}),
 }
 
 
@@ -940,6 +1103,20 @@ class BatchCache:
         self._check(key)
         return self._entries.get(key)
 
+    def usable(self, key: Any) -> bool:
+        """Whether an entry of ``key``'s kind may be read or kept now (no write of the batch
+        touched a table it is read from): for kinds whose tables the batch's writes may
+        change, which read the rows themselves once it did. A kind BATCH_READS does not
+        declare is still an error."""
+        try:
+            self._check(key)
+        except BatchCacheError:
+            kind = key[0] if isinstance(key, tuple) and key else key
+            if isinstance(kind, str) and kind in BATCH_READS:
+                return False
+            raise
+        return True
+
     def __setitem__(self, key: Any, value: Any) -> None:
         self._check(key)
         self._entries[key] = value
@@ -968,6 +1145,13 @@ def batch_cache(conn: Connection) -> BatchCache | None:
     once a write of the batch touched one of them (BatchCacheError). The writes that
     group-commit (``run_write``) change badges and awards, not the definitions they are
     checked against, which change only through ``Database.write()``, never in a batch.
+
+    On PostgreSQL another transaction may change those rows while a batch runs (nothing like
+    SQLite's BEGIN IMMEDIATE keeps it out), so an entry may be older than the write that
+    uses it. Still each write is checked against rows as they were at some moment between
+    its call and its reply, as without the cache: a batch is formed before it starts, so the
+    entry is read after every write of the batch was asked for; and under READ COMMITTED a
+    write reading the rows itself could as well meet a change committed just after its read.
     """
     found: BatchCache | None = conn.info.get(_BATCH_CACHE)
     return found
@@ -1023,6 +1207,216 @@ def _run_batch(
             raw.rollback()
         raise
     return outcomes
+
+
+# Marks a job that lost a deadlock or serialization conflict (rolled back to its savepoint)
+# and is to run again in a later batch.
+_RETRY = object()
+# SQLSTATEs of a conflict with another transaction that running again resolves.
+_PG_CONFLICTS = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+Flush = Callable[[Connection, Any, list[Any]], None]
+
+
+class _PgBatch:
+    """A PostgreSQL group commit in progress: the asyncpg connection its statements go to,
+    and its tail (at_commit): by key, the flush and the values of the writes that succeeded;
+    ``pending`` holds the running write's until it succeeds."""
+
+    __slots__ = ("cache", "pending", "raw", "tail")
+
+    def __init__(self, raw: Any, cache: BatchCache) -> None:
+        self.raw = raw
+        self.cache = cache
+        self.tail: dict[Any, tuple[Flush, list[Any]]] = {}
+        self.pending: list[tuple[Any, Any, Flush]] = []
+
+    def keep_pending(self) -> None:
+        for key, value, flush in self.pending:
+            found = self.tail.get(key)
+            if found is None:
+                self.tail[key] = (flush, [value])
+            else:
+                found[1].append(value)
+        self.pending.clear()
+
+
+# Each writer connection's batch while it runs one, by the SQLAlchemy adapter of the driver's
+# connection: execute_prepared's raw path (_pg_execute) and at_commit look it up.
+_PG_BATCHES: dict[Any, _PgBatch] = {}
+
+
+def at_commit(conn: Connection, key: Any, value: Any, flush: Flush) -> None:
+    """Has ``flush(conn, key, values)`` write ``value``: at once (``values`` is
+    ``[value]``), or, in a PostgreSQL group commit, once for the whole batch after its last
+    write and just before its COMMIT, with the values of every write of the batch that
+    succeeded (in their order); the batch's keys are flushed in sorted order.
+
+    For the rows every write of an org updates (its counts, its event sequence): a row lock
+    taken in a write is held until the batch commits, so batches on several connections would
+    queue behind one another's whole batch; taken in the tail, only behind the tail and the
+    COMMIT, and always in the same order (no deadlock between batches). Only for what no
+    later statement of the same transaction reads, and whose flush cannot fail on a write's
+    account (a failed tail fails the whole batch). Keys of one kind must compare with each
+    other (tuples with the kind's name first)."""
+    batch = _pg_batch_of(conn)
+    if batch is None:
+        flush(conn, key, [value])
+    else:
+        batch.pending.append((key, value, flush))
+
+
+def in_group_commit(conn: Connection) -> bool:
+    """Whether ``conn`` runs a PostgreSQL group commit, whose writes at_commit defers."""
+    return _pg_batch_of(conn) is not None
+
+
+def _pg_batch(conn: Connection, batch: list[_Job[Any]]) -> list[tuple[bool, Any]]:
+    """Runs a batch of writes in one PostgreSQL transaction (in a greenlet of run_sync, on a
+    writer connection in driver autocommit mode) and returns each job's (ok, result or
+    exception, or _RETRY). Raises when BEGIN, a savepoint, a ROLLBACK, the tail (at_commit)
+    or COMMIT fails: then nothing of the batch is committed.
+
+    Transaction control goes straight to asyncpg: BEGIN with the first SAVEPOINT, then one
+    round trip per further job (the RELEASE of the previous job's savepoint and the next
+    SAVEPOINT in one simple query), the tail (at_commit), COMMIT. A job's statements run by
+    execute_prepared go straight to asyncpg as well."""
+    adapter = conn.connection.dbapi_connection
+    raw = conn.connection.driver_connection
+    outcomes: list[tuple[bool, Any]] = []
+    savepoints = len(batch) > 1  # alone, the transaction is the savepoint
+    # The first savepoint in BEGIN's round trip (a simple query may hold several statements).
+    _pg_control(conn, raw, "BEGIN; SAVEPOINT job" if savepoints else "BEGIN")
+    cache = conn.info[_BATCH_CACHE] = BatchCache()
+    state = _PG_BATCHES[adapter] = _PgBatch(raw, cache)
+    try:
+        # "fresh": a savepoint "job" is set with no work since; "used": one is set and the last
+        # job's work (kept) is after it.
+        fresh, used = savepoints, False
+        for job in batch:
+            if job.future.done():  # its caller was cancelled before it started
+                outcomes.append((False, None))
+                continue
+            if savepoints and not fresh:
+                sql = "RELEASE SAVEPOINT job; SAVEPOINT job" if used else "SAVEPOINT job"
+                _pg_control(conn, raw, sql)
+            fresh, used = False, True
+            try:
+                outcomes.append((True, job.fn(conn, *job.args)))
+            except Exception as exc:
+                state.pending.clear()
+                if not savepoints:
+                    _pg_control(conn, raw, "ROLLBACK")
+                    return [_failed_job(job, exc)]
+                # Undoes this job alone (its locks too); fails when the connection is gone.
+                _pg_control(conn, raw, "ROLLBACK TO SAVEPOINT job")
+                fresh, used = True, False
+                outcomes.append(_failed_job(job, exc))
+            else:
+                state.keep_pending()
+        for key in sorted(state.tail):
+            flush, values = state.tail[key]
+            flush(conn, key, values)
+        _pg_control(conn, raw, "COMMIT")
+    finally:
+        del _PG_BATCHES[adapter]
+        del conn.info[_BATCH_CACHE]
+    return outcomes
+
+
+def _pg_control(conn: Connection, raw: Any, sql: str) -> None:
+    """A transaction control statement of a batch, its error as SQLAlchemy raises it."""
+    try:
+        await_only(raw.execute(sql))
+    except Exception as exc:
+        error = _sqlalchemy_error(conn.dialect, exc, sql, None)
+        if error is exc:
+            raise
+        raise error  # noqa: B904 - raw_error sets the cause
+
+
+def _failed_job(job: _Job[Any], exc: Exception) -> tuple[bool, Any]:
+    """A failed job's outcome: its error, or _RETRY when it lost a conflict with another
+    transaction (a deadlock, which batches make likelier) and has tries left."""
+    if job.tries < _PG_RETRIES and _sqlstate(exc) in _PG_CONFLICTS:
+        job.tries += 1
+        return (False, _RETRY)
+    return (False, exc)
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a PostgreSQL error however wrapped (SQLAlchemy's, the adapter's,
+    asyncpg's), else None."""
+    link: BaseException | None = exc
+    for _ in range(4):
+        if link is None:
+            return None
+        code = getattr(link, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+        link = getattr(link, "orig", None) or link.__cause__
+    return None
+
+
+def _pg_batch_of(conn: Connection) -> _PgBatch | None:
+    """The PostgreSQL batch ``conn`` runs, else None."""
+    if not _PG_BATCHES:
+        return None
+    return _PG_BATCHES.get(conn.connection.dbapi_connection)
+
+
+def _pg_execute(
+    conn: Connection,
+    batch: _PgBatch,
+    stmt: Executable,
+    params: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+) -> list[Any]:
+    """execute_prepared on a batch's asyncpg connection: asyncpg prepares each statement once
+    per connection (its statement cache); its errors are raised as SQLAlchemy raises them."""
+    raw = batch.raw
+    many = not isinstance(params, Mapping)
+    if not isinstance(params, Mapping) and len(params) == 1:
+        params = params[0]  # asyncpg's executemany costs more than one statement
+    if isinstance(params, Mapping):
+        prepared = _prepared(stmt, conn.dialect, params)
+        if prepared.writes is not None:
+            batch.cache.written.add(prepared.writes)
+        sql, values = prepared.bind(params)
+        try:
+            rows = await_only(raw.fetch(sql, *values))
+            return [] if many else list(rows)
+        except Exception as exc:
+            error = _sqlalchemy_error(conn.dialect, exc, sql, params)
+            if error is exc:
+                raise
+            raise error  # noqa: B904 - raw_error sets the cause
+    if not params:
+        return []
+    prepared = _prepared(stmt, conn.dialect, params[0])
+    if prepared.writes is not None:
+        batch.cache.written.add(prepared.writes)
+    try:
+        await_only(raw.executemany(prepared.sql, [prepared.bind(p)[1] for p in params]))
+    except Exception as exc:
+        error = _sqlalchemy_error(conn.dialect, exc, prepared.sql, None)
+        if error is exc:
+            raise
+        raise error  # noqa: B904 - raw_error sets the cause
+    return []
+
+
+def _note_batch_writes(engine: Engine) -> None:
+    """Has a group commit's writes through SQLAlchemy on ``engine`` noted in its cache
+    (execute_prepared notes its own)."""
+
+    @event.listens_for(engine, "before_execute")
+    def _on_execute(conn: Connection, stmt: Any, *_args: Any) -> None:
+        # conn.info is only looked at for an INSERT, UPDATE or DELETE.
+        if getattr(stmt, "is_dml", False):
+            batch = conn.info.get(_BATCH_CACHE)
+            table = _written_table(stmt)
+            if batch is not None and table is not None:
+                batch.written.add(table)
 
 
 def _configure_sqlite_connections(engine: Engine, *, raw_begin: bool, busy_ms: str) -> None:

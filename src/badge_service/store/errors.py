@@ -77,12 +77,19 @@ def listen(engine: Engine) -> None:
     event.listen(engine, "handle_error", remember)
 
 
-def raw_error(exc: Exception, sql: str, params: Any) -> StatementError:
-    """A sqlite3 error of a statement run straight on the driver, as SQLAlchemy would have
-    raised it (IntegrityError, OperationalError, ...), with what translate reads."""
-    import sqlite3
+def raw_error(
+    exc: Exception, sql: str, params: Any, dbapi_error: type[Exception] | None = None
+) -> StatementError:
+    """A driver error of a statement run straight on the driver (sqlite3's, or asyncpg's as
+    SQLAlchemy's adapter translates it, with the adapter's base ``dbapi_error``), as
+    SQLAlchemy would have raised it (IntegrityError, OperationalError, ...), with what
+    translate reads."""
+    if dbapi_error is None:
+        import sqlite3
 
-    error = DBAPIError.instance(sql, None, exc, sqlite3.Error)
+        dbapi_error = sqlite3.Error
+    error = DBAPIError.instance(sql, None, exc, dbapi_error)
+    error.__cause__, error.__suppress_context__ = exc, True  # raise ... from exc
     if isinstance(params, Mapping):
         setattr(error, _PARAMS, params)
     return error

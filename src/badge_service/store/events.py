@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from badge_service.store.db import execute_prepared, from_micros, to_micros
+from badge_service.store.db import at_commit, execute_prepared, from_micros, to_micros
 from badge_service.store.models import award_events, org_event_sequences
 
 EventKind = Literal["awarded", "revoked", "progress"]
@@ -241,6 +241,58 @@ def append_events(
     execute_prepared(conn, _INSERT, rows[0] if n == 1 else rows)
     _mark(conn, org_id)
     return int(last)
+
+
+def append_events_at_commit(
+    conn: Connection,
+    org_id: int,
+    items: Sequence[tuple[str, dict[str, Any]]],
+    now: dt.datetime,
+) -> None:
+    """append_events, its sequence not needed: in a PostgreSQL group commit the events of the
+    batch's writes are appended together at its end (db.at_commit), so that the org's
+    sequence row is locked from there to the COMMIT only, not from the batch's first write
+    of the org; they keep the order of the writes and, within one, of ``items``."""
+    for kind, _ in items:
+        if kind not in KINDS:
+            raise ValueError(f"unknown event kind {kind!r}")
+    if items:
+        at_commit(conn, ("events", org_id), (list(items), now), _append_batch)
+
+
+def _append_batch(
+    conn: Connection,
+    key: tuple[str, int],
+    appended: list[tuple[list[tuple[str, dict[str, Any]]], dt.datetime]],
+) -> None:
+    """The events of a group commit's writes of one org (at_commit), in their order, each
+    with its write's time."""
+    _, org_id = key
+    if len(appended) == 1:
+        items, now = appended[0]
+        append_events(conn, org_id, items, now)
+        return
+    n = sum(len(items) for items, _ in appended)
+    ((last,),) = execute_prepared(
+        conn, _BUMP[conn.dialect.name], {"org_id": org_id, "last_sequence": n}
+    )
+    sequence = int(last) - n
+    rows = []
+    for items, now in appended:
+        micros = to_micros(now)
+        for kind, payload in items:
+            sequence += 1
+            rows.append(
+                {
+                    "org_id": org_id,
+                    "sequence": sequence,
+                    "type": kind,
+                    "payload": payload,
+                    "time": micros,
+                }
+            )
+    execute_prepared(conn, _INSERT, rows)
+    _mark(conn, org_id)
 
 
 def last_sequence(conn: Connection, org_id: int) -> int:
