@@ -288,7 +288,7 @@ class Database:
                     # SQLAlchemy): a frozen server answers nothing, so the server's
                     # statement_timeout alone would not end the wait.
                     "command_timeout": statement_timeout + connect_timeout,
-                    "statement_cache_size": statement_cache_size,
+                    **statement_options(statement_cache_size),
                     "server_settings": {
                         "statement_timeout": _millis(statement_timeout),
                         "application_name": "badge-service",
