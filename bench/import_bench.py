@@ -64,7 +64,12 @@ def _badge(badge_id: int) -> dict[str, Any]:
     }
 
 
-def write_pages(path: Path, count: int, first_id: int = 100_001) -> None:
+# Far above the ids of the badges the full run seeds first (about 1.1 million): kept ids that
+# another organisation's badge holds are refused, as they must be.
+FIRST_ID = 10_000_001
+
+
+def write_pages(path: Path, count: int, first_id: int = FIRST_ID) -> None:
     """``count`` badges as CrowdTwist list pages of 25, one JSON document a line."""
     pages = -(-count // _PAGE)
     with path.open("w") as out:
