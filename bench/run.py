@@ -288,7 +288,14 @@ class WorkersServer:
     """``badge-service serve --workers N`` on ``host``; calls and failures are counted from
     its access log, CPU over its processes (the parent and its workers)."""
 
-    def __init__(self, workers: int, url: str, log: Path, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        workers: int,
+        url: str,
+        log: Path,
+        host: str = "127.0.0.1",
+        pool_size: int | None = None,
+    ) -> None:
         self.name = f"{workers} worker{'s' if workers > 1 else ''}"
         self.host = host
         self.log_path = log
@@ -296,7 +303,10 @@ class WorkersServer:
         argv = [str(Path(sys.executable).parent / "badge-service"), "serve"]
         argv += ["--workers", str(workers), "--address", f"{host}:0"]
         argv += ["--database-url", url, "--no-migrate"]
-        self.proc = subprocess.Popen(argv, cwd=REPO, stderr=self._log)
+        env = dict(os.environ)
+        if pool_size is not None:
+            env["BADGE_SERVICE_DB_POOL_SIZE"] = str(pool_size)
+        self.proc = subprocess.Popen(argv, cwd=REPO, stderr=self._log, env=env)
         self.port = 0
         self.pids = [self.proc.pid]
         deadline = time.monotonic() + 60
@@ -1477,14 +1487,20 @@ def _scale(report: Report, loader: Loader, service: Server, orgs: dict[str, Seed
             print(f"scale round {rnd + 1} {name:22} {r.rps:9.0f} req/s p50 {r.p50_ms:6.2f} ms")
 
 
-def _workers(report: Report, loader: Loader, url: str, main: SeededOrg, work: Path) -> None:
-    """GetBadge and ListBadges(25) through ``serve --workers 1`` and ``--workers 2``."""
-    get = Scenario(
+def get_badge_scenario(main: SeededOrg) -> Scenario:
+    """GetBadge of the main org's middle badge (its answer not checked: the rows that use
+    this run after the GetBadge scenario checked it)."""
+    return Scenario(
         "GetBadge",
         [Call("GetBadge", pb.GetBadgeRequest(id=main.middle_id), pb.Badge)],
         main.key,
         lambda _r: None,
     )
+
+
+def _workers(report: Report, loader: Loader, url: str, main: SeededOrg, work: Path) -> None:
+    """GetBadge and ListBadges(25) through ``serve --workers 1`` and ``--workers 2``."""
+    get = get_badge_scenario(main)
     listing = Scenario(
         "ListBadges(25)",
         [Call("ListBadges", pb.ListBadgesRequest(page_size=25), pb.ListBadgesResponse)],
@@ -1521,6 +1537,10 @@ SCALE_OUT_HOSTS = ("127.0.0.2", "127.0.0.3")
 # connections a host, a worker is left with none once in 128 runs (with 2, once in 2).
 SCALE_OUT_CONNECTIONS = 16
 SCALE_OUT_CONFIGS = ("1 process", "2 processes", "2 hosts x 2 processes")
+# Each process's BADGE_SERVICE_DB_POOL_SIZE: the section keeps seven processes up at once, and
+# each may hold 3 x pool + min(4, pool) + 2 connections (docs/deploy.md); with the default 10
+# they outgrew max_connections 100 and the 2-host rows got UNAVAILABLE. 2: 10 a process.
+SCALE_OUT_POOL = 2
 # Its CreateBadge rows' badge names begin so (the CreateBadge scenario's are "createba-").
 SCALE_OUT_CREATE = f"{SCALE_OUT} CreateBadge"
 
@@ -1540,12 +1560,7 @@ def _scale_out(
     (``serve --workers 2``) and on two hosts of two (``serve --workers 2`` on 127.0.0.2 and on
     127.0.0.3, over the same database), the load spread over both hosts; the three in an
     order that turns each round. Every CreateBadge acknowledged must be stored."""
-    get = Scenario(
-        "GetBadge",
-        [Call("GetBadge", pb.GetBadgeRequest(id=main.middle_id), pb.Badge)],
-        main.key,
-        lambda _r: None,
-    )
+    get = get_badge_scenario(main)
     create = Scenario(
         SCALE_OUT_CREATE,
         [
@@ -1564,10 +1579,12 @@ def _scale_out(
     groups: list[Hosts] = []
     try:
         one, two = SCALE_OUT_CONFIGS[:2]
-        groups.append(Hosts(one, [WorkersServer(1, url, work / "scale-out-1.log")]))
-        groups.append(Hosts(two, [WorkersServer(2, url, work / "scale-out-2.log")]))
+        pool = SCALE_OUT_POOL
+        groups.append(Hosts(one, [WorkersServer(1, url, work / "scale-out-1.log", pool_size=pool)]))
+        groups.append(Hosts(two, [WorkersServer(2, url, work / "scale-out-2.log", pool_size=pool)]))
         hosts = [
-            WorkersServer(2, url, work / f"scale-out-{ip}.log", host=ip) for ip in SCALE_OUT_HOSTS
+            WorkersServer(2, url, work / f"scale-out-{ip}.log", host=ip, pool_size=pool)
+            for ip in SCALE_OUT_HOSTS
         ]
         groups.append(Hosts(SCALE_OUT_CONFIGS[2], hosts))
         for group in groups:  # every host answers both calls before any load runs
@@ -1637,7 +1654,9 @@ def _render_scale_out(report: Report) -> list[str]:
         f"`badge-service serve` (one process), `serve --workers 2` (two processes sharing a "
         f'port) and two such groups on {" and ".join(SCALE_OUT_HOSTS)} (two "hosts" of two '
         f"processes), all over the one PostgreSQL database; the three in an order that turns "
-        f"each round. Load: {connections} connections x {streams} streams (closed loop; as "
+        f"each round; each process with BADGE_SERVICE_DB_POOL_SIZE={SCALE_OUT_POOL}, so that "
+        "all seven fit PostgreSQL's max_connections of 100. "
+        f"Load: {connections} connections x {streams} streams (closed loop; as "
         "many calls in flight as the rows above, over more connections so that every worker "
         f"gets some), spread evenly over the hosts (a generator per host), "
         f"{report.profile.warmup:g} s warm-up + {report.profile.duration:g} s measured. CPU "
@@ -1779,12 +1798,7 @@ def _watch(
     writes org, alternating; while they are open, the service's idle CPU and the time from a
     CreateAward's reply (and from its request) until every stream has its events."""
     p = report.profile
-    get = Scenario(
-        "GetBadge",
-        [Call("GetBadge", pb.GetBadgeRequest(id=main.middle_id), pb.Badge)],
-        main.key,
-        lambda _r: None,
-    )
+    get = get_badge_scenario(main)
     channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
     create = award_pb_grpc.AwardServiceStub(channel).CreateAward
     metadata = [("authorization", f"Bearer {writes_key}")]
@@ -2419,12 +2433,7 @@ OBSERVED_VARIANTS: dict[str, dict[str, str]] = {
 
 def _observed(report: Report, loader: Loader, main: SeededOrg, url: str, work: Path) -> None:
     """GetBadge on one service process per OBSERVED_VARIANTS entry, alternating."""
-    get = Scenario(
-        "GetBadge",
-        [Call("GetBadge", pb.GetBadgeRequest(id=main.middle_id), pb.Badge)],
-        main.key,
-        lambda _r: None,
-    )
+    get = get_badge_scenario(main)
     (call,) = get.calls
     servers: list[ServiceServer] = []
     try:
