@@ -105,7 +105,7 @@ async def test_concurrent_awards_are_counted_exactly(backend: Backend, org: Org)
     # Of the 16 awards of the template to "dup" (10 single, 6 in batches) exactly one won.
     duplicates = failed.pop(("ALREADY_EXISTS", "AWARD_DUPLICATE"))
     duplicates += sum(r.HasField("error") for r in batch_results)
-    assert duplicates == 15
+    assert duplicates == 15, (failed, [r.error for r in batch_results if r.HasField("error")])
     assert failed == {
         ("FAILED_PRECONDITION", "FREQUENCY_MAX_REACHED"): 28,
         ("NOT_FOUND", "NOT_FOUND"): 5,
