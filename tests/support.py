@@ -233,6 +233,16 @@ class ErrorDetails:
     bad_request: error_details_pb2.BadRequest | None
 
 
+def store_log(caplog: pytest.LogCaptureFixture) -> list[tuple[str, object, object]]:
+    """The store's fault log lines a test captured, with the fields a plain capture leaves
+    out (the fault's label and the driver's words): for an assertion's message."""
+    return [
+        (r.getMessage(), getattr(r, "fault", None), getattr(r, "error", None))
+        for r in caplog.records
+        if r.name == "badge_service.store"
+    ]
+
+
 def details_of(err: grpc.aio.AioRpcError) -> ErrorDetails:
     """Decodes ErrorInfo and BadRequest from a failed call's trailers."""
     info = bad = None

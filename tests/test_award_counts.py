@@ -25,7 +25,7 @@ from badge_service.config import Settings
 from badge_service.server import start
 from badge_service.store.db import Database
 from badge_service.store.models import award_counts, awards
-from tests.support import Backend, Org, migrate, own_database_url
+from tests.support import Backend, Org, migrate, own_database_url, store_log
 from tests.test_awards import (
     awards as award_stub,
 )
@@ -71,7 +71,9 @@ def batch(*requests: apb.Award) -> apb.BatchCreateAwardsRequest:
     )
 
 
-async def test_concurrent_awards_are_counted_exactly(backend: Backend, org: Org) -> None:
+async def test_concurrent_awards_are_counted_exactly(
+    backend: Backend, org: Org, caplog: pytest.LogCaptureFixture
+) -> None:
     badge = await make_badge(org)
     capped = await make_badge(org, "capped", frequency=bpb.Frequency(freq_max=2))
     template = await make_template(org)  # one live award per recipient
@@ -105,7 +107,11 @@ async def test_concurrent_awards_are_counted_exactly(backend: Backend, org: Org)
     # Of the 16 awards of the template to "dup" (10 single, 6 in batches) exactly one won.
     duplicates = failed.pop(("ALREADY_EXISTS", "AWARD_DUPLICATE"))
     duplicates += sum(r.HasField("error") for r in batch_results)
-    assert duplicates == 15, (failed, [r.error for r in batch_results if r.HasField("error")])
+    assert duplicates == 15, (
+        failed,
+        [r.error for r in batch_results if r.HasField("error")],
+        store_log(caplog),
+    )
     assert failed == {
         ("FAILED_PRECONDITION", "FREQUENCY_MAX_REACHED"): 28,
         ("NOT_FOUND", "NOT_FOUND"): 5,

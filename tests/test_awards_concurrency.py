@@ -11,10 +11,11 @@ from collections import Counter
 from typing import Any
 
 import grpc
+import pytest
 
 from badge_service.api.badges.v1 import award_pb2 as apb
 from badge_service.api.badges.v1 import badge_pb2 as bpb
-from tests.support import Org, details_of
+from tests.support import Org, details_of, store_log
 from tests.test_awards import (
     awards,
     get_template,
@@ -99,7 +100,9 @@ async def test_concurrent_duplicate_template_awards(org: Org) -> None:
     assert (await get_template(org, template.id)).badges_count == 1
 
 
-async def test_badges_count_follows_concurrent_awards_and_revocations(org: Org) -> None:
+async def test_badges_count_follows_concurrent_awards_and_revocations(
+    org: Org, caplog: pytest.LogCaptureFixture
+) -> None:
     template = await make_template(org, allow_duplicate_badges=True)
     stub = awards(org.admin)
 
@@ -120,7 +123,7 @@ async def test_badges_count_follows_concurrent_awards_and_revocations(org: Org) 
         for a in to_revoke
     ] + [create(i) for i in range(20)]
     ok, failed = await outcomes(calls)
-    assert failed == Counter({("FAILED_PRECONDITION", "ALREADY_REVOKED"): 20})
+    assert failed == Counter({("FAILED_PRECONDITION", "ALREADY_REVOKED"): 20}), store_log(caplog)
     assert len(ok) == 40
     live = await awards(org.reader).ListAwards(
         apb.ListAwardsRequest(badge_template_id=template.id, revoked=False)

@@ -400,9 +400,9 @@ async def test_a_failed_commit_fails_every_write_of_its_batch(scratch: Scratch) 
 
 
 async def test_a_write_that_loses_a_deadlock_runs_again(scratch: Scratch) -> None:
-    """PostgreSQL: a write of a batch that deadlocks with another transaction is rolled back
-    to its savepoint (its locks with it, so the other transaction goes on), runs again in a
-    later batch and its caller gets its result; the writes sharing its batch commit."""
+    """PostgreSQL: a write of a batch that deadlocks with another transaction rolls the batch
+    back whole (every lock of it, so the other transaction goes on at once), the batch runs
+    again and every caller gets its result."""
     s = scratch
     if s.sqlite:
         pytest.skip("SQLite has one writer: no deadlock")

@@ -730,7 +730,10 @@ def _revoke(
     entity_ids: dict[str, str] = {}
     if stored.message is None and award.badge_class_id is not None:
         entity_ids = store.class_entity_ids(conn, [award.badge_class_id])
-    events.append(conn, org_id, "revoked", {"award_id": award.id}, now)
+    # Last, and in a group commit at the batch's end with the other writes' events: the org's
+    # sequence row, locked in the write, would be held to the COMMIT in an order of its own,
+    # and deadlock with batches that take it at their end after their counts.
+    events.append_events_at_commit(conn, org_id, [("revoked", {"award_id": award.id})], now)
     return RevokedAward(stored, entity_ids)
 
 

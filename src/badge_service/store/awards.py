@@ -317,15 +317,23 @@ _TEMPLATE_COUNT = (
 
 def add_template_counts(conn: Connection, org_id: int, deltas: Mapping[str, int]) -> None:
     """Moves badges_count of templates by the deltas, in id order (a fixed lock order, so
-    two batches touching the same templates cannot deadlock)."""
+    two transactions touching the same templates cannot deadlock on them); in a PostgreSQL
+    group commit once for the batch, at its end (db.at_commit), as the award counts are: a
+    template's row, locked by each of its awards and revocations until the commit, would
+    make the batches of one template queue behind each other whole, and deadlock with a batch
+    that revokes an award this one revokes too."""
     for template_id in sorted(deltas):
         delta = deltas[template_id]
         if delta:
-            execute_prepared(
-                conn,
-                _TEMPLATE_COUNT,
-                {"p_template_id": template_id, "p_org_id": org_id, "p_delta": delta},
-            )
+            at_commit(conn, ("template-count", org_id, template_id), delta, _add_template_count)
+
+
+def _add_template_count(conn: Connection, key: tuple[str, int, str], deltas: list[int]) -> None:
+    """A template's badges_count move (at_commit): every award and revocation of a batch in
+    one."""
+    _, org_id, template_id = key
+    params = {"p_template_id": template_id, "p_org_id": org_id, "p_delta": sum(deltas)}
+    execute_prepared(conn, _TEMPLATE_COUNT, params)
 
 
 # --- Per-definition counts (ListAwards totals) ------------------------------------------------

@@ -42,16 +42,18 @@ Group commit on PostgreSQL (``run_write``, ``_pg_batch``). The same contract, wi
   processors applied, errors raised as SQLAlchemy raises them); anything else runs through
   SQLAlchemy on the same connection and transaction. One SAVEPOINT per write (the previous
   write's RELEASE sent with it in one simple query); a lone write needs none.
-- The rows every write of an org updates (its badge count, its award counts, its event
-  sequence) are written through ``at_commit``: once for the batch, after its last write, in
-  sorted key order, just before COMMIT. Taken inside each write, their row locks would be held
-  from the batch's first write of the org to its COMMIT, and batches of one org would queue
-  whole behind each other; taken at the end, batches overlap up to there, and the fixed order
-  means two batches never deadlock on them. An org's events still commit in sequence order
-  (the sequence row is locked from the bump to the COMMIT).
+- The rows every write of an org updates (its badge count, its award counts, its templates'
+  badge counts, its event sequence) are written through ``at_commit``: once for the batch,
+  after its last write, in sorted key order, just before COMMIT. Taken inside each write,
+  their row locks would be held from the batch's first write of the org to its COMMIT, and
+  batches of one org would queue whole behind each other; taken at the end, batches overlap
+  up to there, and the fixed order means two batches never deadlock on them. An org's events
+  still commit in sequence order (the sequence row is locked from the bump to the COMMIT).
 - A write that fails is rolled back to its savepoint (its locks too) and its caller gets its
-  error; one that lost a deadlock or serialization conflict (40P01, 40001) is run again in a
-  later batch, up to ``_PG_RETRIES`` times, as is a whole batch whose tail or COMMIT lost one.
+  error. One that lost a deadlock or serialization conflict (40P01, 40001) rolls back the
+  whole batch, so that the transaction it conflicted with gets every lock the batch held at
+  once, and the batch runs again in a later one, up to ``_PG_RETRIES`` tries of the write that
+  lost; so does a whole batch whose tail or COMMIT lost one.
   Any other failure of BEGIN, a savepoint, a ROLLBACK, the tail or COMMIT fails every caller
   of the batch, and the connection is dropped rather than pooled (its transaction may still
   be open).
@@ -544,6 +546,20 @@ class Database:
                     for job in batch:
                         job.future.cancel()
                     raise
+                except _LostConflict as lost:  # rolled back whole: all of it runs again
+                    again = []
+                    for job in batch:
+                        if job.future.done():
+                            continue
+                        if job is not lost.job:
+                            again.append(job)
+                        elif job.tries < _PG_RETRIES:
+                            job.tries += 1
+                            again.append(job)
+                        else:
+                            job.future.set_exception(lost.error)
+                    self._queue[:0] = again
+                    continue
                 except Exception as exc:  # BEGIN, its tail or COMMIT failed: nothing landed
                     retry = _sqlstate(exc) in _PG_CONFLICTS
                     again = []
@@ -589,6 +605,8 @@ class Database:
         async with self._pg_writers.connect() as conn:
             try:
                 return await conn.run_sync(_pg_batch, batch)
+            except _LostConflict:  # rolled back: the connection is fine
+                raise
             except BaseException:
                 # The batch's transaction may still be open on the server (a cancel, a lost
                 # connection, a failed ROLLBACK): SQLAlchemy, in autocommit mode, would not
@@ -1209,9 +1227,21 @@ def _run_batch(
     return outcomes
 
 
-# Marks a job that lost a deadlock or serialization conflict (rolled back to its savepoint)
-# and is to run again in a later batch.
+# Marks a job that lost a deadlock or serialization conflict (rolled back) and is to run
+# again in a later batch.
 _RETRY = object()
+
+
+class _LostConflict(Exception):
+    """A job of a batch lost a conflict (``error``): the batch was rolled back whole, and its
+    jobs are to run again, the job that lost counting a try."""
+
+    def __init__(self, job: _Job[Any], error: Exception) -> None:
+        super().__init__(str(error))
+        self.job = job
+        self.error = error
+
+
 # SQLSTATEs of a conflict with another transaction that running again resolves.
 _PG_CONFLICTS = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 
@@ -1308,6 +1338,15 @@ def _pg_batch(conn: Connection, batch: list[_Job[Any]]) -> list[tuple[bool, Any]
                 if not savepoints:
                     _pg_control(conn, raw, "ROLLBACK")
                     return [_failed_job(job, exc)]
+                if _sqlstate(exc) in _PG_CONFLICTS:
+                    # Lost a deadlock: the whole batch goes, and every lock it holds with it.
+                    # Rolled back to its savepoint alone, the job would leave the batch's
+                    # other locks to the transaction it deadlocked with, which would wait on
+                    # them to the batch's end, or meet the next job that takes what it holds
+                    # (a row every write of the batch updates) in a new deadlock, a second
+                    # (deadlock_timeout) each, until its statement timeout.
+                    _pg_control(conn, raw, "ROLLBACK")
+                    raise _LostConflict(job, exc) from exc
                 # Undoes this job alone (its locks too); fails when the connection is gone.
                 _pg_control(conn, raw, "ROLLBACK TO SAVEPOINT job")
                 fresh, used = True, False

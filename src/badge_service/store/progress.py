@@ -180,7 +180,9 @@ def record_progress(
     target = badge_state(badge, state)
     moved = _advance(conn, org_id, badge, recipient_key, recipient, state, target.order, now)
     if moved is not None:
-        events.append(conn, org_id, "progress", state_payload(moved), now)
+        # At the batch's end in a group commit, as an award's events are (see
+        # events.append_events_at_commit).
+        events.append_events_at_commit(conn, org_id, [("progress", state_payload(moved))], now)
         return moved, True
     current = _current(conn, org_id, badge, recipient_key)
     # The upsert changed nothing, so a row exists with a state at or past the one asked for.
