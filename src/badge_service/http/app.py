@@ -41,7 +41,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from badge_service.domain import openbadges
-from badge_service.domain.awards import AwardState
+from badge_service.domain.awards import Award, AwardState
+from badge_service.domain.badge_classes import BadgeClass
 from badge_service.domain.errors import DomainError, NotFound
 from badge_service.domain.fields import is_http_url
 from badge_service.http import rest
@@ -49,6 +50,7 @@ from badge_service.http.access import AccessLog
 from badge_service.http.rest.gateway import Gateway
 from badge_service.http.status import CODE_OF_HTTP, http_status, status_doc
 from badge_service.service import Database, hosted
+from badge_service.service.recent import RECENT_MAX
 
 log = logging.getLogger("badge_service.http")
 
@@ -72,6 +74,8 @@ LOCKED = {
 Handler = Callable[[Request], Awaitable[Response]]
 # Starlette adds HEAD to GET.
 PUBLIC_METHODS = ["GET", "OPTIONS"]
+# Rendered assertions kept (see HttpFace.assertion): as many as the recent reads keep.
+RENDERED_MAX = RECENT_MAX
 
 
 def _json(doc: Any) -> bytes:
@@ -116,18 +120,76 @@ def _none_match(header: str | None, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
 
 
+def _public_headers(etag: str, vary: bool) -> dict[str, str]:
+    headers = {"ETag": etag, "Cache-Control": PUBLIC_CACHE, **CORS, **LOCKED}
+    if vary:
+        headers["Vary"] = "Accept"
+    return headers
+
+
 def _public(
     request: Request, body: bytes, media_type: str, status: int = 200, vary: bool = False
 ) -> Response:
     """A public answer with its ETag, caching and CORS headers; 304 when the client holds
     it already (only a 200 is ever answered 304, as RFC 9110 says)."""
     etag = _etag(body)
-    headers = {"ETag": etag, "Cache-Control": PUBLIC_CACHE, **CORS, **LOCKED}
-    if vary:
-        headers["Vary"] = "Accept"
+    headers = _public_headers(etag, vary)
     if status == 200 and _none_match(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     return Response(body, status, media_type=media_type, headers=headers)
+
+
+class _Encoded(Response):
+    """A Response whose status line and headers were made already (by Rendered)."""
+
+    def __init__(self, status: int, body: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        # Response's own __init__ would encode the headers again; these are its attributes.
+        self.status_code = status
+        self.body = body
+        self.background = None
+        self.raw_headers = list(raw_headers)  # a copy: Response.headers may change it
+
+
+class Rendered:
+    """A public answer rendered once, as _public makes it: its body, ETag and encoded headers,
+    and the value it was rendered from (``source``), to tell when it is stale."""
+
+    __slots__ = ("_full", "_not_modified", "body", "etag", "source", "status")
+
+    def __init__(
+        self, source: object, body: bytes, media_type: str, status: int, *, vary: bool
+    ) -> None:
+        self.source = source
+        self.body = body
+        self.status = status
+        self.etag = _etag(body)
+        headers = _public_headers(self.etag, vary)
+        self._full = Response(body, status, headers=headers, media_type=media_type).raw_headers
+        self._not_modified = Response(status_code=304, headers=headers).raw_headers
+
+    def answer(self, request: Request) -> Response:
+        """The answer to ``request``: 304 when it holds this body already."""
+        if self.status == 200 and _none_match(request.headers.get("if-none-match"), self.etag):
+            return _Encoded(304, b"", self._not_modified)
+        return _Encoded(self.status, self.body, self._full)
+
+
+class _RenderedCache:
+    """Rendered answers by key, at most RENDERED_MAX (the oldest make room)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Rendered] = {}
+
+    def get(self, key: str) -> Rendered | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, made: Rendered) -> Rendered:
+        entries = self._entries
+        entries.pop(key, None)
+        if len(entries) >= RENDERED_MAX:
+            del entries[next(iter(entries))]  # the oldest: dicts keep insertion order
+        entries[key] = made
+        return made
 
 
 def wants_html(request: Request) -> bool:
@@ -244,6 +306,7 @@ class HttpFace:
         self._db = db
         self._base = base_url
         self._ready = ready
+        self._assertions = _RenderedCache()
 
     async def healthz(self, request: Request) -> Response:
         """Liveness: 200 while the process serves HTTP at all."""
@@ -300,19 +363,31 @@ class HttpFace:
     async def assertion(self, request: Request) -> Response:
         """The hosted Assertion (410 Gone in the short form once revoked); a page for a
         browser."""
-        found = await hosted.assertion(self._db, request.path_params["id"], self._base)
+        award_id = request.path_params["id"]
+        entry = await hosted.class_award(self._db, award_id)
+        if not wants_html(request):
+            # The document of a recent read is rendered once: a popular assertion is fetched
+            # again and again, and its JSON, ETag and headers cost more than the rest.
+            made = self._assertions.get(award_id)
+            if made is None or made.source is not entry:
+                made = self._assertions.put(award_id, self._render_assertion(entry))
+            return made.answer(request)
+        found = hosted.assertion_of(entry, self._base)
         status = 410 if found.state is AwardState.REVOKED else 200
-        if wants_html(request):
-            profile = await hosted.issuer_profile(
-                self._db, found.badge_class.issuer_entity_id, self._base
-            )
-            image = openbadges.open_badge_id(
-                self._base, openbadges.BADGE_CLASSES_PATH, found.badge_class.entity_id
-            )
-            page = assertion_page(found, str(profile.get("name", "")), f"{image}/image")
-            return _public(request, page.encode("utf-8"), HTML, status, vary=True)
-        media_type = JSON if status == 410 else LD_JSON
-        return _public(request, _json(found.document), media_type, status, vary=True)
+        profile = await hosted.issuer_profile(
+            self._db, found.badge_class.issuer_entity_id, self._base
+        )
+        image = openbadges.open_badge_id(
+            self._base, openbadges.BADGE_CLASSES_PATH, found.badge_class.entity_id
+        )
+        page = assertion_page(found, str(profile.get("name", "")), f"{image}/image")
+        return _public(request, page.encode("utf-8"), HTML, status, vary=True)
+
+    def _render_assertion(self, entry: tuple[Award, BadgeClass]) -> Rendered:
+        found = hosted.assertion_of(entry, self._base)
+        if found.state is AwardState.REVOKED:
+            return Rendered(entry, _json(found.document), JSON, 410, vary=True)
+        return Rendered(entry, _json(found.document), LD_JSON, 200, vary=True)
 
     async def assertion_image(self, request: Request) -> Response:
         """The award's class image baked with its Assertion: PNG, or SVG with

@@ -89,9 +89,12 @@ async def revocation_list(db: Database, entity_id: str, base_url: str) -> dict[s
     return openbadges.revocation_list(base_url, issuer.entity_id, revoked)
 
 
-async def _class_award(db: Database, award_id: str) -> tuple[Award, BadgeClass]:
+async def class_award(db: Database, award_id: str) -> tuple[Award, BadgeClass]:
     """The badge class award with this id (any org) and its class. NOT_FOUND for an id that
-    names nothing, or an award that is not an Open Badges assertion (not of a class)."""
+    names nothing, or an award that is not an Open Badges assertion (not of a class).
+
+    While the recent reads keep it, every call answers the same tuple (the same object): what
+    is derived from it may be kept as long as it is the one answered."""
     if not is_hex_id(award_id):
         raise NotFound(AWARD, echo(award_id))
 
@@ -109,7 +112,14 @@ async def assertion(db: Database, award_id: str, base_url: str) -> HostedAsserti
     """The hosted Assertion of the badge class award with this id (any org), judged now:
     active and expired ones in full (an expired one with its ``expires``), a revoked one in
     the short revoked form; NOT_FOUND for anything else."""
-    award, bc = await _class_award(db, award_id)
+    return assertion_of(await class_award(db, award_id), base_url)
+
+
+def assertion_of(found: tuple[Award, BadgeClass], base_url: str) -> HostedAssertion:
+    """The hosted Assertion of a badge class award and its class (as class_award gives them),
+    judged now. Its document depends on them alone, not on the time: an expired assertion's
+    is its active one, which names its ``expires``."""
+    award, bc = found
     state = award.state(dt.datetime.now(dt.UTC))
     if state is AwardState.REVOKED:
         doc = openbadges.revoked_assertion(award, base_url)
