@@ -357,3 +357,19 @@ def test_tallies_expose_what_direct_children_would() -> None:
         assert exposed(buffered) == exposed(direct)
     assert exposed(buffered)[("h_count", "")] == 13
     assert exposed(buffered)[("h_bucket", "0.0005")] == 6  # 0.0, 0.0005, 0.0004999, twice
+
+
+def test_an_award_write_run_again_counts_its_last_run_only() -> None:
+    """A PostgreSQL group commit runs a write again when its batch lost a deadlock (every
+    write of the batch, rolled back together): the awards metrics take what the committed run
+    refused or created, not the sum of the runs."""
+    from badge_service.domain.errors import FailedPrecondition
+    from badge_service.service.awards import _Tally
+
+    def capped(reason: str) -> FailedPrecondition:
+        return FailedPrecondition("the recipient already has it", reason=reason)
+
+    tally = _Tally()
+    tally.add([capped("FREQUENCY_MAX_REACHED"), capped("FREQUENCY_CAP_REACHED")])
+    tally.add([capped("FREQUENCY_MAX_REACHED"), capped("NOT_A_CAP")])  # the run committed
+    assert (tally.issued, tally.refused) == ({}, {"FREQUENCY_MAX_REACHED": 1})

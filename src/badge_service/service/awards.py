@@ -284,7 +284,10 @@ class _Tally:
         self.refused: dict[str, int] = {}
 
     def add(self, results: Sequence[CreatedAward | DomainError]) -> None:
-        """Counts a create's results."""
+        """Counts a create's results: those of its last run, as a PostgreSQL group commit
+        may run a write again (its batch rolled back after a deadlock) and only that run is
+        committed."""
+        self.issued, self.refused = {}, {}
         for r in results:
             if isinstance(r, CreatedAward):
                 kind = r.award.kind.value
