@@ -50,7 +50,7 @@ from badge_service.http.access import AccessLog
 from badge_service.http.rest.gateway import Gateway
 from badge_service.http.status import CODE_OF_HTTP, http_status, status_doc
 from badge_service.service import Database, hosted
-from badge_service.service.recent import RECENT_MAX
+from badge_service.service.recent import Recent
 
 log = logging.getLogger("badge_service.http")
 
@@ -74,8 +74,6 @@ LOCKED = {
 Handler = Callable[[Request], Awaitable[Response]]
 # Starlette adds HEAD to GET.
 PUBLIC_METHODS = ["GET", "OPTIONS"]
-# Rendered assertions kept (see HttpFace.assertion): as many as the recent reads keep.
-RENDERED_MAX = RECENT_MAX
 
 
 def _json(doc: Any) -> bytes:
@@ -172,24 +170,6 @@ class Rendered:
         if self.status == 200 and _none_match(request.headers.get("if-none-match"), self.etag):
             return _Encoded(304, b"", self._not_modified)
         return _Encoded(self.status, self.body, self._full)
-
-
-class _RenderedCache:
-    """Rendered answers by key, at most RENDERED_MAX (the oldest make room)."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, Rendered] = {}
-
-    def get(self, key: str) -> Rendered | None:
-        return self._entries.get(key)
-
-    def put(self, key: str, made: Rendered) -> Rendered:
-        entries = self._entries
-        entries.pop(key, None)
-        if len(entries) >= RENDERED_MAX:
-            del entries[next(iter(entries))]  # the oldest: dicts keep insertion order
-        entries[key] = made
-        return made
 
 
 def wants_html(request: Request) -> bool:
@@ -306,7 +286,8 @@ class HttpFace:
         self._db = db
         self._base = base_url
         self._ready = ready
-        self._assertions = _RenderedCache()
+        # Rendered assertions (see assertion), kept as the recent reads they come from are.
+        self._assertions: Recent[Rendered] = Recent()
 
     async def healthz(self, request: Request) -> Response:
         """Liveness: 200 while the process serves HTTP at all."""
@@ -370,7 +351,8 @@ class HttpFace:
             # again and again, and its JSON, ETag and headers cost more than the rest.
             made = self._assertions.get(award_id)
             if made is None or made.source is not entry:
-                made = self._assertions.put(award_id, self._render_assertion(entry))
+                made = self._render_assertion(entry)
+                self._assertions.put(award_id, made)
             return made.answer(request)
         found = hosted.assertion_of(entry, self._base)
         status = 410 if found.state is AwardState.REVOKED else 200
