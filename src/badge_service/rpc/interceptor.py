@@ -360,7 +360,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     raise request.error
                 async with contextlib.aclosing(inner_stream(request, context)) as items:
                     async for item in items:
-                        await context.write(item)
+                        try:
+                            await context.write(item)
+                        except asyncio.CancelledError:
+                            # The call ended while the write was in flight: the client may
+                            # well have it (it read it and cancelled before this task went
+                            # on), so it counts as sent, as gRPC took it.
+                            if sent is not None:
+                                sent()
+                            raise
                         if sent is not None:
                             sent()
             except BaseException as exc:
