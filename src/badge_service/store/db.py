@@ -547,32 +547,15 @@ class Database:
                         job.future.cancel()
                     raise
                 except _LostConflict as lost:  # rolled back whole: all of it runs again
-                    again = []
-                    for job in batch:
-                        if job.future.done():
-                            continue
-                        if job is not lost.job:
-                            again.append(job)
-                        elif job.tries < _PG_RETRIES:
-                            job.tries += 1
-                            again.append(job)
-                        else:
-                            job.future.set_exception(lost.error)
-                    self._queue[:0] = again
+                    self._run_again(batch, lost.error, lost.job)
                     continue
                 except Exception as exc:  # BEGIN, its tail or COMMIT failed: nothing landed
-                    retry = _sqlstate(exc) in _PG_CONFLICTS
-                    again = []
-                    for job in batch:
-                        if job.future.done():
-                            continue
-                        if retry and job.tries < _PG_RETRIES:
-                            # Lost a conflict with another transaction: runs again whole.
-                            job.tries += 1
-                            again.append(job)
-                        else:
-                            job.future.set_exception(exc)
-                    self._queue[:0] = again
+                    if _sqlstate(exc) in _PG_CONFLICTS:  # lost a conflict: runs again whole
+                        self._run_again(batch, exc, None)
+                    else:
+                        for job in batch:
+                            if not job.future.done():
+                                job.future.set_exception(exc)
                     continue
                 finally:
                     self._pg_running -= 1
@@ -597,6 +580,22 @@ class Database:
             # At once, with no await since the queue was found empty: a write queued after
             # this must see a free place and start a committer.
             self._pg_committers.discard(asyncio.current_task())
+
+    def _run_again(self, batch: list[_Job[Any]], error: Exception, loser: _Job[Any] | None) -> None:
+        """Queues the writes of a batch that was rolled back whole first, to run again: the
+        write that lost a conflict (``loser``; every one when None) counts a try, and gets
+        ``error`` instead once it has none left."""
+        again = []
+        for job in batch:
+            if job.future.done():
+                continue
+            if loser is None or job is loser:
+                if job.tries >= _PG_RETRIES:
+                    job.future.set_exception(error)
+                    continue
+                job.tries += 1
+            again.append(job)
+        self._queue[:0] = again
 
     async def _run_pg_batch(self, batch: list[_Job[Any]]) -> list[tuple[bool, Any]]:
         """Runs a batch of writes in one PostgreSQL transaction (_pg_batch) on a writer
